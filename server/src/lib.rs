@@ -1,0 +1,2 @@
+//! Yuntiao server library (placeholder crate doc; rewritten when the modules land).
+pub mod store;

@@ -1,0 +1,2 @@
+//! Test harness for Yuntiao's integration tests.
+pub mod redis_server;
