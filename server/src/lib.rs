@@ -1,2 +1,25 @@
-//! Yuntiao server library (placeholder crate doc; rewritten when the modules land).
+//! Yuntiao server: every I/O edge of the cloud-mediation service.
+//!
+//! The rules of a mediation live in the `yuntiao-signaling` crate, which does no I/O; this crate
+//! is the imperative shell around it:
+//!
+//! * [`config`]: command line and environment options.
+//! * [`secrets`]: signing keys and the admin token (generated and kept in dev mode).
+//! * [`auth`]: invite tokens (JWT with a pinned algorithm) and the admin-token check.
+//! * [`store`]: the case event log, on Redis or on the embedded redb store.
+//! * [`rooms`]: one task per active case, driving the signaling room: decide, store, then
+//!   acknowledge and fan out.
+//! * [`ws`]: the signaling websocket, one per participant.
+//! * [`http`]: health checks, the websocket route and the admin API.
+//! * [`server`]: wiring it together and serving until shutdown.
+
+pub mod auth;
+pub mod config;
+pub mod http;
+pub mod ids;
+pub mod rooms;
+pub mod secrets;
+pub mod server;
+pub mod state;
 pub mod store;
+pub mod ws;

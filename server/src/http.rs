@@ -1,0 +1,337 @@
+//! HTTP surface: health checks, the websocket upgrade and the admin API.
+//!
+//! The admin API (`/admin/...`) is guarded by the admin bearer token and answers JSON; its errors
+//! use the same codes as the websocket protocol (`{"code": ..., "message": ...}`).
+//! Invite links carry the token in the URL fragment (`/join#token=...`), so it never reaches
+//! this server's logs nor a Referer header.
+
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use axum::extract::{Path, State, WebSocketUpgrade};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{delete, get, post};
+use axum::{Json, Router};
+use serde::Deserialize;
+use serde_json::json;
+use yuntiao_signaling::event::{verify_chain, CaseParticipant};
+use yuntiao_signaling::protocol::{ErrorCode, ProtocolError};
+use yuntiao_signaling::{Event, InviteClaims, Role};
+
+use crate::rooms::{AdminCommand, AdminReply};
+use crate::state::AppState;
+
+/// Builds the router.
+pub fn router(state: AppState) -> Router {
+    let max = state.config.max_frame_bytes;
+    Router::new()
+        .route("/healthz", get(|| async { "ok" }))
+        .route("/readyz", get(readyz))
+        .route(
+            "/ws",
+            get(move |ws: WebSocketUpgrade, State(state): State<AppState>| async move {
+                // Frames a little over the limit get a typed `frame_too_large` error from the
+                // connection; grossly oversized ones are cut off by the websocket layer.
+                let hard = (max * 4).max(256 * 1024);
+                ws.max_message_size(hard)
+                    .max_frame_size(hard)
+                    .on_upgrade(move |socket| crate::ws::serve(socket, state))
+            }),
+        )
+        .route("/admin/cases", post(create_case).get(list_cases))
+        .route("/admin/cases/{case}", get(case_record))
+        .route("/admin/cases/{case}/verify", get(verify_case))
+        .route("/admin/cases/{case}/invites", post(mint_invite))
+        .route("/admin/cases/{case}/invites/{jti}", delete(revoke_invite))
+        .with_state(state)
+}
+
+/// An error answer of the admin API.
+pub struct ApiError(StatusCode, ProtocolError);
+
+impl From<ProtocolError> for ApiError {
+    fn from(e: ProtocolError) -> Self {
+        let status = match e.code {
+            ErrorCode::Unauthorized => StatusCode::UNAUTHORIZED,
+            ErrorCode::CaseNotFound | ErrorCode::NotFound => StatusCode::NOT_FOUND,
+            ErrorCode::Conflict | ErrorCode::CaseClosed => StatusCode::CONFLICT,
+            ErrorCode::StoreUnavailable => StatusCode::SERVICE_UNAVAILABLE,
+            ErrorCode::Internal => StatusCode::INTERNAL_SERVER_ERROR,
+            _ => StatusCode::BAD_REQUEST,
+        };
+        ApiError(status, e)
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        (
+            self.0,
+            Json(json!({"code": self.1.code, "message": self.1.message})),
+        )
+            .into_response()
+    }
+}
+
+fn bad(msg: impl Into<String>) -> ApiError {
+    ProtocolError::new(ErrorCode::InvalidMessage, msg).into()
+}
+
+fn check_admin(state: &AppState, headers: &HeaderMap) -> Result<(), ApiError> {
+    let presented = headers
+        .get(axum::http::header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .unwrap_or("");
+    if !presented.is_empty() && crate::auth::admin_token_matches(&state.admin_token, presented) {
+        Ok(())
+    } else {
+        Err(ProtocolError::new(ErrorCode::Unauthorized, "a valid admin token is required").into())
+    }
+}
+
+/// Parses a JSON body ourselves so a bad one gets our error shape.
+fn parse_body<T: for<'de> Deserialize<'de>>(body: &[u8]) -> Result<T, ApiError> {
+    serde_json::from_slice(body).map_err(|e| bad(format!("invalid request body: {e}")))
+}
+
+async fn readyz(State(state): State<AppState>) -> Response {
+    match state.rooms.store().ping().await {
+        Ok(()) => (StatusCode::OK, "ready").into_response(),
+        Err(_) => (StatusCode::SERVICE_UNAVAILABLE, "store unreachable").into_response(),
+    }
+}
+
+#[derive(Deserialize)]
+struct NewParticipant {
+    role: String,
+    name: String,
+}
+
+#[derive(Deserialize)]
+struct NewCase {
+    title: String,
+    /// The parties' display names and the assigned mediators and judges.
+    #[serde(default)]
+    participants: Vec<NewParticipant>,
+}
+
+fn parse_role(s: &str) -> Result<Role, ApiError> {
+    Role::parse(s).ok_or_else(|| bad(format!("unknown role `{s}`")))
+}
+
+async fn create_case(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    body: axum::body::Bytes,
+) -> Result<Response, ApiError> {
+    check_admin(&state, &headers)?;
+    let req: NewCase = parse_body(&body)?;
+    let mut participants = Vec::new();
+    for p in req.participants {
+        participants.push(CaseParticipant {
+            participant: crate::ids::participant_id(),
+            role: parse_role(&p.role)?,
+            name: p.name,
+        });
+    }
+    let case = crate::ids::case_id();
+    let reply = state
+        .rooms
+        .admin(
+            &case,
+            AdminCommand::Create {
+                title: req.title,
+                participants,
+            },
+        )
+        .await?;
+    let AdminReply::Created { seq, participants } = reply else {
+        return Err(ProtocolError::new(ErrorCode::Internal, "unexpected reply").into());
+    };
+    tracing::info!(case = %case, "case created");
+    Ok((
+        StatusCode::CREATED,
+        Json(json!({"case": case, "seq": seq, "participants": participants})),
+    )
+        .into_response())
+}
+
+async fn list_cases(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    check_admin(&state, &headers)?;
+    let cases = state.rooms.store().list_cases().await.map_err(|_| {
+        ProtocolError::new(ErrorCode::StoreUnavailable, "the case store is unavailable")
+    })?;
+    Ok(Json(json!({ "cases": cases })).into_response())
+}
+
+async fn case_record(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    Path(case): Path<String>,
+) -> Result<Response, ApiError> {
+    check_admin(&state, &headers)?;
+    let AdminReply::Record {
+        title,
+        events,
+        roster,
+    } = state.rooms.admin(&case, AdminCommand::Record).await?
+    else {
+        return Err(ProtocolError::new(ErrorCode::Internal, "unexpected reply").into());
+    };
+    let head = events.last().map(|e| (e.seq, e.hash.clone()));
+    Ok(Json(json!({
+        "case": case,
+        "title": title,
+        "head_seq": head.as_ref().map_or(0, |h| h.0),
+        "head_hash": head.map(|h| h.1),
+        "participants": roster,
+        "events": events,
+    }))
+    .into_response())
+}
+
+/// Verifies the hash chain of the log *as stored* (not the room's in-memory copy).
+async fn verify_case(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    Path(case): Path<String>,
+) -> Result<Response, ApiError> {
+    check_admin(&state, &headers)?;
+    let stored = state.rooms.store().read(&case, 0).await.map_err(|_| {
+        ProtocolError::new(ErrorCode::StoreUnavailable, "the case store is unavailable")
+    })?;
+    if stored.is_empty() {
+        return Err(ProtocolError::new(ErrorCode::CaseNotFound, "the case does not exist").into());
+    }
+    let mut events = Vec::with_capacity(stored.len());
+    for s in &stored {
+        match Event::from_json(&s.data) {
+            Ok(e) if e.seq == s.seq => events.push(e),
+            _ => {
+                return Ok(Json(json!({
+                    "case": case, "ok": false, "events": stored.len(),
+                    "error": {"problem": "unreadable", "seq": s.seq},
+                }))
+                .into_response())
+            }
+        }
+    }
+    Ok(match verify_chain(&events) {
+        Ok(head) => Json(json!({"case": case, "ok": true, "events": events.len(), "head_hash": head})),
+        Err(e) => Json(json!({"case": case, "ok": false, "events": events.len(), "error": e})),
+    }
+    .into_response())
+}
+
+/// `ttl` as seconds or as a duration string such as "30m", "24h", "7d".
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum Ttl {
+    Seconds(u64),
+    Text(String),
+}
+
+#[derive(Deserialize)]
+struct NewInvite {
+    role: String,
+    name: String,
+    #[serde(default)]
+    ttl: Option<Ttl>,
+    /// Re-issue a link for this existing participant.
+    #[serde(default)]
+    participant: Option<String>,
+}
+
+/// Longest invite lifetime accepted.
+const MAX_TTL: Duration = Duration::from_secs(90 * 24 * 3600);
+
+async fn mint_invite(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    Path(case): Path<String>,
+    body: axum::body::Bytes,
+) -> Result<Response, ApiError> {
+    check_admin(&state, &headers)?;
+    let req: NewInvite = parse_body(&body)?;
+    let role = parse_role(&req.role)?;
+    let ttl = match req.ttl {
+        None => state.config.default_invite_ttl,
+        Some(Ttl::Seconds(s)) => Duration::from_secs(s),
+        Some(Ttl::Text(t)) => humantime::parse_duration(&t)
+            .map_err(|_| bad("`ttl` must be seconds or a duration such as 24h"))?,
+    };
+    if ttl.is_zero() || ttl > MAX_TTL {
+        return Err(bad("`ttl` must be between 1 second and 90 days"));
+    }
+    let now = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs() as i64)
+        .unwrap_or(0);
+    let expires_at = now + ttl.as_secs() as i64;
+    let jti = crate::ids::invite_id();
+    let AdminReply::InviteIssued { seq, participant } = state
+        .rooms
+        .admin(
+            &case,
+            AdminCommand::IssueInvite {
+                jti: jti.clone(),
+                participant: req.participant,
+                role,
+                name: req.name.clone(),
+                expires_at,
+            },
+        )
+        .await?
+    else {
+        return Err(ProtocolError::new(ErrorCode::Internal, "unexpected reply").into());
+    };
+    let claims = InviteClaims {
+        iss: state.tokens.issuer().to_owned(),
+        aud: state.tokens.audience().to_owned(),
+        sub: participant.clone(),
+        case: case.clone(),
+        role: role.as_str().to_owned(),
+        name: req.name,
+        exp: expires_at,
+        nbf: now,
+        iat: now,
+        jti: jti.clone(),
+    };
+    let token = state.tokens.mint(&claims)?;
+    let url = format!("{}/join#token={}", state.config.public_url, token);
+    tracing::info!(case = %case, participant = %participant, role = %role, "invite issued");
+    let expires = UNIX_EPOCH + Duration::from_secs(expires_at as u64);
+    Ok((
+        StatusCode::CREATED,
+        Json(json!({
+            "url": url,
+            "expires_at": humantime::format_rfc3339_seconds(expires).to_string(),
+            "expires_at_unix": expires_at,
+            "jti": jti,
+            "participant": participant,
+            "seq": seq,
+        })),
+    )
+        .into_response())
+}
+
+async fn revoke_invite(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    Path((case, jti)): Path<(String, String)>,
+) -> Result<Response, ApiError> {
+    check_admin(&state, &headers)?;
+    let AdminReply::Revoked { seq } = state
+        .rooms
+        .admin(&case, AdminCommand::RevokeInvite { jti: jti.clone() })
+        .await?
+    else {
+        return Err(ProtocolError::new(ErrorCode::Internal, "unexpected reply").into());
+    };
+    tracing::info!(case = %case, "invite revoked");
+    Ok(Json(json!({"revoked": jti, "seq": seq})).into_response())
+}

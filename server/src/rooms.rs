@@ -1,0 +1,751 @@
+//! The room manager: one task per active case, driving the signaling crate's [`Room`].
+//!
+//! Each case that has connections (or just got an admin command) is served by a *room task*
+//! that owns the case's [`Room`] and the connections joined to it. All changes to a case go
+//! through its task, one at a time, in this order: the room decides (drafts or a typed error),
+//! the drafts are sealed into the hash chain, appended to the store, and only then applied,
+//! acknowledged and fanned out. A failed append changes nothing and is reported as
+//! `store_unavailable`; a conflicting one (someone else wrote the log) reloads the room from the
+//! store and reports `conflict`, so the client can retry.
+//!
+//! Connections receive [`Outbound`] messages through a bounded channel; a connection that cannot
+//! keep up is dropped (its client resumes from the last seq it saw) rather than slowing the room.
+//! A room task with no connections and no commands for [`IDLE_TIMEOUT`] exits; the manager
+//! starts a fresh one, rebuilt from the store, when the case is next used.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use axum::extract::ws::Utf8Bytes;
+use tokio::sync::{mpsc, oneshot};
+use tracing::{info, warn, Instrument};
+use yuntiao_signaling::event::CaseParticipant;
+use yuntiao_signaling::protocol::{ErrorCode, ProtocolError, Request, ServerMessage};
+use yuntiao_signaling::room::Effect;
+use yuntiao_signaling::{Draft, Event, InviteClaims, Role, Room};
+
+use crate::store::{Store, StoreError, StoredEvent};
+
+/// How long a room task with nothing to do stays in memory.
+pub const IDLE_TIMEOUT: Duration = Duration::from_secs(120);
+/// Queue of commands to one room task.
+const ROOM_QUEUE: usize = 1024;
+
+/// A message for one connection's writer.
+#[derive(Debug)]
+pub enum Outbound {
+    /// A serialized [`ServerMessage`].
+    Text(Utf8Bytes),
+    /// Send a `closed` message with this reason, then close the websocket.
+    Close {
+        code: Option<ErrorCode>,
+        message: String,
+    },
+}
+
+/// What a connection tells the room when it joins.
+pub struct ConnInfo {
+    pub id: u64,
+    pub outbox: mpsc::Sender<Outbound>,
+}
+
+/// The result of a successful join.
+#[derive(Clone, Debug)]
+pub struct Joined {
+    pub participant: String,
+    pub role: Role,
+}
+
+/// Admin commands, answered with JSON.
+pub enum AdminCommand {
+    Create {
+        title: String,
+        participants: Vec<CaseParticipant>,
+    },
+    IssueInvite {
+        jti: String,
+        participant: Option<String>,
+        role: Role,
+        name: String,
+        expires_at: i64,
+    },
+    RevokeInvite {
+        jti: String,
+    },
+    Record,
+}
+
+/// What an admin command produced.
+pub enum AdminReply {
+    Created {
+        seq: u64,
+        participants: Vec<CaseParticipant>,
+    },
+    InviteIssued {
+        seq: u64,
+        participant: String,
+    },
+    Revoked {
+        seq: u64,
+    },
+    Record {
+        title: String,
+        events: Vec<Event>,
+        roster: Vec<yuntiao_signaling::protocol::RosterEntry>,
+    },
+}
+
+enum Command {
+    Join {
+        claims: InviteClaims,
+        resume_from: u64,
+        conn: ConnInfo,
+        reply: oneshot::Sender<Result<Joined, ProtocolError>>,
+    },
+    Request {
+        conn: u64,
+        id: Option<String>,
+        request: Request,
+    },
+    Disconnect {
+        conn: u64,
+    },
+    Admin {
+        command: AdminCommand,
+        reply: oneshot::Sender<Result<AdminReply, ProtocolError>>,
+    },
+}
+
+/// Routes commands to room tasks, starting them on demand.
+#[derive(Clone)]
+pub struct RoomManager {
+    inner: Arc<ManagerInner>,
+}
+
+struct ManagerInner {
+    store: Arc<dyn Store>,
+    rooms: Mutex<HashMap<String, mpsc::Sender<Command>>>,
+    next_conn: AtomicU64,
+}
+
+fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
+}
+
+fn internal(msg: &str) -> ProtocolError {
+    ProtocolError::new(ErrorCode::Internal, msg)
+}
+
+impl RoomManager {
+    pub fn new(store: Arc<dyn Store>) -> RoomManager {
+        RoomManager {
+            inner: Arc::new(ManagerInner {
+                store,
+                rooms: Mutex::new(HashMap::new()),
+                next_conn: AtomicU64::new(1),
+            }),
+        }
+    }
+
+    pub fn store(&self) -> &Arc<dyn Store> {
+        &self.inner.store
+    }
+
+    /// A fresh connection id.
+    pub fn next_conn_id(&self) -> u64 {
+        self.inner.next_conn.fetch_add(1, Ordering::Relaxed)
+    }
+
+    /// Number of room tasks in memory.
+    pub fn active_rooms(&self) -> usize {
+        self.inner.rooms.lock().map(|r| r.len()).unwrap_or(0)
+    }
+
+    /// Sends a command to the case's room task, starting one if needed. A task that is just
+    /// shutting down refuses the command; then a new task is started and the command retried.
+    async fn send(&self, case: &str, mut cmd: Command) -> Result<(), ProtocolError> {
+        for _ in 0..3 {
+            let tx = {
+                let mut rooms = self
+                    .inner
+                    .rooms
+                    .lock()
+                    .map_err(|_| internal("room table poisoned"))?;
+                match rooms.get(case) {
+                    Some(tx) if !tx.is_closed() => tx.clone(),
+                    _ => {
+                        let (tx, rx) = mpsc::channel(ROOM_QUEUE);
+                        rooms.insert(case.to_owned(), tx.clone());
+                        let task = RoomTask::new(case.to_owned(), self.clone());
+                        let span = tracing::info_span!("room", case = %case);
+                        tokio::spawn(task.run(rx).instrument(span));
+                        tx
+                    }
+                }
+            };
+            match tx.send(cmd).await {
+                Ok(()) => return Ok(()),
+                Err(mpsc::error::SendError(c)) => {
+                    cmd = c;
+                    if let Ok(mut rooms) = self.inner.rooms.lock() {
+                        if rooms.get(case).is_some_and(|t| t.same_channel(&tx)) {
+                            rooms.remove(case);
+                        }
+                    }
+                }
+            }
+        }
+        Err(internal("the room is restarting; try again"))
+    }
+
+    /// Joins a connection to its token's case. On success the room has already queued the
+    /// welcome and any replay on the connection's outbox.
+    pub async fn join(
+        &self,
+        claims: InviteClaims,
+        resume_from: u64,
+        conn: ConnInfo,
+    ) -> Result<Joined, ProtocolError> {
+        let (reply, rx) = oneshot::channel();
+        let case = claims.case.clone();
+        self.send(
+            &case,
+            Command::Join {
+                claims,
+                resume_from,
+                conn,
+                reply,
+            },
+        )
+        .await?;
+        rx.await.map_err(|_| internal("the room stopped"))?
+    }
+
+    /// Passes a joined connection's request to its room; the answer arrives on the outbox.
+    pub async fn request(
+        &self,
+        case: &str,
+        conn: u64,
+        id: Option<String>,
+        request: Request,
+    ) -> Result<(), ProtocolError> {
+        self.send(case, Command::Request { conn, id, request }).await
+    }
+
+    /// Tells the room a connection closed.
+    pub async fn disconnect(&self, case: &str, conn: u64) {
+        let _ = self.send(case, Command::Disconnect { conn }).await;
+    }
+
+    /// Runs an admin command on a case.
+    pub async fn admin(&self, case: &str, command: AdminCommand) -> Result<AdminReply, ProtocolError> {
+        let (reply, rx) = oneshot::channel();
+        self.send(case, Command::Admin { command, reply }).await?;
+        rx.await.map_err(|_| internal("the room stopped"))?
+    }
+}
+
+struct Conn {
+    participant: String,
+    jti: String,
+    outbox: mpsc::Sender<Outbound>,
+    /// Highest seq this connection has been given (or skipped as not visible while admitted).
+    cursor: u64,
+}
+
+struct RoomTask {
+    case: String,
+    manager: RoomManager,
+    room: Room,
+    /// Set when the stored log failed verification: the case is then served read-only-nothing.
+    broken: Option<String>,
+    conns: HashMap<u64, Conn>,
+}
+
+impl RoomTask {
+    fn new(case: String, manager: RoomManager) -> RoomTask {
+        RoomTask {
+            case,
+            manager,
+            room: Room::new(),
+            broken: None,
+            conns: HashMap::new(),
+        }
+    }
+
+    async fn load(&mut self) -> Result<(), ProtocolError> {
+        let stored = self
+            .manager
+            .store()
+            .read(&self.case, 0)
+            .await
+            .map_err(store_error)?;
+        let mut events = Vec::with_capacity(stored.len());
+        for s in stored {
+            match Event::from_json(&s.data) {
+                Ok(e) => events.push(e),
+                Err(_) => {
+                    self.broken = Some(format!("event {} is unreadable", s.seq));
+                    return Ok(());
+                }
+            }
+        }
+        match Room::from_events(events) {
+            Ok(room) => {
+                self.room = room;
+                self.broken = None;
+            }
+            Err(e) => {
+                warn!(error = %e, "case record failed hash-chain verification");
+                self.broken = Some(e.to_string());
+            }
+        }
+        Ok(())
+    }
+
+    async fn run(mut self, mut rx: mpsc::Receiver<Command>) {
+        let mut loaded = self.load().await;
+        if let Err(e) = &loaded {
+            warn!(error = %e.message, "could not load case");
+        }
+        loop {
+            let cmd = match tokio::time::timeout(IDLE_TIMEOUT, rx.recv()).await {
+                Ok(Some(cmd)) => cmd,
+                Ok(None) => break,
+                Err(_) if self.conns.is_empty() => {
+                    // Idle: stop taking commands, finish the queued ones, exit.
+                    rx.close();
+                    while let Ok(cmd) = rx.try_recv() {
+                        self.dispatch(cmd, &mut loaded).await;
+                    }
+                    break;
+                }
+                Err(_) => continue,
+            };
+            self.dispatch(cmd, &mut loaded).await;
+            // A case that does not exist and has nobody connected is not kept in memory.
+            if !self.room.exists() && self.conns.is_empty() && rx.is_empty() {
+                rx.close();
+                while let Ok(cmd) = rx.try_recv() {
+                    self.dispatch(cmd, &mut loaded).await;
+                }
+                break;
+            }
+        }
+        info!("room task stopped");
+        // Only unregister our own (now closed) channel: a newer task may already serve the case.
+        if let Ok(mut rooms) = self.manager.inner.rooms.lock() {
+            if rooms.get(&self.case).is_some_and(|t| t.is_closed()) {
+                rooms.remove(&self.case);
+            }
+        }
+    }
+
+    async fn dispatch(&mut self, cmd: Command, loaded: &mut Result<(), ProtocolError>) {
+        if loaded.is_err() {
+            // The store was unreachable when the task started: try again now.
+            *loaded = self.load().await;
+        }
+        let unavailable = match (&*loaded, &self.broken) {
+            (Err(e), _) => Some(e.clone()),
+            (Ok(()), Some(why)) => Some(ProtocolError::new(
+                ErrorCode::Internal,
+                format!("the case record failed verification ({why}); contact the administrator"),
+            )),
+            _ => None,
+        };
+        if let Some(e) = unavailable {
+            match cmd {
+                Command::Join { reply, .. } => {
+                    let _ = reply.send(Err(e));
+                }
+                Command::Admin { reply, .. } => {
+                    let _ = reply.send(Err(e));
+                }
+                Command::Request { conn, id, .. } => self.send_to(conn, ServerMessage::error(id, e)),
+                Command::Disconnect { conn } => {
+                    self.conns.remove(&conn);
+                }
+            }
+            return;
+        }
+        match cmd {
+            Command::Join {
+                claims,
+                resume_from,
+                conn,
+                reply,
+            } => {
+                let r = self.join(claims, resume_from, conn).await;
+                let _ = reply.send(r);
+            }
+            Command::Request { conn, id, request } => self.request(conn, id, request).await,
+            Command::Disconnect { conn } => self.disconnect(conn),
+            Command::Admin { command, reply } => {
+                let r = self.admin(command).await;
+                let _ = reply.send(r);
+            }
+        }
+    }
+
+    /// Seals, stores, then applies drafts and delivers the events. Returns the last seq.
+    async fn commit(&mut self, drafts: Vec<Draft>) -> Result<Option<u64>, ProtocolError> {
+        if drafts.is_empty() {
+            return Ok(None);
+        }
+        let events = self.room.seal(drafts, now_ms());
+        let stored: Vec<StoredEvent> = events
+            .iter()
+            .map(|e| StoredEvent {
+                seq: e.seq,
+                data: e.to_json(),
+            })
+            .collect();
+        if let Err(e) = self.manager.store().append(&self.case, &stored).await {
+            if let StoreError::Conflict { .. } = e {
+                warn!("case log changed underneath this room; reloading");
+                if let Err(le) = self.load().await {
+                    warn!(error = %le.message, "reload failed");
+                }
+                return Err(ProtocolError::new(
+                    ErrorCode::Conflict,
+                    "the case changed meanwhile; please retry",
+                ));
+            }
+            return Err(store_error(e));
+        }
+        let last = events.last().map(|e| e.seq);
+        for e in events {
+            self.room.apply(e.clone());
+            // A participant who was just admitted is caught up (welcome, then every event up to
+            // and including this one) before the ordinary fan-out, which then skips them.
+            let (catch_up, others): (Vec<Effect>, Vec<Effect>) = self
+                .room
+                .effects(&e)
+                .into_iter()
+                .partition(|f| matches!(f, Effect::CatchUp { .. }));
+            for effect in catch_up {
+                self.carry_out(effect);
+            }
+            self.fan_out(&e);
+            for effect in others {
+                self.carry_out(effect);
+            }
+        }
+        Ok(last)
+    }
+
+    fn online(&self, participant: &str) -> bool {
+        self.conns.values().any(|c| c.participant == participant)
+    }
+
+    /// Delivers an event to every connection whose participant may see it, serializing each
+    /// distinct view once.
+    fn fan_out(&mut self, e: &Event) {
+        let mut full: Option<Utf8Bytes> = None;
+        let mut redacted: Option<Utf8Bytes> = None;
+        let mut dead = Vec::new();
+        for (id, c) in self.conns.iter_mut() {
+            if self.room.participant(&c.participant).map(|p| p.status)
+                != Some(yuntiao_signaling::room::ParticipantStatus::Admitted)
+            {
+                continue;
+            }
+            if c.cursor >= e.seq {
+                continue;
+            }
+            c.cursor = e.seq;
+            let Some(view) = self.room.view_for(&c.participant, e) else {
+                continue;
+            };
+            let slot = match view {
+                std::borrow::Cow::Borrowed(_) => &mut full,
+                std::borrow::Cow::Owned(_) => &mut redacted,
+            };
+            let text = slot
+                .get_or_insert_with(|| {
+                    ServerMessage::Event {
+                        event: view.into_owned(),
+                    }
+                    .to_json()
+                    .into()
+                })
+                .clone();
+            if c.outbox.try_send(Outbound::Text(text)).is_err() {
+                dead.push(*id);
+            }
+        }
+        for id in dead {
+            warn!(conn = id, "connection cannot keep up; dropping it");
+            self.conns.remove(&id);
+        }
+    }
+
+    fn send_to(&mut self, conn: u64, msg: ServerMessage) {
+        if let Some(c) = self.conns.get(&conn) {
+            if c.outbox.try_send(Outbound::Text(msg.to_json().into())).is_err() {
+                self.conns.remove(&conn);
+            }
+        }
+    }
+
+    /// Sends `participant` everything after their cursor they may now see.
+    fn catch_up(&mut self, conn: u64) {
+        let Some(c) = self.conns.get_mut(&conn) else {
+            return;
+        };
+        let admitted = self.room.participant(&c.participant).map(|p| p.status)
+            == Some(yuntiao_signaling::room::ParticipantStatus::Admitted);
+        if !admitted {
+            return;
+        }
+        let mut ok = true;
+        for view in self.room.replay_for(&c.participant, c.cursor) {
+            let msg = ServerMessage::Event {
+                event: view.into_owned(),
+            };
+            if c.outbox.try_send(Outbound::Text(msg.to_json().into())).is_err() {
+                ok = false;
+                break;
+            }
+        }
+        c.cursor = self.room.head_seq();
+        if !ok {
+            warn!(conn, "connection cannot keep up with replay; dropping it");
+            self.conns.remove(&conn);
+        }
+    }
+
+    fn carry_out(&mut self, effect: Effect) {
+        match effect {
+            Effect::CatchUp { participant } => {
+                let ids: Vec<u64> = self
+                    .conns
+                    .iter()
+                    .filter(|(_, c)| c.participant == participant)
+                    .map(|(id, _)| *id)
+                    .collect();
+                for id in ids {
+                    // Their roster changed completely: send a fresh welcome first.
+                    if let Some(w) = self.room.welcome_for(&participant, |p| self.online(p)) {
+                        self.send_to(id, ServerMessage::Welcome { id: None, welcome: w });
+                    }
+                    self.catch_up(id);
+                }
+            }
+            Effect::Close {
+                participant,
+                code,
+                message,
+            } => {
+                self.close_where(|c| c.participant == participant, code, &message);
+                self.presence(&participant, false);
+            }
+            Effect::CloseInvite { jti } => {
+                let closed: Vec<String> = self
+                    .conns
+                    .values()
+                    .filter(|c| c.jti == jti)
+                    .map(|c| c.participant.clone())
+                    .collect();
+                self.close_where(
+                    |c| c.jti == jti,
+                    Some(ErrorCode::TokenRevoked),
+                    "this invite has been revoked",
+                );
+                for p in closed {
+                    if !self.online(&p) {
+                        self.presence(&p, false);
+                    }
+                }
+            }
+        }
+    }
+
+    fn close_where(&mut self, pred: impl Fn(&Conn) -> bool, code: Option<ErrorCode>, message: &str) {
+        let ids: Vec<u64> = self
+            .conns
+            .iter()
+            .filter(|(_, c)| pred(c))
+            .map(|(id, _)| *id)
+            .collect();
+        for id in ids {
+            if let Some(c) = self.conns.remove(&id) {
+                let _ = c.outbox.try_send(Outbound::Close {
+                    code,
+                    message: message.to_owned(),
+                });
+            }
+        }
+    }
+
+    /// Tells everyone who may know about `participant` that their presence changed.
+    fn presence(&mut self, participant: &str, online: bool) {
+        let text: Utf8Bytes = ServerMessage::Presence {
+            participant: participant.to_owned(),
+            online,
+        }
+        .to_json()
+        .into();
+        let mut dead = Vec::new();
+        for (id, c) in &self.conns {
+            if c.participant == participant
+                || !self.room.can_see_participant(&c.participant, participant)
+            {
+                continue;
+            }
+            if c.outbox.try_send(Outbound::Text(text.clone())).is_err() {
+                dead.push(*id);
+            }
+        }
+        for id in dead {
+            self.conns.remove(&id);
+        }
+    }
+
+    async fn join(
+        &mut self,
+        claims: InviteClaims,
+        resume_from: u64,
+        conn: ConnInfo,
+    ) -> Result<Joined, ProtocolError> {
+        let drafts = self.room.join(&claims)?;
+        let participant = claims.sub.clone();
+        let was_online = self.online(&participant);
+        // Register the connection before committing, so effects of the join reach it, but park
+        // its cursor so no event is delivered before the welcome; the replay after the welcome
+        // then starts from the resume point.
+        let resume_cursor = resume_from.min(self.room.head_seq());
+        self.conns.insert(
+            conn.id,
+            Conn {
+                participant: participant.clone(),
+                jti: claims.jti.clone(),
+                outbox: conn.outbox,
+                cursor: u64::MAX,
+            },
+        );
+        if let Err(e) = self.commit(drafts).await {
+            self.conns.remove(&conn.id);
+            return Err(e);
+        }
+        let Some(c) = self.conns.get_mut(&conn.id) else {
+            return Err(internal("the connection closed while joining"));
+        };
+        c.cursor = resume_cursor;
+        let role = self
+            .room
+            .participant(&participant)
+            .map(|p| p.role)
+            .ok_or_else(|| internal("participant missing after join"))?;
+        if let Some(w) = self.room.welcome_for(&participant, |p| self.online(p)) {
+            self.send_to(conn.id, ServerMessage::Welcome { id: None, welcome: w });
+        }
+        self.catch_up(conn.id);
+        if !was_online {
+            self.presence(&participant, true);
+        }
+        info!(participant = %participant, role = %role, "joined");
+        Ok(Joined { participant, role })
+    }
+
+    async fn request(&mut self, conn: u64, id: Option<String>, request: Request) {
+        let Some(participant) = self.conns.get(&conn).map(|c| c.participant.clone()) else {
+            return; // closed meanwhile (removed, revoked, too slow)
+        };
+        let result = match self.room.handle(&participant, &request) {
+            Ok(drafts) => self.commit(drafts).await,
+            Err(e) => Err(e),
+        };
+        match result {
+            Ok(seq) => self.send_to(conn, ServerMessage::Ack { id, seq }),
+            Err(e) => self.send_to(conn, ServerMessage::error(id, e)),
+        }
+    }
+
+    fn disconnect(&mut self, conn: u64) {
+        if let Some(c) = self.conns.remove(&conn) {
+            if !self.online(&c.participant) {
+                self.presence(&c.participant, false);
+            }
+        }
+    }
+
+    async fn admin(&mut self, command: AdminCommand) -> Result<AdminReply, ProtocolError> {
+        match command {
+            AdminCommand::Create {
+                title,
+                participants,
+            } => {
+                let drafts = self
+                    .room
+                    .create_case(&self.case, &title, participants.clone())?;
+                let seq = self.commit(drafts).await?.unwrap_or(0);
+                Ok(AdminReply::Created { seq, participants })
+            }
+            AdminCommand::IssueInvite {
+                jti,
+                participant,
+                role,
+                name,
+                expires_at,
+            } => {
+                let participant = match participant {
+                    Some(p) => p,
+                    None => match self.room.find_participant(role, &name) {
+                        Some(p) => p.to_owned(),
+                        None => crate::ids::participant_id(),
+                    },
+                };
+                let drafts = self
+                    .room
+                    .issue_invite(&jti, &participant, role, &name, expires_at)?;
+                let seq = self.commit(drafts).await?.unwrap_or(0);
+                Ok(AdminReply::InviteIssued { seq, participant })
+            }
+            AdminCommand::RevokeInvite { jti } => {
+                let drafts = self.room.revoke_invite(&jti)?;
+                let seq = self.commit(drafts).await?.unwrap_or(0);
+                Ok(AdminReply::Revoked { seq })
+            }
+            AdminCommand::Record => {
+                if !self.room.exists() {
+                    return Err(ProtocolError::new(
+                        ErrorCode::CaseNotFound,
+                        "the case does not exist",
+                    ));
+                }
+                let roster = self
+                    .room
+                    .participants()
+                    .iter()
+                    .map(|(id, p)| yuntiao_signaling::protocol::RosterEntry {
+                        participant: id.clone(),
+                        role: p.role,
+                        name: p.name.clone(),
+                        status: p.status,
+                        online: self.online(id),
+                    })
+                    .collect();
+                Ok(AdminReply::Record {
+                    title: self.room.title().to_owned(),
+                    events: self.room.events().to_vec(),
+                    roster,
+                })
+            }
+        }
+    }
+}
+
+fn store_error(e: StoreError) -> ProtocolError {
+    warn!(error = %e, "store error");
+    ProtocolError::new(
+        ErrorCode::StoreUnavailable,
+        "the case store is unavailable; nothing was changed",
+    )
+}

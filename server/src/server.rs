@@ -1,0 +1,80 @@
+//! Wiring: open the store, load the secrets, build the state and serve until shutdown.
+
+use std::sync::Arc;
+
+use anyhow::Context;
+use tracing::info;
+
+use crate::auth::TokenService;
+use crate::config::ServeArgs;
+use crate::rooms::RoomManager;
+use crate::state::{AppState, RuntimeConfig};
+use crate::store::{embedded::EmbeddedStore, redis::RedisStore, Store};
+
+/// Opens the configured store.
+pub async fn open_store(args: &ServeArgs) -> anyhow::Result<Arc<dyn Store>> {
+    Ok(match &args.redis {
+        Some(url) => Arc::new(
+            RedisStore::connect(url, &args.redis_prefix)
+                .await
+                .context("connecting to Redis")?,
+        ),
+        None => Arc::new(
+            EmbeddedStore::open(&args.data_dir)
+                .with_context(|| format!("opening the embedded store in {}", args.data_dir.display()))?,
+        ),
+    })
+}
+
+/// Runs the server until SIGINT or SIGTERM.
+pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
+    let secrets = crate::secrets::load(&args)?;
+    let store = open_store(&args).await?;
+    let public_url = args.public_url();
+    let tokens = TokenService::new(secrets.jwt, &args.issuer, &public_url);
+    let state = AppState {
+        rooms: RoomManager::new(store.clone()),
+        tokens: Arc::new(tokens),
+        admin_token: secrets.admin_token.clone().into(),
+        config: Arc::new(RuntimeConfig {
+            public_url: public_url.clone(),
+            max_frame_bytes: args.max_frame_bytes,
+            rate_limit: args.rate_limit,
+            rate_burst: args.rate_burst,
+            default_invite_ttl: *args.invite_ttl,
+        }),
+    };
+    let listener = tokio::net::TcpListener::bind(args.listen)
+        .await
+        .with_context(|| format!("binding {}", args.listen))?;
+    let local = listener.local_addr()?;
+    info!(listen = %local, store = store.kind(), public_url = %public_url, "yuntiao serving");
+    if secrets.generated_admin_token {
+        // Printed once, to the operator's terminal, never through the log pipeline.
+        println!("Admin token (generated, stored in {}/{}): {}", args.data_dir.display(), crate::secrets::SECRETS_FILE, secrets.admin_token);
+    }
+    println!("yuntiao listening on http://{local} (store: {})", store.kind());
+    axum::serve(listener, crate::http::router(state))
+        .with_graceful_shutdown(shutdown_signal())
+        .await?;
+    info!("yuntiao stopped");
+    Ok(())
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        if let Ok(mut s) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            s.recv().await;
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        _ = ctrl_c => {},
+        _ = term => {},
+    }
+}
