@@ -48,6 +48,8 @@ pub enum Outbound {
 /// What a connection tells the room when it joins.
 pub struct ConnInfo {
     pub id: u64,
+    /// The `id` of the join request, echoed in the welcome.
+    pub request_id: Option<String>,
     pub outbox: mpsc::Sender<Outbound>,
 }
 
@@ -621,6 +623,7 @@ impl RoomTask {
         // its cursor so no event is delivered before the welcome; the replay after the welcome
         // then starts from the resume point.
         let resume_cursor = resume_from.min(self.room.head_seq());
+        let request_id = conn.request_id;
         self.conns.insert(
             conn.id,
             Conn {
@@ -644,7 +647,13 @@ impl RoomTask {
             .map(|p| p.role)
             .ok_or_else(|| internal("participant missing after join"))?;
         if let Some(w) = self.room.welcome_for(&participant, |p| self.online(p)) {
-            self.send_to(conn.id, ServerMessage::Welcome { id: None, welcome: w });
+            self.send_to(
+                conn.id,
+                ServerMessage::Welcome {
+                    id: request_id,
+                    welcome: w,
+                },
+            );
         }
         self.catch_up(conn.id);
         if !was_online {

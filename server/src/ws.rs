@@ -202,7 +202,7 @@ async fn serve_inner(socket: WebSocket, state: AppState, conn_id: u64) {
                     continue;
                 }
                 let case = claims.case.clone();
-                let conn = ConnInfo { id: conn_id, outbox: out_tx.clone() };
+                let conn = ConnInfo { id: conn_id, request_id: id.clone(), outbox: out_tx.clone() };
                 match state.rooms.join(claims, resume_from.unwrap_or(0), conn).await {
                     Ok(j) => {
                         let span = tracing::Span::current();

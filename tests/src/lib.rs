@@ -1,2 +1,16 @@
 //! Test harness for Yuntiao's integration tests.
+//!
+//! The tests in `tests/` drive the real `yuntiao` binary, never an in-process copy:
+//!
+//! * [`redis_server`]: a throwaway `redis-server` on a free port for each test.
+//! * [`server`]: the `yuntiao` binary on a free port, embedded store or Redis, with kill -9 and
+//!   restart.
+//! * [`client`]: a protocol-v1 websocket client (tokio-tungstenite) with waiting helpers.
+
+pub mod client;
 pub mod redis_server;
+pub mod server;
+
+pub use client::Client;
+pub use redis_server::RedisServer;
+pub use server::{Case, Invite, Server, StoreKind};

@@ -74,7 +74,12 @@ fn ev(seq: u64, data: impl Into<Vec<u8>>) -> StoredEvent {
 /// Events `from..=to` of `case`, with JSON payloads naming case and seq.
 fn events(case: &str, from: u64, to: u64) -> Vec<StoredEvent> {
     (from..=to)
-        .map(|seq| ev(seq, format!(r#"{{"case":"{case}","seq":{seq},"kind":"note"}}"#)))
+        .map(|seq| {
+            ev(
+                seq,
+                format!(r#"{{"case":"{case}","seq":{seq},"kind":"note"}}"#),
+            )
+        })
         .collect()
 }
 
@@ -89,7 +94,9 @@ fn assert_conflict(result: Result<(), StoreError>, expected: u64, found: u64) {
             expected: e,
             found: f,
         }) => assert_eq!((e, f), (expected, found), "conflict details"),
-        other => panic!("expected Conflict {{ expected: {expected}, found: {found} }}, got {other:?}"),
+        other => {
+            panic!("expected Conflict {{ expected: {expected}, found: {found} }}, got {other:?}")
+        }
     }
 }
 
@@ -162,7 +169,11 @@ async fn append_then_read_all_and_after(h: &Harness) {
     assert_eq!(store.read(case, 0).await.unwrap(), all);
     for k in 0..=12u64 {
         let expected: Vec<StoredEvent> = all.iter().filter(|e| e.seq > k).cloned().collect();
-        assert_eq!(store.read(case, k).await.unwrap(), expected, "read after {k}");
+        assert_eq!(
+            store.read(case, k).await.unwrap(),
+            expected,
+            "read after {k}"
+        );
     }
     assert!(store.read(case, u64::MAX).await.unwrap().is_empty());
     // Another case is unaffected.
@@ -214,7 +225,10 @@ async fn conflict_when_stale_or_ahead_writes_nothing(h: &Harness) {
     // The right expectation still works afterwards.
     let next = events(case, 4, 5);
     store.append(case, &next).await.unwrap();
-    assert_eq!(seqs(&store.read(case, 0).await.unwrap()), vec![1, 2, 3, 4, 5]);
+    assert_eq!(
+        seqs(&store.read(case, 0).await.unwrap()),
+        vec![1, 2, 3, 4, 5]
+    );
 }
 
 async fn invalid_batch_writes_nothing(h: &Harness) {
@@ -258,11 +272,15 @@ async fn failing_appends_do_not_disturb_others(h: &Harness) {
                 let ok_case = format!("c_ok_{round}_{i}");
                 let ahead_case = format!("c_ahead_{round}_{i}");
                 let bad_case = format!("c_bad_{round}_{i}");
+                let ok_batch = events(&ok_case, 1, 3);
+                let stale_batch = [ev(3, "stale")];
+                let ahead_batch = [ev(2, "ahead")];
+                let bad_batch = [ev(1, "a"), ev(3, "c")];
                 let (ok, stale, ahead, bad) = tokio::join!(
-                    store.append(&ok_case, &events(&ok_case, 1, 3)),
-                    store.append(base, &[ev(3, "stale")]),
-                    store.append(&ahead_case, &[ev(2, "ahead")]),
-                    store.append(&bad_case, &[ev(1, "a"), ev(3, "c")]),
+                    store.append(&ok_case, &ok_batch),
+                    store.append(base, &stale_batch),
+                    store.append(&ahead_case, &ahead_batch),
+                    store.append(&bad_case, &bad_batch),
                 );
                 ok.unwrap();
                 assert!(
@@ -379,7 +397,11 @@ async fn racing_writers_exactly_one_wins_each_seq(h: &Harness) {
     assert_eq!(seqs(&log), (1..=ROUNDS).collect::<Vec<_>>());
     for (event, w) in log.iter().zip(&winners) {
         let expected = format!(r#"{{"writer":{w},"seq":{}}}"#, event.seq);
-        assert_eq!(event.data, expected.as_bytes(), "the winner's event is stored");
+        assert_eq!(
+            event.data,
+            expected.as_bytes(),
+            "the winner's event is stored"
+        );
     }
 }
 
@@ -431,7 +453,10 @@ async fn racing_writers_with_retries_keep_log_gapless(h: &Harness) {
     let log = store.read(case, 0).await.unwrap();
     assert_eq!(seqs(&log), (1..=TARGET).collect::<Vec<_>>(), "gapless");
     assert_eq!(log, acknowledged, "exactly the acknowledged events");
-    eprintln!("{}: {conflicts} conflicts among {WRITERS} writers", store.kind());
+    eprintln!(
+        "{}: {conflicts} conflicts among {WRITERS} writers",
+        store.kind()
+    );
 }
 
 async fn list_cases_sorted_and_only_with_events(h: &Harness) {
@@ -507,7 +532,10 @@ async fn payloads_are_binary_safe(h: &Harness) {
         assert_eq!(store.read(case, 0).await.unwrap(), batch, "{case}");
         assert_eq!(store.read(case, 3).await.unwrap(), batch[3..], "{case}");
     }
-    assert_eq!(store.list_cases().await.unwrap(), vec!["c_bin", "c_调解_01"]);
+    assert_eq!(
+        store.list_cases().await.unwrap(),
+        vec!["c_bin", "c_调解_01"]
+    );
 }
 
 async fn ping_and_kind(h: &Harness) {
@@ -547,11 +575,47 @@ async fn embedded_second_open_of_same_dir_is_refused() {
     EmbeddedStore::open(tmp.path()).expect("reopens once the first is closed");
 }
 
+/// Group commit is real: concurrent appends across many cases share commits (fsyncs), and every
+/// acknowledged append was counted in a commit.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn embedded_group_commit_shares_fsyncs() {
+    const CASES: usize = 100;
+    const BATCHES: u64 = 10;
+    let tmp = TempDir::new().unwrap();
+    let store = Arc::new(EmbeddedStore::open(tmp.path()).unwrap());
+    let started = Instant::now();
+    let mut tasks = tokio::task::JoinSet::new();
+    for t in 0..CASES {
+        let store = Arc::clone(&store);
+        tasks.spawn(async move {
+            let case = format!("c_group_{t}");
+            for seq in 1..=BATCHES {
+                store.append(&case, &events(&case, seq, seq)).await.unwrap();
+            }
+        });
+    }
+    while let Some(joined) = tasks.join_next().await {
+        joined.unwrap();
+    }
+    let stats = store.writer_stats();
+    eprintln!(
+        "embedded: {} appends in {} commits, {:?}",
+        stats.appends,
+        stats.commits,
+        started.elapsed()
+    );
+    assert_eq!(stats.appends, CASES as u64 * BATCHES);
+    assert!(
+        stats.commits < stats.appends / 2,
+        "appends were not grouped: {stats:?}"
+    );
+}
+
 // ---------------------------------------------------------------------------------------------
 // Redis only
 // ---------------------------------------------------------------------------------------------
 
-async fn raw(server: &RedisServer) -> redis::aio::MultiplexedConnection {
+async fn raw(server: &RedisServer) -> ::redis::aio::MultiplexedConnection {
     server
         .client()
         .unwrap()
@@ -575,19 +639,19 @@ async fn redis_keys_are_hash_tagged_by_case() {
     yt.append("c_ab12", &[ev(1, "other tenant")]).await.unwrap();
 
     let mut con = raw(&server).await;
-    let exists: u32 = redis::cmd("EXISTS")
+    let exists: u32 = ::redis::cmd("EXISTS")
         .arg("tenant7:{c_ab12}:log")
         .query_async(&mut con)
         .await
         .unwrap();
     assert_eq!(exists, 1);
-    let kind: String = redis::cmd("TYPE")
+    let kind: String = ::redis::cmd("TYPE")
         .arg("tenant7:{c_ab12}:log")
         .query_async(&mut con)
         .await
         .unwrap();
     assert_eq!(kind, "stream");
-    let mut keys: Vec<String> = redis::cmd("KEYS")
+    let mut keys: Vec<String> = ::redis::cmd("KEYS")
         .arg("*")
         .query_async(&mut con)
         .await
@@ -603,7 +667,7 @@ async fn redis_keys_are_hash_tagged_by_case() {
         ]
     );
     // Entry IDs are `<seq>-0`, one field `d` with the bytes.
-    let entries: Vec<(String, Vec<(String, Vec<u8>)>)> = redis::cmd("XRANGE")
+    let entries: Vec<(String, Vec<(String, Vec<u8>)>)> = ::redis::cmd("XRANGE")
         .arg("tenant7:{c_ab12}:log")
         .arg("-")
         .arg("+")
@@ -613,8 +677,14 @@ async fn redis_keys_are_hash_tagged_by_case() {
     assert_eq!(
         entries,
         vec![
-            ("1-0".to_owned(), vec![("d".to_owned(), "一".as_bytes().to_vec())]),
-            ("2-0".to_owned(), vec![("d".to_owned(), "二".as_bytes().to_vec())]),
+            (
+                "1-0".to_owned(),
+                vec![("d".to_owned(), "一".as_bytes().to_vec())]
+            ),
+            (
+                "2-0".to_owned(),
+                vec![("d".to_owned(), "二".as_bytes().to_vec())]
+            ),
         ]
     );
     // Prefixes separate tenants.
@@ -632,9 +702,12 @@ async fn redis_keys_are_hash_tagged_by_case() {
 async fn redis_list_cases_ignores_index_entries_without_log() {
     let server = RedisServer::start().unwrap();
     let store = RedisStore::connect(&server.url, "yt:").await.unwrap();
-    store.append("c_real", &events("c_real", 1, 1)).await.unwrap();
+    store
+        .append("c_real", &events("c_real", 1, 1))
+        .await
+        .unwrap();
     let mut con = raw(&server).await;
-    let _: () = redis::cmd("SADD")
+    let _: () = ::redis::cmd("SADD")
         .arg("yt:cases")
         .arg("c_ghost")
         .query_async(&mut con)
@@ -681,7 +754,10 @@ async fn redis_outage_is_unavailable_then_recovers() {
     store.append("c_o", &events("c_o", 1, 1)).await.unwrap();
     server.kill();
     let started = Instant::now();
-    assert!(matches!(store.ping().await, Err(StoreError::Unavailable(_))));
+    assert!(matches!(
+        store.ping().await,
+        Err(StoreError::Unavailable(_))
+    ));
     assert!(matches!(
         store.append("c_o", &events("c_o", 2, 2)).await,
         Err(StoreError::Unavailable(_))

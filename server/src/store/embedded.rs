@@ -48,6 +48,7 @@
 //! flight). Both happen once per process lifetime, at startup and shutdown.
 
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc;
 use std::sync::Arc;
 use std::thread::JoinHandle;
@@ -101,10 +102,27 @@ struct AppendRequest {
     reply: oneshot::Sender<Result<(), StoreError>>,
 }
 
+/// What the writer thread has done since the store was opened (for metrics, and for tests that
+/// check that group commit really shares fsyncs).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct WriterStats {
+    /// Durable commits, i.e. fsyncs.
+    pub commits: u64,
+    /// Append requests stored by those commits.
+    pub appends: u64,
+}
+
+#[derive(Debug, Default)]
+struct WriterCounters {
+    commits: AtomicU64,
+    appends: AtomicU64,
+}
+
 /// The embedded (redb) backend. See the module docs for the design.
 pub struct EmbeddedStore {
     db: Arc<Database>,
     path: PathBuf,
+    counters: Arc<WriterCounters>,
     /// `Some` until `Drop`, which closes the channel so the writer thread ends.
     writer_tx: Option<mpsc::Sender<AppendRequest>>,
     writer: Option<JoinHandle<()>>,
@@ -143,9 +161,11 @@ impl EmbeddedStore {
         let db = Arc::new(db);
         let (writer_tx, writer_rx) = mpsc::channel();
         let writer_db = Arc::clone(&db);
+        let counters = Arc::new(WriterCounters::default());
+        let writer_counters = Arc::clone(&counters);
         let writer = std::thread::Builder::new()
             .name("yuntiao-store-writer".into())
-            .spawn(move || writer_loop(&writer_db, &writer_rx))
+            .spawn(move || writer_loop(&writer_db, &writer_rx, &writer_counters))
             .map_err(|e| {
                 StoreError::Unavailable(format!("embedded store: cannot start writer thread: {e}"))
             })?;
@@ -153,6 +173,7 @@ impl EmbeddedStore {
         Ok(Self {
             db,
             path,
+            counters,
             writer_tx: Some(writer_tx),
             writer: Some(writer),
         })
@@ -161,6 +182,14 @@ impl EmbeddedStore {
     /// The database file in use.
     pub fn path(&self) -> &Path {
         &self.path
+    }
+
+    /// Counters of the writer thread.
+    pub fn writer_stats(&self) -> WriterStats {
+        WriterStats {
+            commits: self.counters.commits.load(Ordering::Relaxed),
+            appends: self.counters.appends.load(Ordering::Relaxed),
+        }
     }
 
     /// Runs a read-only closure in a read transaction on the blocking pool.
@@ -192,7 +221,7 @@ impl Drop for EmbeddedStore {
 }
 
 /// The writer thread: receive, drain, commit a group, answer, repeat until the channel closes.
-fn writer_loop(db: &Database, rx: &mpsc::Receiver<AppendRequest>) {
+fn writer_loop(db: &Database, rx: &mpsc::Receiver<AppendRequest>, counters: &WriterCounters) {
     let mut group = Vec::with_capacity(MAX_GROUP);
     while let Ok(first) = rx.recv() {
         group.push(first);
@@ -202,14 +231,14 @@ fn writer_loop(db: &Database, rx: &mpsc::Receiver<AppendRequest>) {
                 Err(_) => break,
             }
         }
-        commit_group(db, &mut group);
+        commit_group(db, &mut group, counters);
         group.clear();
     }
 }
 
 /// Handles one group: rejects malformed batches, then checks and writes the rest in a single
 /// durable transaction, then answers every request.
-fn commit_group(db: &Database, group: &mut Vec<AppendRequest>) {
+fn commit_group(db: &Database, group: &mut Vec<AppendRequest>, counters: &WriterCounters) {
     // Malformed batches are answered at once; they never enter the transaction.
     let mut valid = Vec::with_capacity(group.len());
     for request in group.drain(..) {
@@ -226,6 +255,12 @@ fn commit_group(db: &Database, group: &mut Vec<AppendRequest>) {
 
     match write_group(db, &valid) {
         Ok(outcomes) => {
+            let stored = outcomes.iter().filter(|o| o.is_ok()).count() as u64;
+            if stored > 0 {
+                counters.commits.fetch_add(1, Ordering::Relaxed);
+                counters.appends.fetch_add(stored, Ordering::Relaxed);
+            }
+            tracing::trace!(requests = valid.len(), stored, "group commit");
             for (request, outcome) in valid.into_iter().zip(outcomes) {
                 let _ = request.reply.send(outcome);
             }
@@ -234,7 +269,9 @@ fn commit_group(db: &Database, group: &mut Vec<AppendRequest>) {
             let message = format!("embedded store: group commit failed: {e}");
             tracing::error!(requests = valid.len(), "{message}");
             for request in valid {
-                let _ = request.reply.send(Err(StoreError::Unavailable(message.clone())));
+                let _ = request
+                    .reply
+                    .send(Err(StoreError::Unavailable(message.clone())));
             }
         }
     }

@@ -1,0 +1,72 @@
+//! Reading another process's CPU time and memory from `/proc`.
+//!
+//! CPU time is `utime + stime` (fields 14 and 15 of `/proc/PID/stat`, in clock ticks), turned
+//! into seconds with `sysconf(_SC_CLK_TCK)` (100 on every Linux we know of, but asked rather than
+//! assumed). Memory is `VmRSS` from `/proc/PID/status`: resident pages, which is what the machine
+//! actually pays for, not the virtual size.
+//!
+//! Linux only, like the benchmark itself.
+
+use anyhow::{bail, Context};
+
+/// Clock ticks per second for `/proc/PID/stat` times.
+pub fn clock_ticks() -> f64 {
+    // SAFETY: sysconf has no preconditions; it only reads a configuration value.
+    let t = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
+    if t > 0 {
+        t as f64
+    } else {
+        100.0
+    }
+}
+
+/// CPU seconds (user + system) the process has used so far.
+pub fn cpu_seconds(pid: u32) -> anyhow::Result<f64> {
+    let path = format!("/proc/{pid}/stat");
+    let stat = std::fs::read_to_string(&path).with_context(|| format!("reading {path}"))?;
+    // The command name (field 2) is in parentheses and may contain spaces: split after the last
+    // ')'. What follows starts at field 3 (state), so utime (14) and stime (15) are at 11 and 12.
+    let Some(rest) = stat.rfind(')').map(|i| &stat[i + 1..]) else {
+        bail!("unexpected format of {path}");
+    };
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    if fields.len() < 13 {
+        bail!("unexpected format of {path}");
+    }
+    let utime: u64 = fields[11].parse().context("utime")?;
+    let stime: u64 = fields[12].parse().context("stime")?;
+    Ok((utime + stime) as f64 / clock_ticks())
+}
+
+/// Resident set size in KiB.
+pub fn rss_kib(pid: u32) -> anyhow::Result<u64> {
+    let path = format!("/proc/{pid}/status");
+    let status = std::fs::read_to_string(&path).with_context(|| format!("reading {path}"))?;
+    for line in status.lines() {
+        if let Some(v) = line.strip_prefix("VmRSS:") {
+            let kib = v.trim().trim_end_matches("kB").trim();
+            return kib.parse().context("VmRSS");
+        }
+    }
+    bail!("no VmRSS in {path}")
+}
+
+/// Raises this process's open-file limit to its hard limit: 4 sockets per room add up.
+pub fn raise_nofile_limit() -> u64 {
+    let mut lim = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit/setrlimit write to / read from the struct we own.
+    unsafe {
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) != 0 {
+            return 0;
+        }
+        if lim.rlim_cur < lim.rlim_max {
+            lim.rlim_cur = lim.rlim_max;
+            let _ = libc::setrlimit(libc::RLIMIT_NOFILE, &lim);
+            let _ = libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim);
+        }
+    }
+    lim.rlim_cur as u64
+}
