@@ -89,9 +89,25 @@ pub(crate) fn check_batch(events: &[StoredEvent]) -> Result<(), StoreError> {
     Ok(())
 }
 
+/// Any redb error, boxed (`redb::Error` is large and travels through every `?` here).
+#[derive(Debug)]
+struct DbError(Box<redb::Error>);
+
+impl<E: Into<redb::Error>> From<E> for DbError {
+    fn from(e: E) -> Self {
+        DbError(Box::new(e.into()))
+    }
+}
+
+impl std::fmt::Display for DbError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        self.0.fmt(f)
+    }
+}
+
 /// Turns any redb error into the contract's error. redb's messages name the failure, never the
 /// data, so they are safe to log.
-fn unavailable(e: impl Into<redb::Error>) -> StoreError {
+fn unavailable(e: impl Into<DbError>) -> StoreError {
     StoreError::Unavailable(format!("embedded store: {}", e.into()))
 }
 
@@ -196,7 +212,7 @@ impl EmbeddedStore {
     async fn read_txn<T, F>(&self, f: F) -> Result<T, StoreError>
     where
         T: Send + 'static,
-        F: FnOnce(&redb::ReadTransaction) -> Result<T, redb::Error> + Send + 'static,
+        F: FnOnce(&redb::ReadTransaction) -> Result<T, DbError> + Send + 'static,
     {
         let db = Arc::clone(&self.db);
         tokio::task::spawn_blocking(move || {
@@ -282,7 +298,7 @@ fn commit_group(db: &Database, group: &mut Vec<AppendRequest>, counters: &Writer
 fn write_group(
     db: &Database,
     group: &[AppendRequest],
-) -> Result<Vec<Result<(), StoreError>>, redb::Error> {
+) -> Result<Vec<Result<(), StoreError>>, DbError> {
     let mut txn = db.begin_write()?;
     txn.set_durability(Durability::Immediate);
     let mut outcomes = Vec::with_capacity(group.len());
