@@ -667,7 +667,8 @@ async fn redis_keys_are_hash_tagged_by_case() {
         ]
     );
     // Entry IDs are `<seq>-0`, one field `d` with the bytes.
-    let entries: Vec<(String, Vec<(String, Vec<u8>)>)> = ::redis::cmd("XRANGE")
+    type RawEntry = (String, Vec<(String, Vec<u8>)>);
+    let entries: Vec<RawEntry> = ::redis::cmd("XRANGE")
         .arg("tenant7:{c_ab12}:log")
         .arg("-")
         .arg("+")
