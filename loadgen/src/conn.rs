@@ -283,7 +283,10 @@ pub async fn run(mut ws: Ws, behaviour: Behaviour, phase: Phase) -> (Stats, Ws) 
             } else {
                 format!("lg {k} {t} {pad}")
             };
-            let msg = format!(r#"{{"type":"{}","id":"{}","text":"{}"{}}}"#, $ty, k, text, $extra);
+            let msg = format!(
+                r#"{{"type":"{}","id":"{}","text":"{}"{}}}"#,
+                $ty, k, text, $extra
+            );
             pending.insert(k, t);
             st.sent += 1;
             ws.send(Message::text(msg)).await.is_ok()

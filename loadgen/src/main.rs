@@ -130,7 +130,11 @@ fn ws_url(server: &str) -> anyhow::Result<String> {
 }
 
 /// Step 1 of the setup: cases and invites over the admin API.
-async fn prepare(admin: &Admin, rooms: usize, concurrency: usize) -> anyhow::Result<Vec<PreparedRoom>> {
+async fn prepare(
+    admin: &Admin,
+    rooms: usize,
+    concurrency: usize,
+) -> anyhow::Result<Vec<PreparedRoom>> {
     // Each room makes one request and then four at once: `concurrency / 4` rooms at a time keep
     // at most `concurrency` requests in flight.
     let per = (concurrency / 4).max(1);
@@ -170,7 +174,9 @@ async fn join_all(
                 async move {
                     tokio::spawn(async move {
                         let joined = futures_util::future::try_join_all(
-                            room.seats.iter().map(|s| conn::connect_and_join(&url, &s.token)),
+                            room.seats
+                                .iter()
+                                .map(|s| conn::connect_and_join(&url, &s.token)),
                         )
                         .await
                         .with_context(|| format!("joining case {}", room.case))?;
@@ -210,7 +216,9 @@ async fn join_all(
         match r {
             Ok((room, t)) => {
                 for (c, j) in t {
-                    times.connect.saturating_record((c.as_micros() as u64).max(1));
+                    times
+                        .connect
+                        .saturating_record((c.as_micros() as u64).max(1));
                     times.join.saturating_record((j.as_micros() as u64).max(1));
                 }
                 ready.push(room);
@@ -259,7 +267,11 @@ async fn main() -> anyhow::Result<()> {
     }
     let url = ws_url(&args.server)?;
     let admin = Admin::new(&args.server, &args.admin_token)?;
-    let mode = if args.notes_throughput { "notes" } else { "chat" };
+    let mode = if args.notes_throughput {
+        "notes"
+    } else {
+        "chat"
+    };
     let duration: Duration = *args.duration;
     let conns_total = args.rooms * 4;
 
@@ -403,8 +415,15 @@ async fn main() -> anyhow::Result<()> {
             h.len()
         )
     };
-    println!("== yuntiao-loadgen [{}] mode={mode} rooms={} websockets={conns_total} duration={secs}s", args.label, args.rooms);
-    println!("setup            cases+invites {:.1} s, joins+admissions {:.1} s", t_prepared.as_secs_f64(), t_joined.as_secs_f64());
+    println!(
+        "== yuntiao-loadgen [{}] mode={mode} rooms={} websockets={conns_total} duration={secs}s",
+        args.label, args.rooms
+    );
+    println!(
+        "setup            cases+invites {:.1} s, joins+admissions {:.1} s",
+        t_prepared.as_secs_f64(),
+        t_joined.as_secs_f64()
+    );
     println!("ws connect       {}", f(&times.connect));
     println!("join -> welcome  {}", f(&times.join));
     if args.notes_throughput {
@@ -417,7 +436,10 @@ async fn main() -> anyhow::Result<()> {
             args.window,
             args.rooms
         );
-        println!("note event size  {} bytes (stored JSON, average)", fmt_opt(note_bytes));
+        println!(
+            "note event size  {} bytes (stored JSON, average)",
+            fmt_opt(note_bytes)
+        );
     } else {
         println!("chat -> ack      {}", f(&total.ack));
         println!("chat fan-out     {}", f(&total.fanout));
@@ -427,11 +449,20 @@ async fn main() -> anyhow::Result<()> {
             total.delivered,
             expected_deliveries
         );
-        println!("acked/s          {:.1}  (sent {}, acked {})", total.acked_in_phase as f64 / secs, total.sent, total.acked);
+        println!(
+            "acked/s          {:.1}  (sent {}, acked {})",
+            total.acked_in_phase as f64 / secs,
+            total.sent,
+            total.acked
+        );
     }
     println!(
         "errors           {}  unanswered {}  dropped connections {}",
-        if total.errors.is_empty() { "none".to_owned() } else { format!("{:?}", total.errors) },
+        if total.errors.is_empty() {
+            "none".to_owned()
+        } else {
+            format!("{:?}", total.errors)
+        },
         total.unanswered,
         total.dropped
     );
@@ -463,7 +494,10 @@ async fn main() -> anyhow::Result<()> {
         writeln!(file, "{}", serde_json::to_string(&report)?)?;
     }
     if total.dropped > 0 || !total.errors.is_empty() {
-        eprintln!("[{}] warning: errors or dropped connections during the phase", args.label);
+        eprintln!(
+            "[{}] warning: errors or dropped connections during the phase",
+            args.label
+        );
     }
     Ok(())
 }

@@ -100,8 +100,12 @@ impl TokenService {
 
     /// Signs claims with the configured key.
     pub fn mint(&self, claims: &InviteClaims) -> Result<String, ProtocolError> {
-        jsonwebtoken::encode(&Header::new(self.keys.algorithm), claims, &self.keys.encoding)
-            .map_err(|_| token_error(ErrorCode::Internal, "could not sign the invite"))
+        jsonwebtoken::encode(
+            &Header::new(self.keys.algorithm),
+            claims,
+            &self.keys.encoding,
+        )
+        .map_err(|_| token_error(ErrorCode::Internal, "could not sign the invite"))
     }
 
     /// Verifies a token: shape, pinned algorithm, signature, time window, issuer, audience.
@@ -134,9 +138,10 @@ impl TokenService {
         match jsonwebtoken::decode::<InviteClaims>(token, &self.keys.decoding, &self.validation) {
             Ok(data) => Ok(data.claims),
             Err(e) => Err(match e.kind() {
-                ErrorKind::InvalidSignature => {
-                    token_error(ErrorCode::TokenSignature, "the invite's signature is not valid")
-                }
+                ErrorKind::InvalidSignature => token_error(
+                    ErrorCode::TokenSignature,
+                    "the invite's signature is not valid",
+                ),
                 ErrorKind::InvalidAlgorithm | ErrorKind::InvalidAlgorithmName => token_error(
                     ErrorCode::TokenAlgorithm,
                     "the invite is signed with an algorithm this server does not accept",
@@ -144,9 +149,10 @@ impl TokenService {
                 ErrorKind::ExpiredSignature => {
                     token_error(ErrorCode::TokenExpired, "the invite link has expired")
                 }
-                ErrorKind::ImmatureSignature => {
-                    token_error(ErrorCode::TokenNotYetValid, "the invite link is not valid yet")
-                }
+                ErrorKind::ImmatureSignature => token_error(
+                    ErrorCode::TokenNotYetValid,
+                    "the invite link is not valid yet",
+                ),
                 ErrorKind::InvalidAudience => token_error(
                     ErrorCode::TokenAudience,
                     "the invite link is for another server",

@@ -10,7 +10,11 @@ use std::path::PathBuf;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
 #[derive(Parser, Debug)]
-#[command(name = "yuntiao", version, about = "Yuntiao (云调) cloud mediation server")]
+#[command(
+    name = "yuntiao",
+    version,
+    about = "Yuntiao (云调) cloud mediation server"
+)]
 pub struct Cli {
     #[command(subcommand)]
     pub command: Command,
@@ -62,7 +66,12 @@ pub struct ServeArgs {
     #[arg(long, env = "YUNTIAO_ADMIN_TOKEN", hide_env_values = true)]
     pub admin_token: Option<String>,
     /// Invite-token algorithm.
-    #[arg(long, env = "YUNTIAO_JWT_ALGORITHM", value_enum, default_value = "HS256")]
+    #[arg(
+        long,
+        env = "YUNTIAO_JWT_ALGORITHM",
+        value_enum,
+        default_value = "HS256"
+    )]
     pub jwt_algorithm: JwtAlgorithm,
     /// HS256 secret (at least 32 bytes).
     #[arg(long, env = "YUNTIAO_JWT_SECRET", hide_env_values = true)]

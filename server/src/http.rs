@@ -29,14 +29,16 @@ pub fn router(state: AppState) -> Router {
         .route("/readyz", get(readyz))
         .route(
             "/ws",
-            get(move |ws: WebSocketUpgrade, State(state): State<AppState>| async move {
-                // Frames a little over the limit get a typed `frame_too_large` error from the
-                // connection; grossly oversized ones are cut off by the websocket layer.
-                let hard = (max * 4).max(256 * 1024);
-                ws.max_message_size(hard)
-                    .max_frame_size(hard)
-                    .on_upgrade(move |socket| crate::ws::serve(socket, state))
-            }),
+            get(
+                move |ws: WebSocketUpgrade, State(state): State<AppState>| async move {
+                    // Frames a little over the limit get a typed `frame_too_large` error from the
+                    // connection; grossly oversized ones are cut off by the websocket layer.
+                    let hard = (max * 4).max(256 * 1024);
+                    ws.max_message_size(hard)
+                        .max_frame_size(hard)
+                        .on_upgrade(move |socket| crate::ws::serve(socket, state))
+                },
+            ),
         )
         .route("/admin/cases", post(create_case).get(list_cases))
         .route("/admin/cases/{case}", get(case_record))
@@ -221,7 +223,9 @@ async fn verify_case(
         }
     }
     Ok(match verify_chain(&events) {
-        Ok(head) => Json(json!({"case": case, "ok": true, "events": events.len(), "head_hash": head})),
+        Ok(head) => {
+            Json(json!({"case": case, "ok": true, "events": events.len(), "head_hash": head}))
+        }
         Err(e) => Json(json!({"case": case, "ok": false, "events": events.len(), "error": e})),
     }
     .into_response())

@@ -25,11 +25,16 @@ async fn admin_call(
 ) -> anyhow::Result<serde_json::Value> {
     let token = admin_token(args)?;
     let url = format!("{}{}", args.server.trim_end_matches('/'), path);
-    let mut req = reqwest::Client::new().request(method, &url).bearer_auth(token);
+    let mut req = reqwest::Client::new()
+        .request(method, &url)
+        .bearer_auth(token);
     if let Some(b) = body {
         req = req.json(&b);
     }
-    let resp = req.send().await.with_context(|| format!("reaching {}", args.server))?;
+    let resp = req
+        .send()
+        .await
+        .with_context(|| format!("reaching {}", args.server))?;
     let status = resp.status();
     let value: serde_json::Value = resp.json().await.context("reading the server's answer")?;
     if !status.is_success() {
@@ -46,7 +51,9 @@ async fn admin_call(
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     tracing_subscriber::fmt()
-        .with_env_filter(EnvFilter::try_from_env("YUNTIAO_LOG").unwrap_or_else(|_| EnvFilter::new("info")))
+        .with_env_filter(
+            EnvFilter::try_from_env("YUNTIAO_LOG").unwrap_or_else(|_| EnvFilter::new("info")),
+        )
         .with_writer(std::io::stderr)
         .init();
     let cli = Cli::parse();

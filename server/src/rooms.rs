@@ -236,7 +236,8 @@ impl RoomManager {
         id: Option<String>,
         request: Request,
     ) -> Result<(), ProtocolError> {
-        self.send(case, Command::Request { conn, id, request }).await
+        self.send(case, Command::Request { conn, id, request })
+            .await
     }
 
     /// Tells the room a connection closed.
@@ -245,7 +246,11 @@ impl RoomManager {
     }
 
     /// Runs an admin command on a case.
-    pub async fn admin(&self, case: &str, command: AdminCommand) -> Result<AdminReply, ProtocolError> {
+    pub async fn admin(
+        &self,
+        case: &str,
+        command: AdminCommand,
+    ) -> Result<AdminReply, ProtocolError> {
         let (reply, rx) = oneshot::channel();
         self.send(case, Command::Admin { command, reply }).await?;
         rx.await.map_err(|_| internal("the room stopped"))?
@@ -369,7 +374,9 @@ impl RoomTask {
                 Command::Admin { reply, .. } => {
                     let _ = reply.send(Err(e));
                 }
-                Command::Request { conn, id, .. } => self.send_to(conn, ServerMessage::error(id, e)),
+                Command::Request { conn, id, .. } => {
+                    self.send_to(conn, ServerMessage::error(id, e))
+                }
                 Command::Disconnect { conn } => {
                     self.conns.remove(&conn);
                 }
@@ -490,7 +497,10 @@ impl RoomTask {
 
     fn send_to(&mut self, conn: u64, msg: ServerMessage) {
         if let Some(c) = self.conns.get(&conn) {
-            if c.outbox.try_send(Outbound::Text(msg.to_json().into())).is_err() {
+            if c.outbox
+                .try_send(Outbound::Text(msg.to_json().into()))
+                .is_err()
+            {
                 self.conns.remove(&conn);
             }
         }
@@ -511,7 +521,10 @@ impl RoomTask {
             let msg = ServerMessage::Event {
                 event: view.into_owned(),
             };
-            if c.outbox.try_send(Outbound::Text(msg.to_json().into())).is_err() {
+            if c.outbox
+                .try_send(Outbound::Text(msg.to_json().into()))
+                .is_err()
+            {
                 ok = false;
                 break;
             }
@@ -535,7 +548,13 @@ impl RoomTask {
                 for id in ids {
                     // Their roster changed completely: send a fresh welcome first.
                     if let Some(w) = self.room.welcome_for(&participant, |p| self.online(p)) {
-                        self.send_to(id, ServerMessage::Welcome { id: None, welcome: w });
+                        self.send_to(
+                            id,
+                            ServerMessage::Welcome {
+                                id: None,
+                                welcome: w,
+                            },
+                        );
                     }
                     self.catch_up(id);
                 }
@@ -569,7 +588,12 @@ impl RoomTask {
         }
     }
 
-    fn close_where(&mut self, pred: impl Fn(&Conn) -> bool, code: Option<ErrorCode>, message: &str) {
+    fn close_where(
+        &mut self,
+        pred: impl Fn(&Conn) -> bool,
+        code: Option<ErrorCode>,
+        message: &str,
+    ) {
         let ids: Vec<u64> = self
             .conns
             .iter()

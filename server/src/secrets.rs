@@ -40,7 +40,8 @@ pub fn read_dev_secrets(data_dir: &Path) -> anyhow::Result<Option<DevSecrets>> {
     let path = data_dir.join(SECRETS_FILE);
     match std::fs::read(&path) {
         Ok(bytes) => Ok(Some(
-            serde_json::from_slice(&bytes).with_context(|| format!("reading {}", path.display()))?,
+            serde_json::from_slice(&bytes)
+                .with_context(|| format!("reading {}", path.display()))?,
         )),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
         Err(e) => Err(e).with_context(|| format!("reading {}", path.display())),

@@ -19,10 +19,9 @@ pub async fn open_store(args: &ServeArgs) -> anyhow::Result<Arc<dyn Store>> {
                 .await
                 .context("connecting to Redis")?,
         ),
-        None => Arc::new(
-            EmbeddedStore::open(&args.data_dir)
-                .with_context(|| format!("opening the embedded store in {}", args.data_dir.display()))?,
-        ),
+        None => Arc::new(EmbeddedStore::open(&args.data_dir).with_context(|| {
+            format!("opening the embedded store in {}", args.data_dir.display())
+        })?),
     })
 }
 
@@ -51,9 +50,17 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     info!(listen = %local, store = store.kind(), public_url = %public_url, "yuntiao serving");
     if secrets.generated_admin_token {
         // Printed once, to the operator's terminal, never through the log pipeline.
-        println!("Admin token (generated, stored in {}/{}): {}", args.data_dir.display(), crate::secrets::SECRETS_FILE, secrets.admin_token);
+        println!(
+            "Admin token (generated, stored in {}/{}): {}",
+            args.data_dir.display(),
+            crate::secrets::SECRETS_FILE,
+            secrets.admin_token
+        );
     }
-    println!("yuntiao listening on http://{local} (store: {})", store.kind());
+    println!(
+        "yuntiao listening on http://{local} (store: {})",
+        store.kind()
+    );
     axum::serve(listener, crate::http::router(state))
         .with_graceful_shutdown(shutdown_signal())
         .await?;
@@ -67,7 +74,8 @@ async fn shutdown_signal() {
     };
     #[cfg(unix)]
     let term = async {
-        if let Ok(mut s) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+        if let Ok(mut s) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        {
             s.recv().await;
         }
     };

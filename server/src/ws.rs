@@ -12,7 +12,9 @@ use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket};
 use futures_util::{SinkExt, StreamExt};
 use tokio::sync::mpsc;
 use tracing::{debug, Instrument};
-use yuntiao_signaling::protocol::{parse_client_message, ErrorCode, ProtocolError, Request, ServerMessage};
+use yuntiao_signaling::protocol::{
+    parse_client_message, ErrorCode, ProtocolError, Request, ServerMessage,
+};
 
 use crate::rooms::{ConnInfo, Outbound};
 use crate::state::AppState;
@@ -61,7 +63,12 @@ fn send_now(out: &mpsc::Sender<Outbound>, msg: ServerMessage) -> bool {
 /// Serves one websocket until it closes.
 pub async fn serve(socket: WebSocket, state: AppState) {
     let conn_id = state.rooms.next_conn_id();
-    let span = tracing::info_span!("ws", conn = conn_id, case = tracing::field::Empty, participant = tracing::field::Empty);
+    let span = tracing::info_span!(
+        "ws",
+        conn = conn_id,
+        case = tracing::field::Empty,
+        participant = tracing::field::Empty
+    );
     serve_inner(socket, state, conn_id).instrument(span).await
 }
 
@@ -122,9 +129,15 @@ async fn serve_inner(socket: WebSocket, state: AppState, conn_id: u64) {
             Some(Ok(Message::Text(t))) => t,
             Some(Ok(Message::Binary(b))) => {
                 let e = if b.len() > cfg.max_frame_bytes {
-                    ProtocolError::new(ErrorCode::FrameTooLarge, format!("frames are limited to {} bytes", cfg.max_frame_bytes))
+                    ProtocolError::new(
+                        ErrorCode::FrameTooLarge,
+                        format!("frames are limited to {} bytes", cfg.max_frame_bytes),
+                    )
                 } else {
-                    ProtocolError::new(ErrorCode::MalformedJson, "protocol v1 uses text frames with JSON")
+                    ProtocolError::new(
+                        ErrorCode::MalformedJson,
+                        "protocol v1 uses text frames with JSON",
+                    )
                 };
                 send_now(&out_tx, ServerMessage::error(None, e));
                 continue;
@@ -143,7 +156,13 @@ async fn serve_inner(socket: WebSocket, state: AppState, conn_id: u64) {
             }
             send_now(
                 &out_tx,
-                ServerMessage::error(None, ProtocolError::new(ErrorCode::RateLimited, "too many messages; this one was dropped")),
+                ServerMessage::error(
+                    None,
+                    ProtocolError::new(
+                        ErrorCode::RateLimited,
+                        "too many messages; this one was dropped",
+                    ),
+                ),
             );
             continue;
         }
@@ -153,7 +172,10 @@ async fn serve_inner(socket: WebSocket, state: AppState, conn_id: u64) {
                 &out_tx,
                 ServerMessage::error(
                     None,
-                    ProtocolError::new(ErrorCode::FrameTooLarge, format!("frames are limited to {} bytes", cfg.max_frame_bytes)),
+                    ProtocolError::new(
+                        ErrorCode::FrameTooLarge,
+                        format!("frames are limited to {} bytes", cfg.max_frame_bytes),
+                    ),
                 ),
             );
             continue;
@@ -170,7 +192,13 @@ async fn serve_inner(socket: WebSocket, state: AppState, conn_id: u64) {
             if asked != case {
                 send_now(
                     &out_tx,
-                    ServerMessage::error(id, ProtocolError::new(ErrorCode::WrongCase, "this connection joined another case")),
+                    ServerMessage::error(
+                        id,
+                        ProtocolError::new(
+                            ErrorCode::WrongCase,
+                            "this connection joined another case",
+                        ),
+                    ),
                 );
                 continue;
             }
@@ -182,7 +210,13 @@ async fn serve_inner(socket: WebSocket, state: AppState, conn_id: u64) {
             (Request::Join { .. }, Some(_)) => {
                 send_now(
                     &out_tx,
-                    ServerMessage::error(id, ProtocolError::new(ErrorCode::AlreadyJoined, "this connection has already joined")),
+                    ServerMessage::error(
+                        id,
+                        ProtocolError::new(
+                            ErrorCode::AlreadyJoined,
+                            "this connection has already joined",
+                        ),
+                    ),
                 );
             }
             (Request::Join { token, resume_from }, None) => {
@@ -197,13 +231,27 @@ async fn serve_inner(socket: WebSocket, state: AppState, conn_id: u64) {
                 if msg.case.as_deref().is_some_and(|c| c != claims.case) {
                     send_now(
                         &out_tx,
-                        ServerMessage::error(id, ProtocolError::new(ErrorCode::WrongCase, "the invite is for another case")),
+                        ServerMessage::error(
+                            id,
+                            ProtocolError::new(
+                                ErrorCode::WrongCase,
+                                "the invite is for another case",
+                            ),
+                        ),
                     );
                     continue;
                 }
                 let case = claims.case.clone();
-                let conn = ConnInfo { id: conn_id, request_id: id.clone(), outbox: out_tx.clone() };
-                match state.rooms.join(claims, resume_from.unwrap_or(0), conn).await {
+                let conn = ConnInfo {
+                    id: conn_id,
+                    request_id: id.clone(),
+                    outbox: out_tx.clone(),
+                };
+                match state
+                    .rooms
+                    .join(claims, resume_from.unwrap_or(0), conn)
+                    .await
+                {
                     Ok(j) => {
                         let span = tracing::Span::current();
                         span.record("case", case.as_str());
@@ -219,11 +267,18 @@ async fn serve_inner(socket: WebSocket, state: AppState, conn_id: u64) {
             (_, None) => {
                 send_now(
                     &out_tx,
-                    ServerMessage::error(id, ProtocolError::new(ErrorCode::NotJoined, "join first")),
+                    ServerMessage::error(
+                        id,
+                        ProtocolError::new(ErrorCode::NotJoined, "join first"),
+                    ),
                 );
             }
             (request, Some((case, _))) => {
-                if let Err(e) = state.rooms.request(case, conn_id, id.clone(), request).await {
+                if let Err(e) = state
+                    .rooms
+                    .request(case, conn_id, id.clone(), request)
+                    .await
+                {
                     send_now(&out_tx, ServerMessage::error(id, e));
                 }
             }

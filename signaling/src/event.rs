@@ -222,7 +222,13 @@ pub fn sha256_hex(data: &[u8]) -> String {
     hex::encode(Sha256::digest(data))
 }
 
-fn compute_hash(prev_hash: &str, seq: u64, ts: i64, visibility: &Visibility, body: &EventBody) -> String {
+fn compute_hash(
+    prev_hash: &str,
+    seq: u64,
+    ts: i64,
+    visibility: &Visibility,
+    body: &EventBody,
+) -> String {
     let mut h = Sha256::new();
     h.update(prev_hash.as_bytes());
     h.update(b"\n");
@@ -253,7 +259,13 @@ impl Event {
 
     /// Recomputes this event's hash from its content.
     pub fn recompute_hash(&self) -> String {
-        compute_hash(&self.prev_hash, self.seq, self.ts, &self.visibility, &self.body)
+        compute_hash(
+            &self.prev_hash,
+            self.seq,
+            self.ts,
+            &self.visibility,
+            &self.body,
+        )
     }
 
     pub fn to_json(&self) -> Vec<u8> {
@@ -281,8 +293,7 @@ pub enum ChainError {
 /// Returns the head hash on success.
 pub fn verify_chain<'a>(events: impl IntoIterator<Item = &'a Event>) -> Result<String, ChainError> {
     let mut prev = GENESIS_HASH.to_owned();
-    let mut expected = 1;
-    for e in events {
+    for (e, expected) in events.into_iter().zip(1u64..) {
         if e.seq != expected {
             return Err(ChainError::SequenceGap {
                 seq: e.seq,
@@ -296,7 +307,6 @@ pub fn verify_chain<'a>(events: impl IntoIterator<Item = &'a Event>) -> Result<S
             return Err(ChainError::BadHash { seq: e.seq });
         }
         prev = e.hash.clone();
-        expected += 1;
     }
     Ok(prev)
 }
@@ -365,6 +375,9 @@ mod tests {
         let mut events = chain(4);
         events[1].ts += 1;
         events[1].hash = events[1].recompute_hash();
-        assert_eq!(verify_chain(&events), Err(ChainError::BrokenLink { seq: 3 }));
+        assert_eq!(
+            verify_chain(&events),
+            Err(ChainError::BrokenLink { seq: 3 })
+        );
     }
 }

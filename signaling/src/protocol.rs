@@ -365,7 +365,8 @@ pub struct RosterEntry {
     pub online: bool,
 }
 
-/// A caucus as a participant sees it: members are listed only to members and staff.
+/// A caucus as a participant sees it: members are listed only to its own members (staff outside
+/// the caucus see only that it runs, like everyone else outside it).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct CaucusView {
     pub caucus: String,
@@ -457,7 +458,10 @@ mod tests {
         assert_eq!(code(r#"{"type":7}"#), ErrorCode::InvalidMessage);
         assert_eq!(code(r#"{"type":"fly"}"#), ErrorCode::UnknownType);
         assert_eq!(code(r#"{"type":"chat"}"#), ErrorCode::InvalidMessage);
-        assert_eq!(code(r#"{"type":"chat","text":5}"#), ErrorCode::InvalidMessage);
+        assert_eq!(
+            code(r#"{"type":"chat","text":5}"#),
+            ErrorCode::InvalidMessage
+        );
         assert_eq!(
             code(r#"{"type":"note","text":"x","scope":"secret"}"#),
             ErrorCode::InvalidMessage

@@ -132,7 +132,10 @@ fn err(code: ErrorCode, message: impl Into<String>) -> ProtocolError {
 
 fn check_text(field: &str, text: &str, max: usize) -> Result<(), ProtocolError> {
     if text.trim().is_empty() {
-        return Err(err(ErrorCode::InvalidMessage, format!("`{field}` is empty")));
+        return Err(err(
+            ErrorCode::InvalidMessage,
+            format!("`{field}` is empty"),
+        ));
     }
     if text.chars().count() > max {
         return Err(err(
@@ -451,7 +454,10 @@ impl Room {
             Request::Admit { participant } => {
                 let p = self.other(participant)?;
                 if p.status != ParticipantStatus::Lobby {
-                    return Err(err(ErrorCode::Conflict, "that participant is not in the lobby"));
+                    return Err(err(
+                        ErrorCode::Conflict,
+                        "that participant is not in the lobby",
+                    ));
                 }
                 Ok(vec![draft(
                     Visibility::Everyone,
@@ -461,11 +467,17 @@ impl Room {
                     },
                 )])
             }
-            Request::Deny { participant, reason } => {
+            Request::Deny {
+                participant,
+                reason,
+            } => {
                 check_reason(reason)?;
                 let p = self.other(participant)?;
                 if p.status != ParticipantStatus::Lobby {
-                    return Err(err(ErrorCode::Conflict, "that participant is not in the lobby"));
+                    return Err(err(
+                        ErrorCode::Conflict,
+                        "that participant is not in the lobby",
+                    ));
                 }
                 Ok(vec![draft(
                     Visibility::Staff,
@@ -476,7 +488,10 @@ impl Room {
                     },
                 )])
             }
-            Request::Remove { participant, reason } => {
+            Request::Remove {
+                participant,
+                reason,
+            } => {
                 check_reason(reason)?;
                 if participant == actor {
                     return Err(err(ErrorCode::Conflict, "use `leave` to leave"));
@@ -486,10 +501,19 @@ impl Room {
                     p.status,
                     ParticipantStatus::Admitted | ParticipantStatus::Lobby
                 ) {
-                    return Err(err(ErrorCode::Conflict, "that participant is not in the session"));
+                    return Err(err(
+                        ErrorCode::Conflict,
+                        "that participant is not in the session",
+                    ));
                 }
+                // Someone removed from the lobby was never visible to the parties.
+                let visibility = if p.status == ParticipantStatus::Lobby {
+                    Visibility::Staff
+                } else {
+                    Visibility::Everyone
+                };
                 Ok(vec![draft(
-                    Visibility::Everyone,
+                    visibility,
                     EventBody::Removed {
                         participant: participant.clone(),
                         by: actor_s,
@@ -601,7 +625,10 @@ impl Room {
                 self.require_open()?;
                 let t = self.current(terms)?;
                 if t.decisions.contains_key(actor) {
-                    return Err(err(ErrorCode::Conflict, "you have already decided on these terms"));
+                    return Err(err(
+                        ErrorCode::Conflict,
+                        "you have already decided on these terms",
+                    ));
                 }
                 let body = match request {
                     Request::RejectTerms { reason, .. } => {
@@ -621,9 +648,22 @@ impl Room {
                 Ok(vec![draft(Visibility::Everyone, body)])
             }
             Request::ConfirmTerms { terms } => {
+                // Confirmation may follow a settlement, but not a failed or withdrawn mediation.
+                if self
+                    .outcome
+                    .is_some_and(|o| !matches!(o, Outcome::Settled | Outcome::PartiallySettled))
+                {
+                    return Err(err(
+                        ErrorCode::CaseClosed,
+                        "the mediation ended without settlement; nothing to confirm",
+                    ));
+                }
                 let t = self.current(terms)?;
                 if t.confirmed_by.is_some() {
-                    return Err(err(ErrorCode::Conflict, "these terms are already confirmed"));
+                    return Err(err(
+                        ErrorCode::Conflict,
+                        "these terms are already confirmed",
+                    ));
                 }
                 if !self.all_parties_accepted(t) {
                     return Err(err(
@@ -675,7 +715,12 @@ impl Room {
                 )])
             }
             Request::Consent { kind, given } => Ok(vec![draft(
-                Visibility::Everyone,
+                // From the lobby, only staff may learn of it (parties don't see the lobby).
+                if me.status == ParticipantStatus::Lobby {
+                    Visibility::Staff
+                } else {
+                    Visibility::Everyone
+                },
                 EventBody::ConsentGiven {
                     participant: actor_s,
                     consent: *kind,
@@ -827,7 +872,10 @@ impl Room {
             }
             EventBody::Chat { .. } | EventBody::NoteAdded { .. } => {}
             EventBody::CaucusStarted {
-                caucus, by, members, ..
+                caucus,
+                by,
+                members,
+                ..
             } => {
                 for m in members {
                     if let Some(p) = self.participants.get_mut(m) {
@@ -1018,8 +1066,10 @@ impl Room {
     /// May `viewer` learn about `subject` (roster entry, presence)? Staff see everyone known to
     /// the case; others see admitted participants and themselves.
     pub fn can_see_participant(&self, viewer: &str, subject: &str) -> bool {
-        let (Some(v), Some(s)) = (self.participants.get(viewer), self.participants.get(subject))
-        else {
+        let (Some(v), Some(s)) = (
+            self.participants.get(viewer),
+            self.participants.get(subject),
+        ) else {
             return false;
         };
         if viewer == subject {

@@ -9,7 +9,8 @@ use futures_util::{SinkExt, StreamExt};
 use serde_json::{json, Value};
 use tokio_tungstenite::tungstenite::Message;
 
-type Ws = tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
+type Ws =
+    tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
 
 /// How long a test waits for an expected message.
 pub const WAIT: Duration = Duration::from_secs(10);
@@ -28,7 +29,9 @@ pub struct Client {
 
 impl Client {
     pub async fn connect(url: &str) -> anyhow::Result<Client> {
-        let (ws, _) = tokio_tungstenite::connect_async(url).await.context("ws connect")?;
+        let (ws, _) = tokio_tungstenite::connect_async(url)
+            .await
+            .context("ws connect")?;
         Ok(Client {
             ws,
             next_id: 1,
@@ -40,7 +43,11 @@ impl Client {
     }
 
     /// Connects and joins; returns the client and the welcome.
-    pub async fn join(url: &str, token: &str, resume_from: Option<u64>) -> anyhow::Result<(Client, Value)> {
+    pub async fn join(
+        url: &str,
+        token: &str,
+        resume_from: Option<u64>,
+    ) -> anyhow::Result<(Client, Value)> {
         let mut c = Client::connect(url).await?;
         let mut msg = json!({"type": "join", "token": token});
         if let Some(r) = resume_from {
@@ -126,7 +133,10 @@ impl Client {
             match self.read_one(left).await? {
                 Some(v) if pred(&v) => return Ok(v),
                 Some(v) => self.pending.push_back(v),
-                None if self.closed => bail!("connection closed while waiting; {}", self.pending_summary()),
+                None if self.closed => bail!(
+                    "connection closed while waiting; {}",
+                    self.pending_summary()
+                ),
                 None => bail!("timed out waiting; {}", self.pending_summary()),
             }
         }
@@ -136,14 +146,21 @@ impl Client {
         let kinds: Vec<String> = self
             .pending
             .iter()
-            .map(|m| format!("{}:{}", m["type"].as_str().unwrap_or("?"), m["kind"].as_str().or(m["code"].as_str()).unwrap_or("")))
+            .map(|m| {
+                format!(
+                    "{}:{}",
+                    m["type"].as_str().unwrap_or("?"),
+                    m["kind"].as_str().or(m["code"].as_str()).unwrap_or("")
+                )
+            })
             .collect();
         format!("unconsumed messages: [{}]", kinds.join(", "))
     }
 
     /// Waits for an event of this kind.
     pub async fn wait_event(&mut self, kind: &str) -> anyhow::Result<Value> {
-        self.wait_for(|m| m["type"] == "event" && m["kind"] == kind).await
+        self.wait_for(|m| m["type"] == "event" && m["kind"] == kind)
+            .await
     }
 
     /// Reads everything that arrives within `quiet` and returns it (also kept as pending).
@@ -165,7 +182,11 @@ impl Client {
 
     /// The highest event seq received so far.
     pub fn last_seq(&self) -> u64 {
-        self.events.iter().filter_map(|e| e["seq"].as_u64()).max().unwrap_or(0)
+        self.events
+            .iter()
+            .filter_map(|e| e["seq"].as_u64())
+            .max()
+            .unwrap_or(0)
     }
 
     /// Closes the connection cleanly.

@@ -120,7 +120,11 @@ impl Server {
                     return Ok(());
                 }
             }
-            if let Some(status) = self.child.as_mut().and_then(|c| c.try_wait().ok().flatten()) {
+            if let Some(status) = self
+                .child
+                .as_mut()
+                .and_then(|c| c.try_wait().ok().flatten())
+            {
                 bail!("yuntiao exited during start-up: {status}");
             }
             if Instant::now() > deadline {
@@ -204,11 +208,20 @@ impl Server {
         ] {
             links.push(self.invite(&case, role, name, "2h").await?);
         }
-        Ok(Case { id: case, invites: links })
+        Ok(Case {
+            id: case,
+            invites: links,
+        })
     }
 
     /// Mints an invite.
-    pub async fn invite(&self, case: &str, role: &str, name: &str, ttl: &str) -> anyhow::Result<Invite> {
+    pub async fn invite(
+        &self,
+        case: &str,
+        role: &str,
+        name: &str,
+        ttl: &str,
+    ) -> anyhow::Result<Invite> {
         let (status, body) = self
             .admin(
                 reqwest::Method::POST,
@@ -220,11 +233,18 @@ impl Server {
             bail!("mint invite: {status} {body}");
         }
         let url = body["url"].as_str().context("url")?;
-        let token = url.split_once("#token=").context("token in fragment")?.1.to_owned();
+        let token = url
+            .split_once("#token=")
+            .context("token in fragment")?
+            .1
+            .to_owned();
         Ok(Invite {
             token,
             jti: body["jti"].as_str().context("jti")?.to_owned(),
-            participant: body["participant"].as_str().context("participant")?.to_owned(),
+            participant: body["participant"]
+                .as_str()
+                .context("participant")?
+                .to_owned(),
             url: url.to_owned(),
         })
     }

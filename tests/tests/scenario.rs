@@ -49,7 +49,9 @@ async fn scenario(store: StoreKind) {
     let url = server.ws_url();
 
     // Staff enter directly.
-    let (mut mediator, w) = Client::join(&url, &case.mediator().token, None).await.unwrap();
+    let (mut mediator, w) = Client::join(&url, &case.mediator().token, None)
+        .await
+        .unwrap();
     assert_eq!(w["status"], "admitted");
     assert_eq!(w["role"], "mediator");
     assert_eq!(w["case"], case.id.as_str());
@@ -65,11 +67,19 @@ async fn scenario(store: StoreKind) {
     assert_eq!(j["joined_as"], "admitted");
 
     // Parties wait in the lobby and see nobody else.
-    let (mut consumer, w) = Client::join(&url, &case.consumer().token, None).await.unwrap();
+    let (mut consumer, w) = Client::join(&url, &case.consumer().token, None)
+        .await
+        .unwrap();
     assert_eq!(w["status"], "lobby");
     let roster = w["roster"].as_array().unwrap();
-    assert_eq!(roster.len(), 1, "a lobby party sees only itself: {roster:?}");
-    let (mut merchant, w) = Client::join(&url, &case.merchant().token, None).await.unwrap();
+    assert_eq!(
+        roster.len(),
+        1,
+        "a lobby party sees only itself: {roster:?}"
+    );
+    let (mut merchant, w) = Client::join(&url, &case.merchant().token, None)
+        .await
+        .unwrap();
     assert_eq!(w["status"], "lobby");
     let lobby = mediator
         .wait_for(|m| {
@@ -157,7 +167,9 @@ async fn scenario(store: StoreKind) {
             "caucus content leaked to the merchant: {t}"
         );
     }
-    assert!(merchant_seen.iter().all(|m| m["visibility"]["to"] != "caucus"));
+    assert!(merchant_seen
+        .iter()
+        .all(|m| m["visibility"]["to"] != "caucus"));
     judge.sync().await.unwrap();
     assert!(
         texts(&judge.events).iter().all(|t| !t.contains("八成")),
@@ -188,7 +200,11 @@ async fn scenario(store: StoreKind) {
             .unwrap();
     }
     judge.sync().await.unwrap();
-    for (who, c) in [("consumer", &consumer), ("merchant", &merchant), ("judge", &judge)] {
+    for (who, c) in [
+        ("consumer", &consumer),
+        ("merchant", &merchant),
+        ("judge", &judge),
+    ] {
         assert!(
             texts(&c.events).iter().all(|t| !t.starts_with("PRIVATE")),
             "{who} received the mediator's private note"
@@ -227,7 +243,10 @@ async fn scenario(store: StoreKind) {
         .await
         .unwrap();
     mediator
-        .err(json!({"type": "confirm_terms", "terms": terms}), "forbidden")
+        .err(
+            json!({"type": "confirm_terms", "terms": terms}),
+            "forbidden",
+        )
         .await
         .unwrap();
     judge
@@ -246,14 +265,21 @@ async fn scenario(store: StoreKind) {
         assert_eq!(outcome["terms"], terms.as_str());
     }
     consumer
-        .err(json!({"type": "reject_terms", "terms": terms}), "case_closed")
+        .err(
+            json!({"type": "reject_terms", "terms": terms}),
+            "case_closed",
+        )
         .await
         .unwrap();
 
     // Resume: the merchant drops off, things happen, it comes back from its last seq.
     merchant.sync().await.unwrap();
     let last = merchant.last_seq();
-    let before: Vec<u64> = merchant.events.iter().filter_map(|e| e["seq"].as_u64()).collect();
+    let before: Vec<u64> = merchant
+        .events
+        .iter()
+        .filter_map(|e| e["seq"].as_u64())
+        .collect();
     merchant.close().await;
     mediator
         .ok(json!({"type": "chat", "text": "商家掉线了，稍等"}))
@@ -274,17 +300,20 @@ async fn scenario(store: StoreKind) {
     merchant.sync().await.unwrap();
     let replayed = texts(&merchant.events);
     assert_eq!(replayed, vec!["商家掉线了，稍等", "SHARED: 等待商家重连"]);
-    assert!(merchant
-        .events
-        .iter()
-        .all(|e| e["seq"].as_u64().unwrap() > last && !before.contains(&e["seq"].as_u64().unwrap())));
+    assert!(merchant.events.iter().all(
+        |e| e["seq"].as_u64().unwrap() > last && !before.contains(&e["seq"].as_u64().unwrap())
+    ));
 
     // A fresh join from the start replays the whole visible history, still filtered.
-    let (mut merchant2, _) = Client::join(&url, &case.merchant().token, Some(0)).await.unwrap();
+    let (mut merchant2, _) = Client::join(&url, &case.merchant().token, Some(0))
+        .await
+        .unwrap();
     merchant2.sync().await.unwrap();
     let all = texts(&merchant2.events);
     assert!(all.contains(&"我要求全额退款".to_owned()));
-    assert!(all.iter().all(|t| !t.starts_with("STAFF") && !t.starts_with("PRIVATE") && !t.contains("八成")));
+    assert!(all
+        .iter()
+        .all(|t| !t.starts_with("STAFF") && !t.starts_with("PRIVATE") && !t.contains("八成")));
     assert!(kinds(&merchant2.events).contains(&"caucus_started".to_owned()));
 
     // kill -9, restart: the whole record is still there and verifies.
@@ -312,7 +341,10 @@ async fn scenario(store: StoreKind) {
     assert_eq!(w["status"], "admitted");
     assert_eq!(w["caucuses"].as_array().unwrap().len(), 0);
     consumer.sync().await.unwrap();
-    assert!(consumer.events.iter().all(|e| e["seq"].as_u64().unwrap() > last_consumer));
+    assert!(consumer
+        .events
+        .iter()
+        .all(|e| e["seq"].as_u64().unwrap() > last_consumer));
     let (mut mediator, _) = Client::join(&url, &case.mediator().token, Some(acked_head))
         .await
         .unwrap();
@@ -323,7 +355,10 @@ async fn scenario(store: StoreKind) {
     let e = mediator.wait_event("chat").await.unwrap();
     assert_eq!(e["seq"].as_u64().unwrap(), acked_head + 1);
     consumer
-        .err(json!({"type": "accept_terms", "terms": terms}), "case_closed")
+        .err(
+            json!({"type": "accept_terms", "terms": terms}),
+            "case_closed",
+        )
         .await
         .unwrap();
 }
@@ -358,16 +393,19 @@ async fn kill9_loses_nothing_acknowledged(store: StoreKind) {
     }
     let mut acked: Vec<(String, u64)> = Vec::new();
     while acked.len() < 60 {
-        let m = mediator
-            .wait_for(|m| m["type"] == "ack")
-            .await
-            .unwrap();
-        acked.push((m["id"].as_str().unwrap().to_owned(), m["seq"].as_u64().unwrap()));
+        let m = mediator.wait_for(|m| m["type"] == "ack").await.unwrap();
+        acked.push((
+            m["id"].as_str().unwrap().to_owned(),
+            m["seq"].as_u64().unwrap(),
+        ));
     }
     server.kill9();
     // Collect any acks that were already on the wire.
     while let Ok(m) = mediator.wait_for(|m| m["type"] == "ack").await {
-        acked.push((m["id"].as_str().unwrap().to_owned(), m["seq"].as_u64().unwrap()));
+        acked.push((
+            m["id"].as_str().unwrap().to_owned(),
+            m["seq"].as_u64().unwrap(),
+        ));
     }
     server.restart().await.unwrap();
     let rec = record(&server, &case.id).await;

@@ -1867,3 +1867,27 @@ fn consent_given_in_the_lobby_is_not_announced_to_parties() {
         given.visibility
     );
 }
+
+// ----- fixes after review --------------------------------------------------------------------
+
+#[test]
+fn no_confirmation_after_a_failed_or_withdrawn_mediation() {
+    for (o, reason) in [
+        (Outcome::Failed, Some("商家拒绝履行")),
+        (Outcome::Withdrawn, None),
+        (Outcome::ReferredToCourt, None),
+    ] {
+        let mut fx = Fx::admitted();
+        let t = fx.accepted_terms();
+        fx.act(MEDIATOR, outcome(o, reason));
+        let before = snapshot(&fx.room);
+        fx.refuse(JUDGE, confirm(&t), ErrorCode::CaseClosed);
+        assert_eq!(snapshot(&fx.room), before);
+    }
+    // After a settlement the judge still confirms.
+    let mut fx = Fx::admitted();
+    let t = fx.accepted_terms();
+    fx.act(MEDIATOR, outcome(Outcome::Settled, None));
+    let confirmed = only(&fx.act(JUDGE, confirm(&t)));
+    assert!(matches!(confirmed.body, EventBody::TermsConfirmed { .. }));
+}
