@@ -9,7 +9,6 @@ pub const ROLES: [&str; 4] = ["mediator", "judge", "consumer", "merchant"];
 /// One participant of a created case, with the invite token that lets it join.
 #[derive(Clone, Debug)]
 pub struct Seat {
-    pub role: &'static str,
     pub participant: String,
     pub token: String,
 }
@@ -100,7 +99,6 @@ impl Admin {
             bail!("invite: no participant in the answer");
         };
         Ok(Seat {
-            role,
             participant: participant.to_owned(),
             token: token.to_owned(),
         })
