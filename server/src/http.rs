@@ -34,8 +34,12 @@ pub fn router(state: AppState) -> Router {
                     // Frames a little over the limit get a typed `frame_too_large` error from the
                     // connection; grossly oversized ones are cut off by the websocket layer.
                     let hard = (max * 4).max(256 * 1024);
+                    // Small buffers: an idle participant should cost a few KiB, not the 128 KiB
+                    // tungstenite reserves by default. Messages are small; buffers grow on demand.
                     ws.max_message_size(hard)
                         .max_frame_size(hard)
+                        .read_buffer_size(4 * 1024)
+                        .write_buffer_size(0)
                         .on_upgrade(move |socket| crate::ws::serve(socket, state))
                 },
             ),
