@@ -69,6 +69,10 @@ pub struct Server {
     pub port: u16,
     pub store: StoreKind,
     pub data: tempfile::TempDir,
+    /// The admin token in force (the harness's, or the one generated in dev mode).
+    pub admin_token: String,
+    /// Dev mode: no secrets configured, the server generates and keeps its own.
+    dev_mode: bool,
     extra: Vec<String>,
     child: Option<Child>,
     http: reqwest::Client,
@@ -82,11 +86,23 @@ impl Server {
 
     /// Starts a server on the given store with extra `serve` arguments.
     pub async fn start(store: StoreKind, extra: &[&str]) -> anyhow::Result<Server> {
+        Server::launch(store, extra, false).await
+    }
+
+    /// Starts a server in dev mode (no secrets configured): it generates an admin token and a
+    /// signing secret in its data directory; `admin_token` is read from there.
+    pub async fn dev_mode() -> anyhow::Result<Server> {
+        Server::launch(StoreKind::Embedded, &[], true).await
+    }
+
+    async fn launch(store: StoreKind, extra: &[&str], dev_mode: bool) -> anyhow::Result<Server> {
         let data = tempfile::Builder::new().prefix("yuntiao-data-").tempdir()?;
         let mut s = Server {
             port: free_port()?,
             store,
             data,
+            admin_token: ADMIN_TOKEN.to_owned(),
+            dev_mode,
             extra: extra.iter().map(|s| s.to_string()).collect(),
             child: None,
             http: reqwest::Client::new(),
@@ -103,12 +119,16 @@ impl Server {
             .arg("--data")
             .arg(self.data.path())
             .args(&self.extra)
-            .env("YUNTIAO_ADMIN_TOKEN", ADMIN_TOKEN)
-            .env("YUNTIAO_JWT_SECRET", JWT_SECRET)
+            .env_remove("YUNTIAO_ADMIN_TOKEN")
+            .env_remove("YUNTIAO_JWT_SECRET")
             .env("YUNTIAO_LOG", "warn")
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::inherit());
+        if !self.dev_mode {
+            cmd.env("YUNTIAO_ADMIN_TOKEN", ADMIN_TOKEN)
+                .env("YUNTIAO_JWT_SECRET", JWT_SECRET);
+        }
         if let StoreKind::Redis(url) = &self.store {
             cmd.arg("--redis").arg(url);
         }
@@ -117,6 +137,12 @@ impl Server {
         loop {
             if let Ok(r) = self.http.get(self.url("/healthz")).send().await {
                 if r.status().is_success() {
+                    if self.dev_mode {
+                        let secrets = std::fs::read(self.data.path().join("secrets.json"))?;
+                        let v: Value = serde_json::from_slice(&secrets)?;
+                        self.admin_token =
+                            v["admin_token"].as_str().context("admin_token")?.to_owned();
+                    }
                     return Ok(());
                 }
             }
@@ -166,7 +192,7 @@ impl Server {
         let mut req = self
             .http
             .request(method, self.url(path))
-            .bearer_auth(ADMIN_TOKEN);
+            .bearer_auth(&self.admin_token);
         if let Some(b) = body {
             req = req.json(&b);
         }
