@@ -885,3 +885,60 @@ async fn floods_are_rate_limited_and_others_unaffected() {
         "the hash chain is intact after the flood: {body}"
     );
 }
+
+#[tokio::test]
+async fn zz_probe_flood() {
+    let server = Server::embedded().await.expect("start server");
+    for round in 0..20 {
+        let mut raw = Raw::connect(&server).await;
+        let mut send_err = None;
+        for i in 0..(if round % 2 == 0 { 300 } else { 1000 }) {
+            if let Err(e) = raw
+                .ws
+                .send(Message::Text(
+                    json!({"type":"ping","id":format!("f{i}")})
+                        .to_string()
+                        .into(),
+                ))
+                .await
+            {
+                send_err = Some((i, e.to_string()));
+                break;
+            }
+        }
+        let (mut pongs, mut limited, mut closed, mut end) = (0, 0, None, String::new());
+        loop {
+            match tokio::time::timeout(Duration::from_secs(2), raw.ws.next()).await {
+                Err(_) => {
+                    end = "timeout".into();
+                    break;
+                }
+                Ok(None) => {
+                    end = "none".into();
+                    break;
+                }
+                Ok(Some(Err(e))) => {
+                    end = format!("err {e}");
+                    break;
+                }
+                Ok(Some(Ok(Message::Text(t)))) => {
+                    let v: Value = serde_json::from_str(t.as_str()).unwrap();
+                    if v["type"] == "pong" {
+                        pongs += 1
+                    } else if v["code"] == "rate_limited" && v["type"] == "error" {
+                        limited += 1
+                    } else if v["type"] == "closed" {
+                        closed = Some(v)
+                    }
+                }
+                Ok(Some(Ok(m))) => {
+                    end = format!("{m:?}");
+                    if matches!(m, Message::Close(_)) {
+                        break;
+                    }
+                }
+            }
+        }
+        eprintln!("PROBE round {round}: send_err={send_err:?} pongs={pongs} limited={limited} closed={closed:?} end={end}");
+    }
+}

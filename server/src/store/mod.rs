@@ -29,7 +29,11 @@ pub struct StoredEvent {
 }
 
 /// Errors a store reports. None of them means "maybe written": an append either stored the whole
-/// batch or nothing.
+/// batch or nothing. One caveat for Redis, a networked store: when the reply to an append is lost
+/// (timeout, dropped connection), the backend reads the log back and reports `Ok` only if exactly
+/// that batch is there; a script still in flight could in principle land after that check. The
+/// room then reports `store_unavailable` for an event that is stored, never the reverse, and a
+/// retry is safe because appends are conditional on the log's head.
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
     /// The log's last sequence number is not the one the caller built on: another writer got
