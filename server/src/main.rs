@@ -50,10 +50,22 @@ async fn admin_call(
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
+    // Whatever the operator asks for, libraries that would log message bodies or headers (and
+    // so tokens) at debug/trace level are capped: tokens are never logged.
+    let mut filter =
+        EnvFilter::try_from_env("YUNTIAO_LOG").unwrap_or_else(|_| EnvFilter::new("info"));
+    for quiet in [
+        "tungstenite=info",
+        "tokio_tungstenite=info",
+        "hyper=info",
+        "hyper_util=info",
+        "h2=info",
+        "reqwest=info",
+    ] {
+        filter = filter.add_directive(quiet.parse()?);
+    }
     tracing_subscriber::fmt()
-        .with_env_filter(
-            EnvFilter::try_from_env("YUNTIAO_LOG").unwrap_or_else(|_| EnvFilter::new("info")),
-        )
+        .with_env_filter(filter)
         .with_writer(std::io::stderr)
         .init();
     let cli = Cli::parse();

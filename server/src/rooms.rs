@@ -485,12 +485,17 @@ impl RoomTask {
                     .into()
                 })
                 .clone();
-            if c.outbox.try_send(Outbound::Text(text)).is_err() {
-                dead.push(*id);
+            match c.outbox.try_send(Outbound::Text(text)) {
+                Ok(()) => {}
+                Err(mpsc::error::TrySendError::Full(_)) => dead.push((*id, true)),
+                // Already closing (the connection's writer ended): just forget it.
+                Err(mpsc::error::TrySendError::Closed(_)) => dead.push((*id, false)),
             }
         }
-        for id in dead {
-            warn!(conn = id, "connection cannot keep up; dropping it");
+        for (id, slow) in dead {
+            if slow {
+                warn!(conn = id, "connection cannot keep up; dropping it");
+            }
             self.conns.remove(&id);
         }
     }

@@ -152,6 +152,9 @@ async fn serve_inner(socket: WebSocket, state: AppState, conn_id: u64) {
                     code: Some(ErrorCode::RateLimited),
                     message: "too many messages".into(),
                 });
+                // Let the writer send it, then drain until the client's Close (below).
+                let _ = tokio::time::timeout(std::time::Duration::from_secs(2), &mut writer).await;
+                writer_done = true;
                 break;
             }
             send_now(
@@ -286,6 +289,19 @@ async fn serve_inner(socket: WebSocket, state: AppState, conn_id: u64) {
     }
     if let Some((case, _)) = &joined {
         state.rooms.disconnect(case, conn_id).await;
+    }
+    if writer_done {
+        // We closed (denied, removed, revoked, flooding, too slow): finish the closing handshake
+        // by reading until the client's Close. Dropping the socket with unread frames in the
+        // kernel's buffer would reset the connection and lose the `closed` message.
+        let drain = async {
+            while let Some(Ok(m)) = stream.next().await {
+                if matches!(m, Message::Close(_)) {
+                    break;
+                }
+            }
+        };
+        let _ = tokio::time::timeout(std::time::Duration::from_secs(2), drain).await;
     }
     drop(out_tx);
     // Let the writer flush what is queued (it ends when the room drops its sender too).

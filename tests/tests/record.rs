@@ -48,7 +48,8 @@ async fn tampering_with_the_stored_log_is_detected() {
     // rebuilt with the same ids, as someone with access to Redis could do.
     let mut conn = redis.client().unwrap().get_connection().unwrap();
     let key = format!("yt:{{{}}}:log", case.id);
-    let entries: Vec<(String, Vec<(String, Vec<u8>)>)> = {
+    type StreamEntries = Vec<(String, Vec<(String, Vec<u8>)>)>;
+    let entries: StreamEntries = {
         let raw: redis::Value = redis::cmd("XRANGE")
             .arg(&key)
             .arg("-")
