@@ -26,6 +26,11 @@ pub type Ws = WebSocketStream<MaybeTlsStream<TcpStream>>;
 
 static T0: OnceLock<Instant> = OnceLock::new();
 
+/// The process-wide start instant that [`nanos`] counts from.
+pub fn process_start() -> Instant {
+    *T0.get_or_init(Instant::now)
+}
+
 /// Nanoseconds since the process-wide start instant (monotonic).
 pub fn nanos() -> u64 {
     T0.get_or_init(Instant::now).elapsed().as_nanos() as u64
@@ -202,6 +207,8 @@ pub struct Stats {
     pub note_frames: u64,
     /// The connection ended before `stop`.
     pub dropped: u64,
+    /// Receivers, with `--timeline`: (send time in ns since the process start, latency in µs).
+    pub samples: Vec<(u64, u32)>,
 }
 
 impl Stats {
@@ -218,6 +225,7 @@ impl Stats {
             note_frame_bytes: 0,
             note_frames: 0,
             dropped: 0,
+            samples: Vec::new(),
         }
     }
 
@@ -235,6 +243,7 @@ impl Stats {
         self.note_frame_bytes += o.note_frame_bytes;
         self.note_frames += o.note_frames;
         self.dropped += o.dropped;
+        self.samples.extend_from_slice(&o.samples);
     }
 }
 
@@ -251,7 +260,7 @@ pub enum Behaviour {
 
 /// Runs one connection through the phase and returns what it saw (and the socket, which the
 /// caller closes once every connection is done).
-pub async fn run(mut ws: Ws, behaviour: Behaviour, phase: Phase) -> (Stats, Ws) {
+pub async fn run(mut ws: Ws, behaviour: Behaviour, phase: Phase, timeline: bool) -> (Stats, Ws) {
     let mut st = Stats::new();
     let measure_fanout = matches!(behaviour, Behaviour::Receive);
     let mut pending: HashMap<u64, u64> = HashMap::new();
@@ -332,7 +341,11 @@ pub async fn run(mut ws: Ws, behaviour: Behaviour, phase: Phase) -> (Stats, Ws) 
                         if measure_fanout {
                             if let Some(t) = m.text.as_deref().and_then(sent_at) {
                                 st.delivered += 1;
-                                record(&mut st.fanout, Duration::from_nanos(at.saturating_sub(t)));
+                                let d = Duration::from_nanos(at.saturating_sub(t));
+                                record(&mut st.fanout, d);
+                                if timeline {
+                                    st.samples.push((t, d.as_micros().min(u32::MAX as u128) as u32));
+                                }
                             }
                         }
                     }

@@ -9,7 +9,8 @@
 //!
 //! * [`admin`]: the admin API calls of the setup (create a case, mint its four invites);
 //! * [`conn`]: one participant's websocket: join, admission, and the measured phase;
-//! * [`procstat`]: the server's CPU time and RSS, read from `/proc`.
+//! * [`procstat`]: the server's CPU time and RSS, read from `/proc`;
+//! * [`summary`]: `--summarize`, the Markdown tables of a whole benchmark run.
 //!
 //! A run has three steps. *Setup*: create the cases and invites, then open and join the 4N
 //! websockets, at most `--concurrency` operations at a time, and let the mediators admit the
@@ -25,6 +26,7 @@
 mod admin;
 mod conn;
 mod procstat;
+mod summary;
 
 use std::io::Write;
 use std::path::PathBuf;
@@ -51,7 +53,7 @@ struct Args {
     server: String,
     /// Admin bearer token of the server.
     #[arg(long, env = "YUNTIAO_ADMIN_TOKEN", hide_env_values = true)]
-    admin_token: String,
+    admin_token: Option<String>,
     /// Number of rooms (cases), each with four participants and four websockets.
     #[arg(long, default_value_t = 100)]
     rooms: usize,
@@ -82,6 +84,9 @@ struct Args {
     /// How long to keep reading after the phase, for late deliveries.
     #[arg(long, default_value = "3s")]
     grace: humantime::Duration,
+    /// Idle time between the end of the setup and the measured phase.
+    #[arg(long, default_value = "3s")]
+    settle: humantime::Duration,
     /// Label of this run in the summary (e.g. "embedded").
     #[arg(long, default_value = "run")]
     label: String,
@@ -91,6 +96,12 @@ struct Args {
     /// Write the full results as JSON to this file.
     #[arg(long)]
     json: Option<PathBuf>,
+    /// Print fan-out latency per second of the phase (count, p50, p99, max), to see stalls.
+    #[arg(long)]
+    timeline: bool,
+    /// Do not run: print Markdown tables of the JSON lines in this file (see `--summary`).
+    #[arg(long)]
+    summarize: Option<PathBuf>,
 }
 
 /// A room whose four participants have joined and whose parties are admitted. `conns` is in
@@ -247,10 +258,43 @@ fn fmt_opt<T: std::fmt::Display>(v: Option<T>) -> String {
     v.map_or_else(|| "-".to_owned(), |v| v.to_string())
 }
 
+/// Fan-out latency by second of the phase in which the message was sent.
+fn print_timeline(samples: &[(u64, u32)], phase: Phase, duration: Duration) {
+    let start_ns = phase
+        .start
+        .into_std()
+        .saturating_duration_since(conn::process_start())
+        .as_nanos() as u64;
+    let secs = duration.as_secs().max(1) as usize;
+    let mut per: Vec<Histogram<u64>> = (0..=secs).map(|_| conn::histogram()).collect();
+    for &(t, us) in samples {
+        let i = (t.saturating_sub(start_ns) / 1_000_000_000) as usize;
+        per[i.min(secs)].saturating_record(u64::from(us).max(1));
+    }
+    println!("fan-out by second of sending: second  count  p50 ms  p99 ms  max ms");
+    for (i, h) in per.iter().enumerate() {
+        if !h.is_empty() {
+            println!(
+                "  {i:>3}  {:>6}  {:>7.2}  {:>7.2}  {:>7.2}",
+                h.len(),
+                ms(h, 0.5),
+                ms(h, 0.99),
+                max_ms(h)
+            );
+        }
+    }
+}
+
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
     conn::nanos(); // start the process-wide clock
+    if let Some(path) = &args.summarize {
+        return summary::print(path);
+    }
+    let Some(admin_token) = args.admin_token.as_deref() else {
+        bail!("--admin-token (or YUNTIAO_ADMIN_TOKEN) is required");
+    };
     if args.rooms == 0 {
         bail!("--rooms must be at least 1");
     }
@@ -266,7 +310,7 @@ async fn main() -> anyhow::Result<()> {
         bail!("open-file limit {nofile} is below the {needed} sockets needed; raise `ulimit -n`");
     }
     let url = ws_url(&args.server)?;
-    let admin = Admin::new(&args.server, &args.admin_token)?;
+    let admin = Admin::new(&args.server, admin_token)?;
     let mode = if args.notes_throughput {
         "notes"
     } else {
@@ -292,12 +336,11 @@ async fn main() -> anyhow::Result<()> {
         t_joined.as_secs_f64()
     );
 
-    // Let the server settle (allocator, queued presence messages) before reading its RSS.
-    tokio::time::sleep(Duration::from_secs(2)).await;
-    let rss_idle = rss(args.server_pid);
-
+    // Every connection starts reading at once; the phase starts after `--settle`, so that the
+    // server and the load generator have drained what the setup left queued. The server's RSS
+    // "after setup" is read just before the phase, with every participant connected and idle.
     let period = Duration::from_secs_f64(1.0 / args.rate);
-    let t_start = tokio::time::Instant::now() + Duration::from_millis(200);
+    let t_start = tokio::time::Instant::now() + *args.settle;
     let phase = Phase {
         start: t_start,
         end: t_start + duration,
@@ -319,15 +362,18 @@ async fn main() -> anyhow::Result<()> {
                     },
                     _ => Behaviour::Receive,
                 };
-                handles.push(tokio::spawn(conn::run(ws, behaviour, phase)));
+                handles.push(tokio::spawn(conn::run(ws, behaviour, phase, args.timeline)));
             }
         }
     }
+    tokio::time::sleep_until(phase.start - Duration::from_millis(100)).await;
+    let rss_idle = rss(args.server_pid);
     tokio::time::sleep_until(phase.start).await;
     let self_pid = std::process::id();
     let cpu0 = read_pid(args.server_pid, procstat::cpu_seconds);
     let redis0 = read_pid(args.redis_pid, procstat::cpu_seconds);
     let me0 = procstat::cpu_seconds(self_pid).ok();
+    let machine0 = procstat::machine_busy_seconds().ok();
     eprintln!(
         "[{}] measuring {mode} for {}",
         args.label,
@@ -337,6 +383,7 @@ async fn main() -> anyhow::Result<()> {
     let cpu1 = read_pid(args.server_pid, procstat::cpu_seconds);
     let redis1 = read_pid(args.redis_pid, procstat::cpu_seconds);
     let me1 = procstat::cpu_seconds(self_pid).ok();
+    let machine1 = procstat::machine_busy_seconds().ok();
     let rss_end = rss(args.server_pid);
 
     let mut total = Stats::new();
@@ -361,6 +408,12 @@ async fn main() -> anyhow::Result<()> {
     let server_cpu = delta(cpu0, cpu1);
     let redis_cpu = delta(redis0, redis1);
     let loadgen_cpu = delta(me0, me1);
+    let machine_cpu = delta(machine0, machine1);
+    // CPU time of everything else on the machine during the phase (other programs).
+    let other_cpu = machine_cpu.map(|m| {
+        m - server_cpu.unwrap_or(0.0) - redis_cpu.unwrap_or(0.0) - loadgen_cpu.unwrap_or(0.0)
+    });
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
     let per_participant = match (rss_before, rss_idle) {
         (Some(b), Some(a)) => Some((a as f64 - b as f64) / conns_total as f64),
         _ => None,
@@ -401,6 +454,9 @@ async fn main() -> anyhow::Result<()> {
         "server_cpu_pct_of_one_core": server_cpu.map(|c| 100.0 * c / secs),
         "redis_cpu_s": redis_cpu,
         "loadgen_cpu_s": loadgen_cpu,
+        "machine_cpu_s": machine_cpu,
+        "other_cpu_s": other_cpu,
+        "cores": cores,
         "server_rss_kib": {"before_setup": rss_before, "after_setup": rss_idle, "end": rss_end},
         "server_rss_kib_per_participant": per_participant,
     });
@@ -474,6 +530,12 @@ async fn main() -> anyhow::Result<()> {
         fmt_opt(loadgen_cpu.map(|c| format!("{c:.2}")))
     );
     println!(
+        "machine CPU      {} s busy of {:.0} s available ({cores} cores); other processes {} s",
+        fmt_opt(machine_cpu.map(|c| format!("{c:.2}"))),
+        secs * cores as f64,
+        fmt_opt(other_cpu.map(|c| format!("{c:.2}")))
+    );
+    println!(
         "server RSS       before setup {} KiB, after setup {} KiB, end {} KiB; per participant {} KiB",
         fmt_opt(rss_before),
         fmt_opt(rss_idle),
@@ -481,6 +543,9 @@ async fn main() -> anyhow::Result<()> {
         fmt_opt(per_participant.map(|p| format!("{p:.1}")))
     );
 
+    if args.timeline {
+        print_timeline(&total.samples, phase, duration);
+    }
     if let Some(path) = &args.json {
         std::fs::write(path, serde_json::to_string_pretty(&report)?)
             .with_context(|| format!("writing {}", path.display()))?;

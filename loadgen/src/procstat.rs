@@ -38,6 +38,28 @@ pub fn cpu_seconds(pid: u32) -> anyhow::Result<f64> {
     Ok((utime + stime) as f64 / clock_ticks())
 }
 
+/// CPU seconds the whole machine spent busy so far (all CPUs, everything but idle and iowait),
+/// from the first line of `/proc/stat`. Compared with the server's, the load generator's and
+/// Redis's own CPU time it shows how much other work shared the machine during a run.
+pub fn machine_busy_seconds() -> anyhow::Result<f64> {
+    let stat = std::fs::read_to_string("/proc/stat").context("reading /proc/stat")?;
+    let Some(line) = stat.lines().find(|l| l.starts_with("cpu ")) else {
+        bail!("no cpu line in /proc/stat");
+    };
+    let v: Vec<u64> = line
+        .split_whitespace()
+        .skip(1)
+        .filter_map(|x| x.parse().ok())
+        .collect();
+    if v.len() < 5 {
+        bail!("unexpected cpu line in /proc/stat");
+    }
+    // user nice system idle iowait irq softirq steal (guest time is already in user).
+    let total: u64 = v.iter().take(8).sum();
+    let idle = v[3] + v[4];
+    Ok((total - idle) as f64 / clock_ticks())
+}
+
 /// Resident set size in KiB.
 pub fn rss_kib(pid: u32) -> anyhow::Result<u64> {
     let path = format!("/proc/{pid}/status");

@@ -21,7 +21,8 @@ pub const PROTOCOL_VERSION: u32 = 1;
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum ErrorCode {
-    /// The frame is not valid JSON (or not UTF-8 text).
+    /// The frame is not valid JSON, or is a binary frame. (A text frame that is not UTF-8
+    /// violates the websocket protocol itself and closes the connection.)
     MalformedJson,
     /// JSON, but not a message: not an object, no `type`, missing or ill-typed fields.
     InvalidMessage,
