@@ -501,6 +501,25 @@ mod tests {
         }
     }
 
+    /// docs/protocol.md documents every error code and every request type.
+    #[test]
+    fn protocol_doc_covers_every_code_and_type() {
+        let doc = include_str!("../../docs/protocol.md");
+        for code in ALL_ERROR_CODES {
+            assert!(
+                doc.contains(&format!("| `{}` |", code.as_str())),
+                "docs/protocol.md lacks error code {}",
+                code.as_str()
+            );
+        }
+        for t in REQUEST_TYPES {
+            assert!(
+                doc.contains(&format!("| `{t}` |")),
+                "docs/protocol.md lacks request type {t}"
+            );
+        }
+    }
+
     #[test]
     fn error_code_wire_names_match_serde() {
         for code in ALL_ERROR_CODES {
