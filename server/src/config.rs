@@ -94,6 +94,23 @@ pub struct ServeArgs {
     /// Burst of messages allowed on one connection above the sustained rate.
     #[arg(long, env = "YUNTIAO_RATE_BURST", default_value_t = 60.0)]
     pub rate_burst: f64,
+    /// UDP address of the media plane (one port for every peer connection).
+    #[arg(long, env = "YUNTIAO_MEDIA_LISTEN", default_value = "127.0.0.1:7882")]
+    pub media_listen: std::net::SocketAddr,
+    /// Public IP to advertise in ICE candidates when the server is behind 1:1 NAT (required when
+    /// --media-listen binds 0.0.0.0 or ::).
+    #[arg(long, env = "YUNTIAO_MEDIA_PUBLIC_IP")]
+    pub media_public_ip: Option<std::net::IpAddr>,
+    /// TURN server URLs handed to clients (e.g. turn:turn.example.org:3478?transport=udp);
+    /// repeat the flag or separate with commas.
+    #[arg(long, env = "YUNTIAO_TURN_URL", value_delimiter = ',')]
+    pub turn_url: Vec<String>,
+    /// Secret shared with coturn (`static-auth-secret`) for time-limited credentials.
+    #[arg(long, env = "YUNTIAO_TURN_SECRET", hide_env_values = true)]
+    pub turn_secret: Option<String>,
+    /// Lifetime of TURN credentials.
+    #[arg(long, env = "YUNTIAO_TURN_TTL", default_value = "12h")]
+    pub turn_ttl: humantime::Duration,
     /// Default lifetime of an invite when the request names none.
     #[arg(long, env = "YUNTIAO_INVITE_TTL", default_value = "7d")]
     pub invite_ttl: humantime::Duration,

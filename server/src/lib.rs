@@ -10,6 +10,8 @@
 //! * [`rooms`]: one task per active case, driving the signaling room: decide, store, then
 //!   acknowledge and fan out.
 //! * [`ws`]: the signaling websocket, one per participant.
+//! * [`media`]: the SFU on str0m: one UDP port, forwarding by the room's media plan.
+//! * [`metrics`]: Prometheus text on `/metrics`.
 //! * [`http`]: health checks, the websocket route and the admin API.
 //! * [`server`]: wiring it together and serving until shutdown.
 
@@ -17,6 +19,8 @@ pub mod auth;
 pub mod config;
 pub mod http;
 pub mod ids;
+pub mod media;
+pub mod metrics;
 pub mod rooms;
 pub mod secrets;
 pub mod server;

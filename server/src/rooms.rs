@@ -26,6 +26,8 @@ use yuntiao_signaling::protocol::{ErrorCode, ProtocolError, Request, ServerMessa
 use yuntiao_signaling::room::Effect;
 use yuntiao_signaling::{Draft, Event, InviteClaims, Role, Room};
 
+use crate::media::turn::TurnConfig;
+use crate::media::{MediaHandle, MediaPlan, PeerKey};
 use crate::store::{Store, StoreError, StoredEvent};
 
 /// How long a room task with nothing to do stays in memory.
@@ -128,6 +130,8 @@ pub struct RoomManager {
 
 struct ManagerInner {
     store: Arc<dyn Store>,
+    media: MediaHandle,
+    turn: Option<TurnConfig>,
     rooms: Mutex<HashMap<String, mpsc::Sender<Command>>>,
     next_conn: AtomicU64,
 }
@@ -144,10 +148,12 @@ fn internal(msg: &str) -> ProtocolError {
 }
 
 impl RoomManager {
-    pub fn new(store: Arc<dyn Store>) -> RoomManager {
+    pub fn new(store: Arc<dyn Store>, media: MediaHandle, turn: Option<TurnConfig>) -> RoomManager {
         RoomManager {
             inner: Arc::new(ManagerInner {
                 store,
+                media,
+                turn,
                 rooms: Mutex::new(HashMap::new()),
                 next_conn: AtomicU64::new(1),
             }),
@@ -156,6 +162,10 @@ impl RoomManager {
 
     pub fn store(&self) -> &Arc<dyn Store> {
         &self.inner.store
+    }
+
+    pub fn media(&self) -> &MediaHandle {
+        &self.inner.media
     }
 
     /// A fresh connection id.
@@ -272,6 +282,8 @@ struct RoomTask {
     /// Set when the stored log failed verification: the case is then served read-only-nothing.
     broken: Option<String>,
     conns: HashMap<u64, Conn>,
+    /// The media plan last handed to the media plane.
+    media_plan: MediaPlan,
 }
 
 impl RoomTask {
@@ -282,6 +294,7 @@ impl RoomTask {
             room: Room::new(),
             broken: None,
             conns: HashMap::new(),
+            media_plan: MediaPlan::new(),
         }
     }
 
@@ -394,7 +407,7 @@ impl RoomTask {
                 let _ = reply.send(r);
             }
             Command::Request { conn, id, request } => self.request(conn, id, request).await,
-            Command::Disconnect { conn } => self.disconnect(conn),
+            Command::Disconnect { conn } => self.disconnect(conn).await,
             Command::Admin { command, reply } => {
                 let r = self.admin(command).await;
                 let _ = reply.send(r);
@@ -439,13 +452,14 @@ impl RoomTask {
                 .into_iter()
                 .partition(|f| matches!(f, Effect::CatchUp { .. }));
             for effect in catch_up {
-                self.carry_out(effect);
+                self.carry_out(effect).await;
             }
             self.fan_out(&e);
             for effect in others {
-                self.carry_out(effect);
+                self.carry_out(effect).await;
             }
         }
+        self.push_media_plan().await;
         Ok(last)
     }
 
@@ -541,7 +555,23 @@ impl RoomTask {
         }
     }
 
-    fn carry_out(&mut self, effect: Effect) {
+    /// Hands the media plan to the media plane if it changed.
+    async fn push_media_plan(&mut self) {
+        let plan = self.room.media_plan();
+        if plan != self.media_plan {
+            self.manager.media().plan(&self.case, plan.clone()).await;
+            self.media_plan = plan;
+        }
+    }
+
+    fn media_key(&self, participant: &str) -> PeerKey {
+        PeerKey {
+            case: self.case.clone(),
+            participant: participant.to_owned(),
+        }
+    }
+
+    async fn carry_out(&mut self, effect: Effect) {
         match effect {
             Effect::CatchUp { participant } => {
                 let ids: Vec<u64> = self
@@ -571,6 +601,9 @@ impl RoomTask {
             } => {
                 self.close_where(|c| c.participant == participant, code, &message);
                 self.presence(&participant, false);
+                // Their media stops at once, not when the socket notices.
+                let key = self.media_key(&participant);
+                self.manager.media().remove(key).await;
             }
             Effect::CloseInvite { jti } => {
                 let closed: Vec<String> = self
@@ -587,6 +620,8 @@ impl RoomTask {
                 for p in closed {
                     if !self.online(&p) {
                         self.presence(&p, false);
+                        let key = self.media_key(&p);
+                        self.manager.media().remove(key).await;
                     }
                 }
             }
@@ -675,7 +710,10 @@ impl RoomTask {
             .participant(&participant)
             .map(|p| p.role)
             .ok_or_else(|| internal("participant missing after join"))?;
-        if let Some(w) = self.room.welcome_for(&participant, |p| self.online(p)) {
+        if let Some(mut w) = self.room.welcome_for(&participant, |p| self.online(p)) {
+            if let Some(turn) = &self.manager.inner.turn {
+                w.ice_servers = vec![turn.credentials(&participant, now_ms() / 1000)];
+            }
             self.send_to(
                 conn.id,
                 ServerMessage::Welcome {
@@ -684,6 +722,8 @@ impl RoomTask {
                 },
             );
         }
+        // After a restart nobody's admission is new: the plan must still reach the media plane.
+        self.push_media_plan().await;
         self.catch_up(conn.id);
         if !was_online {
             self.presence(&participant, true);
@@ -696,6 +736,19 @@ impl RoomTask {
         let Some(participant) = self.conns.get(&conn).map(|c| c.participant.clone()) else {
             return; // closed meanwhile (removed, revoked, too slow)
         };
+        if request.is_media() {
+            let r = match self.room.handle(&participant, &request) {
+                Ok(_) => {
+                    self.media_request(conn, &participant, id.clone(), request)
+                        .await
+                }
+                Err(e) => Err(e),
+            };
+            if let Err(e) = r {
+                self.send_to(conn, ServerMessage::error(id, e));
+            }
+            return;
+        }
         let result = match self.room.handle(&participant, &request) {
             Ok(drafts) => self.commit(drafts).await,
             Err(e) => Err(e),
@@ -706,10 +759,75 @@ impl RoomTask {
         }
     }
 
-    fn disconnect(&mut self, conn: u64) {
+    /// Media requests: the room checked permission and admission; the media plane does the
+    /// rest. Answers go to the requesting connection (the one that holds the peer connection).
+    async fn media_request(
+        &mut self,
+        conn: u64,
+        participant: &str,
+        id: Option<String>,
+        request: Request,
+    ) -> Result<(), ProtocolError> {
+        let key = self.media_key(participant);
+        match request {
+            Request::MediaOffer { sdp } => {
+                let out = self
+                    .conns
+                    .get(&conn)
+                    .map(|c| c.outbox.clone())
+                    .ok_or_else(|| internal("connection gone"))?;
+                self.push_media_plan().await;
+                let answer = self.manager.media().offer(key, sdp, out).await?;
+                self.send_to(conn, ServerMessage::MediaAnswer { id, sdp: answer });
+            }
+            Request::MediaAnswer { sdp } => {
+                self.manager.media().answer(key, sdp).await?;
+                self.send_to(conn, ServerMessage::Ack { id, seq: None });
+            }
+            Request::IceCandidate { candidate } => {
+                // The server is ICE-lite: it answers the client's checks and never sends its
+                // own, so client candidates are only checked for form, never used as targets.
+                let line = candidate.trim().trim_start_matches("a=");
+                if !line.is_empty() && str0m::Candidate::from_sdp_string(line).is_err() {
+                    return Err(ProtocolError::new(
+                        ErrorCode::InvalidMessage,
+                        "not an ICE candidate",
+                    ));
+                }
+                self.send_to(conn, ServerMessage::Ack { id, seq: None });
+            }
+            Request::Mute { kind, muted } => {
+                let text: Utf8Bytes = ServerMessage::Mute {
+                    participant: participant.to_owned(),
+                    kind,
+                    muted,
+                }
+                .to_json()
+                .into();
+                let targets: Vec<u64> = self
+                    .conns
+                    .iter()
+                    .filter(|(_, c)| self.room.media_allowed(participant, &c.participant))
+                    .map(|(id, _)| *id)
+                    .collect();
+                for t in targets {
+                    if let Some(c) = self.conns.get(&t) {
+                        let _ = c.outbox.try_send(Outbound::Text(text.clone()));
+                    }
+                }
+                self.send_to(conn, ServerMessage::Ack { id, seq: None });
+            }
+            _ => {}
+        }
+        Ok(())
+    }
+
+    async fn disconnect(&mut self, conn: u64) {
         if let Some(c) = self.conns.remove(&conn) {
             if !self.online(&c.participant) {
                 self.presence(&c.participant, false);
+                let key = self.media_key(&c.participant);
+                self.manager.media().remove(key).await;
             }
         }
     }

@@ -7,6 +7,8 @@ use tracing::info;
 
 use crate::auth::TokenService;
 use crate::config::ServeArgs;
+use crate::media::turn::TurnConfig;
+use crate::media::{MediaConfig, MediaHandle};
 use crate::rooms::RoomManager;
 use crate::state::{AppState, RuntimeConfig};
 use crate::store::{embedded::EmbeddedStore, redis::RedisStore, Store};
@@ -31,8 +33,30 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let store = open_store(&args).await?;
     let public_url = args.public_url();
     let tokens = TokenService::new(secrets.jwt, &args.issuer, &public_url);
+    if args.media_listen.ip().is_unspecified() && args.media_public_ip.is_none() {
+        anyhow::bail!(
+            "--media-listen {} binds every interface: set --media-public-ip to the address clients reach",
+            args.media_listen
+        );
+    }
+    let turn = match (&args.turn_secret, args.turn_url.is_empty()) {
+        (Some(secret), false) => Some(TurnConfig {
+            urls: args.turn_url.clone(),
+            secret: secret.clone(),
+            ttl_secs: args.turn_ttl.as_secs() as i64,
+        }),
+        (None, true) => None,
+        _ => anyhow::bail!("--turn-url and --turn-secret go together"),
+    };
+    let media = MediaHandle::start(MediaConfig {
+        listen: args.media_listen,
+        public_ip: args.media_public_ip,
+    })
+    .await
+    .with_context(|| format!("binding the media socket {}", args.media_listen))?;
+    info!(media = %media.advertised, turn = turn.is_some(), "media plane ready");
     let state = AppState {
-        rooms: RoomManager::new(store.clone()),
+        rooms: RoomManager::new(store.clone(), media, turn),
         tokens: Arc::new(tokens),
         admin_token: secrets.admin_token.clone().into(),
         config: Arc::new(RuntimeConfig {
@@ -58,8 +82,9 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         );
     }
     println!(
-        "yuntiao listening on http://{local} (store: {})",
-        store.kind()
+        "yuntiao listening on http://{local} (store: {}, media: udp {})",
+        store.kind(),
+        state.rooms.media().advertised
     );
     axum::serve(listener, crate::http::router(state))
         .with_graceful_shutdown(shutdown_signal())

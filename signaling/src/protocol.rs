@@ -245,10 +245,36 @@ pub enum Request {
         kind: ConsentKind,
         given: bool,
     },
+    /// SDP offer for this participant's one peer connection with the server (first offer or a
+    /// renegotiation by the client). Answered by `media_answer`.
+    MediaOffer {
+        sdp: String,
+    },
+    /// SDP answer to a `media_offer` the server sent (server-side renegotiation).
+    MediaAnswer {
+        sdp: String,
+    },
+    /// A trickled ICE candidate of the client (`a=candidate` value, with or without the prefix).
+    IceCandidate {
+        candidate: String,
+    },
+    /// The participant muted or unmuted their microphone or camera.
+    Mute {
+        kind: MediaKind,
+        muted: bool,
+    },
+}
+
+/// Audio or video.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum MediaKind {
+    Audio,
+    Video,
 }
 
 /// The `type` names of [`Request`], for telling an unknown type from a malformed known one.
-pub const REQUEST_TYPES: [&str; 16] = [
+pub const REQUEST_TYPES: [&str; 20] = [
     "join",
     "ping",
     "chat",
@@ -265,6 +291,10 @@ pub const REQUEST_TYPES: [&str; 16] = [
     "confirm_terms",
     "record_outcome",
     "consent",
+    "media_offer",
+    "media_answer",
+    "ice_candidate",
+    "mute",
 ];
 
 impl Request {
@@ -282,6 +312,9 @@ impl Request {
             ConfirmTerms { .. } => Some(Action::ConfirmTerms),
             RecordOutcome { .. } => Some(Action::RecordOutcome),
             Consent { .. } => Some(Action::Consent),
+            MediaOffer { .. } | MediaAnswer { .. } | IceCandidate { .. } | Mute { .. } => {
+                Some(Action::Chat)
+            }
         }
     }
 
@@ -305,7 +338,22 @@ impl Request {
             ConfirmTerms { .. } => "confirm_terms",
             RecordOutcome { .. } => "record_outcome",
             Consent { .. } => "consent",
+            MediaOffer { .. } => "media_offer",
+            MediaAnswer { .. } => "media_answer",
+            IceCandidate { .. } => "ice_candidate",
+            Mute { .. } => "mute",
         }
+    }
+
+    /// Requests handled by the media plane rather than the case log.
+    pub fn is_media(&self) -> bool {
+        matches!(
+            self,
+            Request::MediaOffer { .. }
+                | Request::MediaAnswer { .. }
+                | Request::IceCandidate { .. }
+                | Request::Mute { .. }
+        )
     }
 }
 
@@ -389,6 +437,29 @@ pub struct Welcome {
     pub head_seq: u64,
     pub roster: Vec<RosterEntry>,
     pub caucuses: Vec<CaucusView>,
+    /// STUN/TURN servers for the peer connection (time-limited TURN credentials), set by the
+    /// server when TURN is configured.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub ice_servers: Vec<IceServer>,
+}
+
+/// One entry of `RTCConfiguration.iceServers`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct IceServer {
+    pub urls: Vec<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub username: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub credential: Option<String>,
+}
+
+/// A track the server sends to this participant: which participant's audio or video it carries.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TrackInfo {
+    /// The media line (`a=mid`) in this participant's peer connection.
+    pub mid: String,
+    pub participant: String,
+    pub kind: MediaKind,
 }
 
 /// Everything the server sends.
@@ -427,6 +498,22 @@ pub enum ServerMessage {
     },
     /// The server is closing this connection, and why (denied, removed, revoked, ...).
     Closed { code: ErrorCode, message: String },
+    /// The server's SDP answer to the client's `media_offer`.
+    MediaAnswer {
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        id: Option<String>,
+        sdp: String,
+    },
+    /// A server-initiated renegotiation: answer with `media_answer`.
+    MediaOffer { sdp: String },
+    /// The tracks this participant now receives, and whose they are (sent after every change).
+    MediaTracks { tracks: Vec<TrackInfo> },
+    /// A participant whose media this participant receives muted or unmuted.
+    Mute {
+        participant: String,
+        kind: MediaKind,
+        muted: bool,
+    },
 }
 
 impl ServerMessage {

@@ -29,6 +29,8 @@ use crate::token::InviteClaims;
 pub const MAX_CHAT_CHARS: usize = 4_000;
 /// Longest note or terms text, in characters.
 pub const MAX_TEXT_CHARS: usize = 20_000;
+/// Largest SDP accepted, in bytes.
+pub const MAX_SDP_BYTES: usize = 32 * 1024;
 /// Longest display name, reason or title, in characters.
 pub const MAX_SHORT_CHARS: usize = 200;
 
@@ -714,6 +716,15 @@ impl Room {
                     },
                 )])
             }
+            // Media requests change no case state: the permission and lobby checks above are
+            // all the room decides; the server's media plane does the rest.
+            Request::MediaOffer { sdp } | Request::MediaAnswer { sdp } => {
+                if sdp.len() > MAX_SDP_BYTES {
+                    return Err(err(ErrorCode::InvalidMessage, "the SDP is too large"));
+                }
+                Ok(vec![])
+            }
+            Request::IceCandidate { .. } | Request::Mute { .. } => Ok(vec![]),
             Request::Consent { kind, given } => Ok(vec![draft(
                 // From the lobby, only staff may learn of it (parties don't see the lobby).
                 if me.status == ParticipantStatus::Lobby {
@@ -1063,6 +1074,46 @@ impl Room {
             .filter_map(move |e| self.view_for(viewer, e))
     }
 
+    /// May `receiver` receive `sender`'s audio and video now? Both must be in the room (nobody in
+    /// the lobby sends or receives media), and on the same side of every caucus: caucus members
+    /// hear and see only each other, and those outside hear and see none of them.
+    pub fn media_allowed(&self, sender: &str, receiver: &str) -> bool {
+        if sender == receiver {
+            return false;
+        }
+        let (Some(s), Some(r)) = (
+            self.participants.get(sender),
+            self.participants.get(receiver),
+        ) else {
+            return false;
+        };
+        s.status == ParticipantStatus::Admitted
+            && r.status == ParticipantStatus::Admitted
+            && s.caucus == r.caucus
+    }
+
+    /// For every participant in the room, the participants whose media they may receive. The
+    /// server compares it after each event and hands it to the media plane when it changed.
+    pub fn media_plan(&self) -> BTreeMap<String, BTreeSet<String>> {
+        let admitted: Vec<&String> = self
+            .participants
+            .iter()
+            .filter(|(_, p)| p.status == ParticipantStatus::Admitted)
+            .map(|(id, _)| id)
+            .collect();
+        admitted
+            .iter()
+            .map(|r| {
+                let senders = admitted
+                    .iter()
+                    .filter(|s| self.media_allowed(s, r))
+                    .map(|s| (*s).clone())
+                    .collect();
+                ((*r).clone(), senders)
+            })
+            .collect()
+    }
+
     /// May `viewer` learn about `subject` (roster entry, presence)? Staff see everyone known to
     /// the case; others see admitted participants and themselves.
     pub fn can_see_participant(&self, viewer: &str, subject: &str) -> bool {
@@ -1124,6 +1175,7 @@ impl Room {
             head_seq: self.head_seq(),
             roster: self.roster_for(viewer, online),
             caucuses,
+            ice_servers: vec![],
         })
     }
 }

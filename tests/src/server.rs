@@ -118,6 +118,12 @@ impl Server {
             .arg(format!("127.0.0.1:{}", self.port))
             .arg("--data")
             .arg(self.data.path())
+            // An ephemeral UDP port per server, unless the test names one.
+            .args(if self.extra.iter().any(|a| a == "--media-listen") {
+                vec![]
+            } else {
+                vec!["--media-listen", "127.0.0.1:0"]
+            })
             .args(&self.extra)
             .env_remove("YUNTIAO_ADMIN_TOKEN")
             .env_remove("YUNTIAO_JWT_SECRET")

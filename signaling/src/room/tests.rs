@@ -376,6 +376,15 @@ fn matrix_templates() -> Vec<Request> {
         outcome(Outcome::ReferredToCourt, None),
         consent(ConsentKind::OnlineMediation, true),
         consent(ConsentKind::Recording, false),
+        Request::MediaOffer { sdp: "v=0".into() },
+        Request::MediaAnswer { sdp: "v=0".into() },
+        Request::IceCandidate {
+            candidate: "candidate:1 1 udp 1 127.0.0.1 9 typ host".into(),
+        },
+        Request::Mute {
+            kind: crate::protocol::MediaKind::Audio,
+            muted: true,
+        },
     ]
 }
 
@@ -426,6 +435,11 @@ fn matrix_case(template: &Request) -> MatrixCase {
             (fx, template.clone(), STAFF)
         }
         Request::Consent { .. } => (Fx::admitted(), template.clone(), ALL_ROLES),
+        // Audio, video and chat share one row of the matrix.
+        Request::MediaOffer { .. }
+        | Request::MediaAnswer { .. }
+        | Request::IceCandidate { .. }
+        | Request::Mute { .. } => (Fx::admitted(), template.clone(), ALL_ROLES),
     };
     MatrixCase {
         fx,
@@ -468,10 +482,18 @@ fn permission_matrix_every_request_every_role() {
                     .room
                     .handle(actor, &request)
                     .unwrap_or_else(|e| panic!("{role} {ty}: expected success, got {e}"));
-                assert!(!drafts.is_empty(), "{role} {ty}: no drafts");
-                let head = fx.room.head_seq();
-                let events = fx.commit(drafts);
-                assert_eq!(events[0].seq, head + 1);
+                if request.is_media() {
+                    // Media requests are carried out by the media plane, not the case log.
+                    assert!(
+                        drafts.is_empty(),
+                        "{role} {ty}: media must not touch the log"
+                    );
+                } else {
+                    assert!(!drafts.is_empty(), "{role} {ty}: no drafts");
+                    let head = fx.room.head_seq();
+                    let events = fx.commit(drafts);
+                    assert_eq!(events[0].seq, head + 1);
+                }
                 allowed_cells += 1;
             } else {
                 fx.refuse(actor, request, ErrorCode::Forbidden);
@@ -1890,4 +1912,59 @@ fn no_confirmation_after_a_failed_or_withdrawn_mediation() {
     fx.act(MEDIATOR, outcome(Outcome::Settled, None));
     let confirmed = only(&fx.act(JUDGE, confirm(&t)));
     assert!(matches!(confirmed.body, EventBody::TermsConfirmed { .. }));
+}
+
+// ----- media visibility ------------------------------------------------------------------------
+
+#[test]
+fn media_plan_follows_lobby_and_caucus() {
+    let mut fx = Fx::joined();
+    // Parties in the lobby: staff receive each other only.
+    let plan = fx.room.media_plan();
+    assert_eq!(
+        plan.len(),
+        2,
+        "only admitted participants are in the plan: {plan:?}"
+    );
+    assert!(plan[MEDIATOR].contains(JUDGE) && !plan[MEDIATOR].contains(CONSUMER));
+    assert!(!fx.room.media_allowed(CONSUMER, MEDIATOR));
+    assert!(!fx.room.media_allowed(MEDIATOR, CONSUMER));
+    fx.act(MEDIATOR, admit(CONSUMER));
+    assert!(fx.room.media_allowed(CONSUMER, MEDIATOR));
+    fx.act(MEDIATOR, admit(MERCHANT));
+    // Everyone admitted: everyone receives everyone else, never themselves.
+    for r in EVERYONE {
+        let senders = &fx.room.media_plan()[r];
+        assert_eq!(senders.len(), 3, "{r}: {senders:?}");
+        assert!(!senders.contains(r));
+    }
+    // Caucus of mediator and consumer: they receive only each other; merchant and judge only
+    // each other.
+    let k = caucus_id(&only(&fx.act(MEDIATOR, caucus_start(&[CONSUMER]))));
+    let plan = fx.room.media_plan();
+    assert_eq!(plan[CONSUMER], BTreeSet::from([MEDIATOR.to_owned()]));
+    assert_eq!(plan[MEDIATOR], BTreeSet::from([CONSUMER.to_owned()]));
+    assert_eq!(plan[MERCHANT], BTreeSet::from([JUDGE.to_owned()]));
+    assert_eq!(plan[JUDGE], BTreeSet::from([MERCHANT.to_owned()]));
+    fx.act(MEDIATOR, caucus_end(&k));
+    assert_eq!(fx.room.media_plan()[MERCHANT].len(), 3);
+    // Removed: out of the plan entirely.
+    fx.act(MEDIATOR, remove(MERCHANT, None));
+    let plan = fx.room.media_plan();
+    assert!(!plan.contains_key(MERCHANT));
+    assert!(plan.values().all(|s| !s.contains(MERCHANT)));
+}
+
+#[test]
+fn media_requests_need_admission_and_change_nothing() {
+    let fx = Fx::joined();
+    let offer = Request::MediaOffer { sdp: "v=0".into() };
+    fx.refuse(CONSUMER, offer.clone(), ErrorCode::NotAdmitted);
+    let before = snapshot(&fx.room);
+    assert!(fx.room.handle(MEDIATOR, &offer).unwrap().is_empty());
+    assert_eq!(snapshot(&fx.room), before);
+    let huge = Request::MediaOffer {
+        sdp: "a".repeat(MAX_SDP_BYTES + 1),
+    };
+    fx.refuse(MEDIATOR, huge, ErrorCode::InvalidMessage);
 }

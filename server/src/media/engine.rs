@@ -1,0 +1,677 @@
+//! The SFU engine: one task, one UDP socket, every peer's str0m `Rtc`.
+//!
+//! The loop feeds datagrams, commands and timeouts to the peers, then drains their outputs:
+//! transmits go to the socket, RTP packets are forwarded to the receivers allowed by the case's
+//! media plan, keyframe requests travel back to the publisher. str0m runs in RTP mode, so
+//! payloads are forwarded as they came (no depacketizing); only SSRC, payload type, sequence
+//! numbers and header extensions are rewritten per receiver.
+//!
+//! Renegotiation: when a receiver may receive a new track (a publisher added one, the plan
+//! changed), the engine adds a send-only media line to the receiver's connection, or flips an
+//! existing one between send-only and inactive, and sends the client a `media_offer`. One
+//! server offer is outstanding per peer at a time; a client offer meanwhile wins (str0m drops
+//! our pending offer) and ours is redone after.
+
+use std::collections::{HashMap, HashSet, VecDeque};
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use str0m::change::{SdpAnswer, SdpOffer, SdpPendingOffer};
+use str0m::media::{Direction, KeyframeRequestKind, MediaKind as Kind, Mid, Pt};
+use str0m::net::{Protocol, Receive};
+use str0m::rtp::{ExtensionValues, RtpWrite};
+use str0m::{Candidate, Event, IceConnectionState, Input, Output, Rtc};
+use tokio::net::UdpSocket;
+use tokio::sync::mpsc;
+use tracing::{debug, info, warn};
+use yuntiao_signaling::protocol::{ErrorCode, MediaKind, ProtocolError, ServerMessage, TrackInfo};
+
+use super::{Command, MediaPlan, MediaStats, PeerKey, PeerStats};
+use crate::rooms::Outbound;
+
+/// How often per-peer bitrate and loss are refreshed for `/metrics`.
+const STATS_INTERVAL: Duration = Duration::from_secs(1);
+
+struct InTrack {
+    kind: Kind,
+    first_seq: Option<u64>,
+    max_seq: u64,
+    received: u64,
+}
+
+struct OutTrack {
+    mid: Mid,
+    kind: Kind,
+    /// The publisher and the publisher's mid this line carries.
+    src: (String, Mid),
+    /// Sending (the plan allows it and the source exists) or inactive.
+    active: bool,
+    /// Next outgoing sequence number, and the offset from the source's numbers; reset after a
+    /// pause so receivers see no gap to NACK.
+    next_seq: u64,
+    seq_offset: Option<i64>,
+    pt_map: HashMap<Pt, Option<Pt>>,
+}
+
+struct Peer {
+    key: PeerKey,
+    rtc: Rtc,
+    out: mpsc::Sender<Outbound>,
+    inbound: HashMap<Mid, InTrack>,
+    outbound: Vec<OutTrack>,
+    pending: Option<SdpPendingOffer>,
+    /// Renegotiate once the outstanding offer is answered.
+    again: bool,
+    tracks_sent: Option<Vec<TrackInfo>>,
+    bytes_in: u64,
+    bytes_out: u64,
+}
+
+struct Forward {
+    from: usize,
+    mid: Mid,
+    pt: Pt,
+    seq: u64,
+    time: u32,
+    marker: bool,
+    arrival: Instant,
+    ext: ExtensionValues,
+    payload: Arc<[u8]>,
+}
+
+/// The engine state; see the module docs.
+pub struct Engine {
+    advertised: SocketAddr,
+    stats: Arc<MediaStats>,
+    peers: Vec<Peer>,
+    plans: HashMap<String, MediaPlan>,
+    dirty: HashSet<String>,
+    forwards: VecDeque<Forward>,
+    keyframes: VecDeque<(usize, Mid, KeyframeRequestKind)>,
+    last_stats: Instant,
+}
+
+fn kind_of(k: Kind) -> MediaKind {
+    match k {
+        Kind::Audio => MediaKind::Audio,
+        Kind::Video => MediaKind::Video,
+    }
+}
+
+fn bad_sdp(msg: impl std::fmt::Display) -> ProtocolError {
+    ProtocolError::new(ErrorCode::InvalidMessage, format!("unusable SDP: {msg}"))
+}
+
+impl Engine {
+    pub fn new(advertised: SocketAddr, stats: Arc<MediaStats>) -> Engine {
+        Engine {
+            advertised,
+            stats,
+            peers: Vec::new(),
+            plans: HashMap::new(),
+            dirty: HashSet::new(),
+            forwards: VecDeque::new(),
+            keyframes: VecDeque::new(),
+            last_stats: Instant::now(),
+        }
+    }
+
+    /// Runs until every [`super::MediaHandle`] is dropped.
+    pub(crate) async fn run(mut self, socket: UdpSocket, mut rx: mpsc::Receiver<Command>) {
+        let mut buf = vec![0u8; 2048];
+        info!(addr = %self.advertised, "media plane listening");
+        loop {
+            let next = self.drive(&socket);
+            let sleep = tokio::time::sleep_until(tokio::time::Instant::from_std(next));
+            tokio::select! {
+                r = socket.recv_from(&mut buf) => match r {
+                    Ok((n, source)) => self.datagram(source, &buf[..n]),
+                    Err(e) => debug!(error = %e, "udp receive error"),
+                },
+                cmd = rx.recv() => match cmd {
+                    Some(cmd) => self.command(cmd),
+                    None => break,
+                },
+                _ = sleep => {}
+            }
+            let now = Instant::now();
+            for p in &mut self.peers {
+                if p.rtc.is_alive() {
+                    let _ = p.rtc.handle_input(Input::Timeout(now));
+                }
+            }
+        }
+    }
+
+    fn datagram(&mut self, source: SocketAddr, data: &[u8]) {
+        let Ok(receive) = Receive::new(Protocol::Udp, source, self.advertised, data) else {
+            MediaStats::add(&self.stats.udp_garbage, 1);
+            return;
+        };
+        let input = Input::Receive(Instant::now(), receive);
+        match self.peers.iter_mut().find(|p| p.rtc.accepts(&input)) {
+            Some(p) => {
+                if let Err(e) = p.rtc.handle_input(input) {
+                    debug!(error = %e, "peer rejected input");
+                }
+            }
+            None => MediaStats::add(&self.stats.udp_garbage, 1),
+        }
+    }
+
+    fn command(&mut self, cmd: Command) {
+        match cmd {
+            Command::Offer {
+                key,
+                sdp,
+                out,
+                reply,
+            } => {
+                let r = self.offer(key, &sdp, out);
+                let _ = reply.send(r);
+            }
+            Command::Answer { key, sdp, reply } => {
+                let r = self.answer(&key, &sdp);
+                let _ = reply.send(r);
+            }
+            Command::Plan { case, plan } => {
+                if plan.is_empty() {
+                    self.plans.remove(&case);
+                } else {
+                    self.plans.insert(case.clone(), plan);
+                }
+                self.dirty.insert(case);
+            }
+            Command::Remove { key } => {
+                if let Some(i) = self.peers.iter().position(|p| p.key == key) {
+                    self.peers[i].rtc.disconnect();
+                }
+            }
+        }
+    }
+
+    fn offer(
+        &mut self,
+        key: PeerKey,
+        sdp: &str,
+        out: mpsc::Sender<Outbound>,
+    ) -> Result<String, ProtocolError> {
+        let offer = SdpOffer::from_sdp_string(sdp).map_err(bad_sdp)?;
+        let existing = self.peers.iter().position(|p| p.key == key);
+        let idx = match existing {
+            Some(i) => i,
+            None => {
+                let mut rtc = Rtc::builder()
+                    .set_rtp_mode(true)
+                    .set_ice_lite(true)
+                    .build(Instant::now());
+                let candidate = Candidate::host(self.advertised, "udp")
+                    .map_err(|e| ProtocolError::new(ErrorCode::Internal, e.to_string()))?;
+                rtc.add_local_candidate(candidate);
+                self.peers.push(Peer {
+                    key: key.clone(),
+                    rtc,
+                    out: out.clone(),
+                    inbound: HashMap::new(),
+                    outbound: Vec::new(),
+                    pending: None,
+                    again: false,
+                    tracks_sent: None,
+                    bytes_in: 0,
+                    bytes_out: 0,
+                });
+                self.stats.peers.store(
+                    self.peers.len() as u64,
+                    std::sync::atomic::Ordering::Relaxed,
+                );
+                self.peers.len() - 1
+            }
+        };
+        let peer = &mut self.peers[idx];
+        peer.out = out;
+        // A client offer wins over ours: str0m invalidates our pending offer; redo it after.
+        if peer.pending.take().is_some() {
+            peer.again = true;
+        }
+        let answer = match peer.rtc.sdp_api().accept_offer(offer) {
+            Ok(a) => a,
+            Err(e) => {
+                if existing.is_none() {
+                    self.drop_peer(idx);
+                }
+                return Err(bad_sdp(e));
+            }
+        };
+        let usable = answer.to_sdp_string().lines().any(|l| {
+            l.starts_with("m=") && !l.split_whitespace().nth(1).is_some_and(|port| port == "0")
+        });
+        if !usable {
+            if existing.is_none() {
+                self.drop_peer(idx);
+            }
+            return Err(ProtocolError::new(
+                ErrorCode::InvalidMessage,
+                "the offer has no media this server can use (Opus, VP8, VP9 or H.264)",
+            ));
+        }
+        self.dirty.insert(key.case.clone());
+        Ok(answer.to_sdp_string())
+    }
+
+    fn answer(&mut self, key: &PeerKey, sdp: &str) -> Result<(), ProtocolError> {
+        let answer = SdpAnswer::from_sdp_string(sdp).map_err(bad_sdp)?;
+        let peer = self
+            .peers
+            .iter_mut()
+            .find(|p| &p.key == key)
+            .ok_or_else(|| {
+                ProtocolError::new(
+                    ErrorCode::Conflict,
+                    "no peer connection yet; send media_offer first",
+                )
+            })?;
+        let pending = peer.pending.take().ok_or_else(|| {
+            ProtocolError::new(ErrorCode::Conflict, "the server has no offer outstanding")
+        })?;
+        peer.rtc
+            .sdp_api()
+            .accept_answer(pending, answer)
+            .map_err(bad_sdp)?;
+        if std::mem::take(&mut peer.again) {
+            self.dirty.insert(key.case.clone());
+        }
+        // Sources now flowing to this peer need a keyframe for video to start.
+        let srcs: Vec<(String, Mid)> = peer
+            .outbound
+            .iter()
+            .filter(|t| t.active && t.kind == Kind::Video)
+            .map(|t| t.src.clone())
+            .collect();
+        for (participant, mid) in srcs {
+            if let Some(i) = self.peer_index(&key.case, &participant) {
+                self.keyframes.push_back((i, mid, KeyframeRequestKind::Pli));
+            }
+        }
+        Ok(())
+    }
+
+    fn peer_index(&self, case: &str, participant: &str) -> Option<usize> {
+        self.peers
+            .iter()
+            .position(|p| p.key.case == case && p.key.participant == participant)
+    }
+
+    fn drop_peer(&mut self, idx: usize) {
+        let p = self.peers.swap_remove(idx);
+        self.dirty.insert(p.key.case.clone());
+        self.stats.peers.store(
+            self.peers.len() as u64,
+            std::sync::atomic::Ordering::Relaxed,
+        );
+        info!(case = %p.key.case, participant = %p.key.participant, "media peer closed");
+    }
+
+    /// Polls every peer, forwards what they produced, reconciles changed cases, and returns
+    /// when the engine next needs to wake up.
+    fn drive(&mut self, socket: &UdpSocket) -> Instant {
+        let mut next;
+        loop {
+            next = Instant::now() + Duration::from_millis(100);
+            for i in 0..self.peers.len() {
+                next = next.min(self.poll(i, socket));
+            }
+            if self.forwards.is_empty() && self.keyframes.is_empty() && self.dirty.is_empty() {
+                break;
+            }
+            while let Some(f) = self.forwards.pop_front() {
+                self.forward(f);
+            }
+            while let Some((i, mid, kind)) = self.keyframes.pop_front() {
+                if let Some(p) = self.peers.get_mut(i) {
+                    let mut api = p.rtc.direct_api();
+                    if let Some(rx) = api.stream_rx_by_mid(mid, None) {
+                        rx.request_keyframe(kind);
+                    }
+                }
+            }
+            for case in std::mem::take(&mut self.dirty) {
+                self.reconcile(&case);
+            }
+        }
+        // Dead peers (ICE gone, closed) are cleaned up; their receivers renegotiate.
+        let mut i = 0;
+        while i < self.peers.len() {
+            if self.peers[i].rtc.is_alive() {
+                i += 1;
+            } else {
+                self.drop_peer(i);
+            }
+        }
+        if !self.dirty.is_empty() {
+            next = Instant::now();
+        }
+        if self.last_stats.elapsed() >= STATS_INTERVAL {
+            self.refresh_stats();
+        }
+        next
+    }
+
+    fn poll(&mut self, i: usize, socket: &UdpSocket) -> Instant {
+        loop {
+            let peer = &mut self.peers[i];
+            if !peer.rtc.is_alive() {
+                return Instant::now() + Duration::from_millis(100);
+            }
+            match peer.rtc.poll_output() {
+                Ok(Output::Timeout(t)) => return t,
+                Ok(Output::Transmit(t)) => {
+                    if socket.try_send_to(&t.contents, t.destination).is_err() {
+                        MediaStats::add(&self.stats.packets_dropped, 1);
+                    }
+                }
+                Ok(Output::Event(e)) => self.event(i, e),
+                Err(e) => {
+                    warn!(error = %e, "media peer failed; closing it");
+                    peer.rtc.disconnect();
+                }
+            }
+        }
+    }
+
+    fn event(&mut self, i: usize, e: Event) {
+        let peer = &mut self.peers[i];
+        match e {
+            Event::IceConnectionStateChange(IceConnectionState::Disconnected) => {
+                peer.rtc.disconnect();
+            }
+            Event::MediaAdded(m) => {
+                let ours = peer.outbound.iter().any(|t| t.mid == m.mid);
+                if !ours && matches!(m.direction, Direction::RecvOnly | Direction::SendRecv) {
+                    peer.inbound.insert(
+                        m.mid,
+                        InTrack {
+                            kind: m.kind,
+                            first_seq: None,
+                            max_seq: 0,
+                            received: 0,
+                        },
+                    );
+                    self.dirty.insert(peer.key.case.clone());
+                }
+            }
+            Event::RtpPacket(p) => {
+                let ssrc = p.header.ssrc;
+                let Some(mid) = peer.rtc.direct_api().stream_rx(&ssrc).map(|s| s.mid()) else {
+                    MediaStats::add(&self.stats.packets_dropped, 1);
+                    return;
+                };
+                let len = p.payload.len() as u64;
+                MediaStats::add(&self.stats.packets_in, 1);
+                MediaStats::add(&self.stats.bytes_in, len);
+                peer.bytes_in += len;
+                let seq: u64 = *p.seq_no;
+                if let Some(t) = peer.inbound.get_mut(&mid) {
+                    t.received += 1;
+                    t.first_seq.get_or_insert(seq);
+                    t.max_seq = t.max_seq.max(seq);
+                }
+                let mut ext = ExtensionValues::default();
+                ext.audio_level = p.header.ext_vals.audio_level;
+                ext.voice_activity = p.header.ext_vals.voice_activity;
+                ext.video_orientation = p.header.ext_vals.video_orientation;
+                self.forwards.push_back(Forward {
+                    from: i,
+                    mid,
+                    pt: p.header.payload_type,
+                    seq,
+                    time: p.header.timestamp,
+                    marker: p.header.marker,
+                    arrival: p.timestamp,
+                    ext,
+                    payload: p.payload,
+                });
+            }
+            Event::KeyframeRequest(r) => {
+                if let Some(t) = peer.outbound.iter().find(|t| t.mid == r.mid) {
+                    let (src, src_mid) = t.src.clone();
+                    let case = peer.key.case.clone();
+                    if let Some(j) = self.peer_index(&case, &src) {
+                        self.keyframes.push_back((j, src_mid, r.kind));
+                    }
+                }
+            }
+            _ => {}
+        }
+    }
+
+    fn forward(&mut self, f: Forward) {
+        let (case, src) = {
+            let p = &self.peers[f.from];
+            (p.key.case.clone(), p.key.participant.clone())
+        };
+        let src_params: Option<str0m::format::CodecSpec> = self.peers[f.from]
+            .rtc
+            .codec_config()
+            .iter()
+            .find(|p| p.pt() == f.pt)
+            .map(|p| p.spec());
+        let plan = self.plans.get(&case);
+        for j in 0..self.peers.len() {
+            if j == f.from || self.peers[j].key.case != case {
+                continue;
+            }
+            let allowed = plan
+                .and_then(|p| p.get(&self.peers[j].key.participant))
+                .is_some_and(|s| s.contains(&src));
+            if !allowed {
+                MediaStats::add(&self.stats.packets_withheld, 1);
+                continue;
+            }
+            let peer = &mut self.peers[j];
+            let Some(track) = peer
+                .outbound
+                .iter_mut()
+                .find(|t| t.active && t.src.0 == src && t.src.1 == f.mid)
+            else {
+                // Not negotiated yet (the offer is on its way).
+                MediaStats::add(&self.stats.packets_withheld, 1);
+                continue;
+            };
+            let pt = *track.pt_map.entry(f.pt).or_insert_with(|| {
+                let spec = src_params?;
+                peer.rtc
+                    .codec_config()
+                    .iter()
+                    .find(|p| {
+                        let s = p.spec();
+                        s.codec == spec.codec && s.clock_rate == spec.clock_rate
+                    })
+                    .map(|p| p.pt())
+            });
+            let Some(pt) = pt else {
+                MediaStats::add(&self.stats.packets_dropped, 1);
+                continue;
+            };
+            let offset = *track
+                .seq_offset
+                .get_or_insert(track.next_seq as i64 - f.seq as i64);
+            let seq = (f.seq as i64 + offset).max(0) as u64;
+            track.next_seq = track.next_seq.max(seq + 1);
+            let nackable = track.kind == Kind::Video;
+            let mid = track.mid;
+            let mut api = peer.rtc.direct_api();
+            let Some(tx) = api.stream_tx_by_mid(mid, None) else {
+                MediaStats::add(&self.stats.packets_dropped, 1);
+                continue;
+            };
+            tx.write_rtp(
+                RtpWrite::new(pt, seq.into(), f.time, f.arrival, f.payload.clone())
+                    .marker(f.marker)
+                    .ext_vals(f.ext.clone())
+                    .nackable(nackable),
+            );
+            let len = f.payload.len() as u64;
+            peer.bytes_out += len;
+            MediaStats::add(&self.stats.packets_forwarded, 1);
+            MediaStats::add(&self.stats.bytes_forwarded, len);
+        }
+    }
+
+    /// Brings every peer of `case` in line with the plan and the published tracks.
+    fn reconcile(&mut self, case: &str) {
+        let published: Vec<(String, Mid, Kind)> = self
+            .peers
+            .iter()
+            .filter(|p| p.key.case == case && p.rtc.is_alive())
+            .flat_map(|p| {
+                p.inbound
+                    .iter()
+                    .map(move |(mid, t)| (p.key.participant.clone(), *mid, t.kind))
+            })
+            .collect();
+        let plan = self.plans.get(case).cloned().unwrap_or_default();
+        let mut keyframes = Vec::new();
+        for j in 0..self.peers.len() {
+            if self.peers[j].key.case != case || !self.peers[j].rtc.is_alive() {
+                continue;
+            }
+            let me = self.peers[j].key.participant.clone();
+            let allowed = plan.get(&me);
+            let peer = &mut self.peers[j];
+            let mut api = peer.rtc.sdp_api();
+            let mut changed = false;
+            // Existing lines: active iff the source still publishes and the plan allows it.
+            for t in &mut peer.outbound {
+                let want = allowed.is_some_and(|a| a.contains(&t.src.0))
+                    && published
+                        .iter()
+                        .any(|(p, m, _)| *p == t.src.0 && *m == t.src.1);
+                if want != t.active {
+                    t.active = want;
+                    t.seq_offset = None;
+                    api.set_direction(
+                        t.mid,
+                        if want {
+                            Direction::SendOnly
+                        } else {
+                            Direction::Inactive
+                        },
+                    );
+                    changed = true;
+                    if want && t.kind == Kind::Video {
+                        keyframes.push((t.src.clone(), case.to_owned()));
+                    }
+                }
+            }
+            // New lines for sources this peer may receive and has no line for.
+            for (src, mid, kind) in &published {
+                if *src == me || !allowed.is_some_and(|a| a.contains(src)) {
+                    continue;
+                }
+                if peer
+                    .outbound
+                    .iter()
+                    .any(|t| t.src.0 == *src && t.src.1 == *mid)
+                {
+                    continue;
+                }
+                let new_mid = api.add_media(
+                    *kind,
+                    Direction::SendOnly,
+                    Some(src.clone()),
+                    Some(format!("{src}-{mid}")),
+                    None,
+                );
+                peer.outbound.push(OutTrack {
+                    mid: new_mid,
+                    kind: *kind,
+                    src: (src.clone(), *mid),
+                    active: true,
+                    next_seq: 1,
+                    seq_offset: None,
+                    pt_map: HashMap::new(),
+                });
+                changed = true;
+                if *kind == Kind::Video {
+                    keyframes.push(((src.clone(), *mid), case.to_owned()));
+                }
+            }
+            if changed {
+                if peer.pending.is_some() {
+                    // Wait for the outstanding answer, then offer again.
+                    peer.again = true;
+                    drop(api);
+                } else if let Some((offer, pending)) = api.apply() {
+                    peer.pending = Some(pending);
+                    let msg = ServerMessage::MediaOffer {
+                        sdp: offer.to_sdp_string(),
+                    };
+                    if peer
+                        .out
+                        .try_send(Outbound::Text(msg.to_json().into()))
+                        .is_err()
+                    {
+                        MediaStats::add(&self.stats.packets_dropped, 1);
+                    }
+                }
+            } else {
+                drop(api);
+            }
+            let tracks: Vec<TrackInfo> = peer
+                .outbound
+                .iter()
+                .filter(|t| t.active)
+                .map(|t| TrackInfo {
+                    mid: t.mid.to_string(),
+                    participant: t.src.0.clone(),
+                    kind: kind_of(t.kind),
+                })
+                .collect();
+            if peer.tracks_sent.as_ref() != Some(&tracks) {
+                let msg = ServerMessage::MediaTracks {
+                    tracks: tracks.clone(),
+                };
+                let _ = peer.out.try_send(Outbound::Text(msg.to_json().into()));
+                peer.tracks_sent = Some(tracks);
+            }
+        }
+        for ((src, mid), case) in keyframes {
+            if let Some(i) = self.peer_index(&case, &src) {
+                self.keyframes.push_back((i, mid, KeyframeRequestKind::Pli));
+            }
+        }
+    }
+
+    fn refresh_stats(&mut self) {
+        let secs = self.last_stats.elapsed().as_secs_f64().max(0.001);
+        self.last_stats = Instant::now();
+        let per_peer = self
+            .peers
+            .iter_mut()
+            .map(|p| {
+                let (expected, received) = p.inbound.values().fold((0u64, 0u64), |acc, t| {
+                    let exp = t.first_seq.map_or(0, |f| t.max_seq - f + 1);
+                    (acc.0 + exp, acc.1 + t.received)
+                });
+                let s = PeerStats {
+                    case: p.key.case.clone(),
+                    participant: p.key.participant.clone(),
+                    bitrate_in: p.bytes_in as f64 * 8.0 / secs,
+                    bitrate_out: p.bytes_out as f64 * 8.0 / secs,
+                    loss_in: if expected > 0 {
+                        (expected.saturating_sub(received)) as f64 / expected as f64
+                    } else {
+                        0.0
+                    },
+                };
+                p.bytes_in = 0;
+                p.bytes_out = 0;
+                s
+            })
+            .collect();
+        if let Ok(mut g) = self.stats.per_peer.lock() {
+            *g = per_peer;
+        }
+    }
+}

@@ -1,0 +1,184 @@
+//! The media plane: a selective forwarding unit (SFU) on str0m.
+//!
+//! Every participant holds one WebRTC peer connection with the server; all of them share one UDP
+//! port. The engine ([`engine`]) runs on its own task, owns the socket and every peer's `Rtc`
+//! (str0m's sans-I/O peer connection, in RTP mode) and forwards RTP packets from each publisher
+//! to the receivers the room's media plan allows — the same rule the signaling crate applies to
+//! events (`Room::media_allowed`): nobody in the lobby sends or receives, and caucus members
+//! hear and see only each other. A plan change stops forwarding at once, then renegotiates the
+//! receivers' peer connections (tracks added, or set inactive) so clients learn what changed.
+//!
+//! The server is ICE-lite with only its own host candidate(s): it never sends connectivity
+//! checks to addresses a client names, so client candidates cannot make it send traffic anywhere,
+//! and clients only ever see the server's address — never another participant's.
+//!
+//! Room tasks talk to the engine through a [`MediaHandle`].
+
+pub mod engine;
+pub mod turn;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::net::{IpAddr, SocketAddr};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+
+use tokio::sync::{mpsc, oneshot};
+use yuntiao_signaling::protocol::{ErrorCode, ProtocolError};
+
+use crate::rooms::Outbound;
+
+/// Where the media plane listens and what address it advertises.
+#[derive(Clone, Debug)]
+pub struct MediaConfig {
+    /// UDP address the shared media socket binds.
+    pub listen: SocketAddr,
+    /// Address put in the server's ICE candidate, when it differs from `listen` (1:1 NAT).
+    pub public_ip: Option<IpAddr>,
+}
+
+/// A participant's peer connection is identified by case and participant.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct PeerKey {
+    pub case: String,
+    pub participant: String,
+}
+
+/// Who may receive whose media in one case: receiver → senders.
+pub type MediaPlan = BTreeMap<String, BTreeSet<String>>;
+
+pub(crate) enum Command {
+    Offer {
+        key: PeerKey,
+        sdp: String,
+        out: mpsc::Sender<Outbound>,
+        reply: oneshot::Sender<Result<String, ProtocolError>>,
+    },
+    Answer {
+        key: PeerKey,
+        sdp: String,
+        reply: oneshot::Sender<Result<(), ProtocolError>>,
+    },
+    Plan {
+        case: String,
+        plan: MediaPlan,
+    },
+    Remove {
+        key: PeerKey,
+    },
+}
+
+/// Counters of the media plane, exported on `/metrics`.
+#[derive(Default, Debug)]
+pub struct MediaStats {
+    pub peers: AtomicU64,
+    pub packets_in: AtomicU64,
+    pub bytes_in: AtomicU64,
+    pub packets_forwarded: AtomicU64,
+    pub bytes_forwarded: AtomicU64,
+    /// Packets not forwarded because the plan forbids it (lobby, caucus) — by design.
+    pub packets_withheld: AtomicU64,
+    /// Packets dropped: send buffer full, unknown source, socket errors.
+    pub packets_dropped: AtomicU64,
+    pub udp_garbage: AtomicU64,
+    /// Per-peer figures, refreshed by the engine about once a second.
+    pub per_peer: std::sync::Mutex<Vec<PeerStats>>,
+}
+
+/// One peer's figures for `/metrics`.
+#[derive(Clone, Debug, Default)]
+pub struct PeerStats {
+    pub case: String,
+    pub participant: String,
+    /// Bits per second received from this peer over the last interval.
+    pub bitrate_in: f64,
+    /// Bits per second forwarded to this peer over the last interval.
+    pub bitrate_out: f64,
+    /// Fraction of packets lost on the way in (from RTP sequence gaps), 0..1.
+    pub loss_in: f64,
+}
+
+impl MediaStats {
+    pub fn add(counter: &AtomicU64, n: u64) {
+        counter.fetch_add(n, Ordering::Relaxed);
+    }
+}
+
+/// The room tasks' way to the media engine. Cheap to clone.
+#[derive(Clone)]
+pub struct MediaHandle {
+    tx: mpsc::Sender<Command>,
+    pub stats: Arc<MediaStats>,
+    /// The address clients connect to (in the server's candidates).
+    pub advertised: SocketAddr,
+}
+
+fn stopped() -> ProtocolError {
+    ProtocolError::new(ErrorCode::Internal, "the media plane is not running")
+}
+
+impl MediaHandle {
+    /// Binds the media socket and starts the engine.
+    pub async fn start(config: MediaConfig) -> anyhow::Result<MediaHandle> {
+        // DTLS and SRTP through the pure-Rust RustCrypto provider (no system OpenSSL needed).
+        // Installing twice is a no-op.
+        str0m::crypto::from_feature_flags().install_process_default();
+        let socket = tokio::net::UdpSocket::bind(config.listen).await?;
+        let local = socket.local_addr()?;
+        let advertised = SocketAddr::new(config.public_ip.unwrap_or(local.ip()), local.port());
+        let stats = Arc::new(MediaStats::default());
+        let (tx, rx) = mpsc::channel(4096);
+        let engine = engine::Engine::new(advertised, stats.clone());
+        tokio::spawn(engine.run(socket, rx));
+        Ok(MediaHandle {
+            tx,
+            stats,
+            advertised,
+        })
+    }
+
+    /// Accepts a client's SDP offer (first or renegotiation); returns the server's answer.
+    pub async fn offer(
+        &self,
+        key: PeerKey,
+        sdp: String,
+        out: mpsc::Sender<Outbound>,
+    ) -> Result<String, ProtocolError> {
+        let (reply, rx) = oneshot::channel();
+        self.tx
+            .send(Command::Offer {
+                key,
+                sdp,
+                out,
+                reply,
+            })
+            .await
+            .map_err(|_| stopped())?;
+        rx.await.map_err(|_| stopped())?
+    }
+
+    /// Applies a client's answer to the server's last offer.
+    pub async fn answer(&self, key: PeerKey, sdp: String) -> Result<(), ProtocolError> {
+        let (reply, rx) = oneshot::channel();
+        self.tx
+            .send(Command::Answer { key, sdp, reply })
+            .await
+            .map_err(|_| stopped())?;
+        rx.await.map_err(|_| stopped())?
+    }
+
+    /// Sets who may receive whom in a case; takes effect for the next packet.
+    pub async fn plan(&self, case: &str, plan: MediaPlan) {
+        let _ = self
+            .tx
+            .send(Command::Plan {
+                case: case.to_owned(),
+                plan,
+            })
+            .await;
+    }
+
+    /// Closes a participant's peer connection at once (left, removed, revoked, disconnected).
+    pub async fn remove(&self, key: PeerKey) {
+        let _ = self.tx.send(Command::Remove { key }).await;
+    }
+}
