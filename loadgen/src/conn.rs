@@ -190,6 +190,9 @@ pub struct Stats {
     pub fanout: Histogram<u64>,
     /// Senders: send → ack (µs).
     pub ack: Histogram<u64>,
+    /// Pingers: `ping` → `pong` (µs): the transport and scheduling floor under the same load,
+    /// since the server answers a ping in the connection's reader without the room or the store.
+    pub ping: Histogram<u64>,
     /// Receivers: load-generator events received (any time before `stop`).
     pub delivered: u64,
     /// Senders: requests sent.
@@ -216,6 +219,7 @@ impl Stats {
         Stats {
             fanout: histogram(),
             ack: histogram(),
+            ping: histogram(),
             delivered: 0,
             sent: 0,
             acked: 0,
@@ -232,6 +236,7 @@ impl Stats {
     pub fn merge(&mut self, o: &Stats) {
         let _ = self.fanout.add(&o.fanout);
         let _ = self.ack.add(&o.ack);
+        let _ = self.ping.add(&o.ping);
         self.delivered += o.delivered;
         self.sent += o.sent;
         self.acked += o.acked;
@@ -252,6 +257,9 @@ impl Stats {
 pub enum Behaviour {
     /// Only read; measure fan-out of load-generator events.
     Receive,
+    /// Read and measure fan-out like `Receive`, and also send a `ping` every `period`, the
+    /// first at `start + offset`, timing the `pong`.
+    ReceiveAndPing { period: Duration, offset: Duration },
     /// Send a chat message every `period`, the first at `start + offset`.
     Chat { period: Duration, offset: Duration },
     /// Keep `window` staff notes outstanding; each ack or error releases the next one.
@@ -262,16 +270,23 @@ pub enum Behaviour {
 /// caller closes once every connection is done).
 pub async fn run(mut ws: Ws, behaviour: Behaviour, phase: Phase, timeline: bool) -> (Stats, Ws) {
     let mut st = Stats::new();
-    let measure_fanout = matches!(behaviour, Behaviour::Receive);
+    let measure_fanout = matches!(
+        behaviour,
+        Behaviour::Receive | Behaviour::ReceiveAndPing { .. }
+    );
+    let mut pings: HashMap<u64, u64> = HashMap::new();
     let mut pending: HashMap<u64, u64> = HashMap::new();
     let mut k = 0u64;
     let (period, offset) = match behaviour {
-        Behaviour::Chat { period, offset } => (period, offset),
+        Behaviour::Chat { period, offset } | Behaviour::ReceiveAndPing { period, offset } => {
+            (period, offset)
+        }
         _ => (Duration::from_secs(3600), Duration::ZERO),
     };
     let mut ticker = tokio::time::interval_at(phase.start + offset, period);
     ticker.set_missed_tick_behavior(MissedTickBehavior::Delay);
     let chat = matches!(behaviour, Behaviour::Chat { .. });
+    let pinging = matches!(behaviour, Behaviour::ReceiveAndPing { .. });
     let (notes, window, pad) = match behaviour {
         Behaviour::Notes { window, pad } => (true, window, "x".repeat(pad)),
         _ => (false, 0, String::new()),
@@ -306,8 +321,19 @@ pub async fn run(mut ws: Ws, behaviour: Behaviour, phase: Phase, timeline: bool)
         let now = tokio::time::Instant::now();
         let sending = now < phase.end;
         tokio::select! {
-            _ = ticker.tick(), if chat && sending => {
-                if tokio::time::Instant::now() < phase.end && !send_next!("chat", "") {
+            _ = ticker.tick(), if (chat || pinging) && sending => {
+                if tokio::time::Instant::now() >= phase.end {
+                    continue;
+                }
+                let ok = if chat {
+                    send_next!("chat", "")
+                } else {
+                    k += 1;
+                    pings.insert(k, nanos());
+                    let msg = format!(r#"{{"type":"ping","id":"p{k}"}}"#);
+                    ws.send(Message::text(msg)).await.is_ok()
+                };
+                if !ok {
                     st.dropped += 1;
                     break;
                 }
@@ -367,6 +393,12 @@ pub async fn run(mut ws: Ws, behaviour: Behaviour, phase: Phase, timeline: bool)
                         {
                             st.dropped += 1;
                             break;
+                        }
+                    }
+                    "pong" => {
+                        let id = m.id.as_deref().and_then(|i| i.strip_prefix('p'));
+                        if let Some(t) = id.and_then(|i| i.parse::<u64>().ok()).and_then(|i| pings.remove(&i)) {
+                            record(&mut st.ping, Duration::from_nanos(at.saturating_sub(t)));
                         }
                     }
                     "closed" => {

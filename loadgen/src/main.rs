@@ -10,13 +10,16 @@
 //! * [`admin`]: the admin API calls of the setup (create a case, mint its four invites);
 //! * [`conn`]: one participant's websocket: join, admission, and the measured phase;
 //! * [`procstat`]: the server's CPU time and RSS, read from `/proc`;
+//! * [`fsync_probe`]: `--fsync-probe`, the disk's durable-append latency, the floor under fan-out;
 //! * [`summary`]: `--summarize`, the Markdown tables of a whole benchmark run.
 //!
 //! A run has three steps. *Setup*: create the cases and invites, then open and join the 4N
 //! websockets, at most `--concurrency` operations at a time, and let the mediators admit the
 //! parties. *Measured phase* (`--duration`): in the default mode every room's mediator sends chat
 //! messages at `--rate` per second (each room with a random phase offset), and the three other
-//! participants time their arrival; in `--notes-throughput` mode every mediator keeps `--window`
+//! participants time their arrival, while each judge also sends a `ping` at the same rate and
+//! times the `pong` (answered by the server without the room or the store: the floor under the
+//! fan-out at that load); in `--notes-throughput` mode every mediator keeps `--window`
 //! staff notes outstanding and counts acknowledgements. *Grace* (`--grace`): everyone keeps
 //! reading so that late deliveries are counted, then every socket is closed.
 //!
@@ -25,6 +28,7 @@
 
 mod admin;
 mod conn;
+mod fsync_probe;
 mod procstat;
 mod summary;
 
@@ -99,6 +103,13 @@ struct Args {
     /// Print fan-out latency per second of the phase (count, p50, p99, max), to see stalls.
     #[arg(long)]
     timeline: bool,
+    /// Do not run rooms: measure append + fdatasync latency of the disk holding this directory
+    /// for `--duration` (a reference for the stores' durable appends).
+    #[arg(long)]
+    fsync_probe: Option<PathBuf>,
+    /// Record size for `--fsync-probe`, in bytes.
+    #[arg(long, default_value_t = 460)]
+    probe_bytes: usize,
     /// Do not run: print Markdown tables of the JSON lines in this file (see `--summary`).
     #[arg(long)]
     summarize: Option<PathBuf>,
@@ -109,6 +120,9 @@ struct Args {
 struct ReadyRoom {
     conns: Vec<Ws>,
 }
+
+/// (websocket connect, join → welcome) of one connection.
+type JoinTimes = (Duration, Duration);
 
 struct SetupTimes {
     connect: Histogram<u64>,
@@ -178,44 +192,43 @@ async fn join_all(
     concurrency: usize,
 ) -> anyhow::Result<(Vec<ReadyRoom>, SetupTimes)> {
     let per = (concurrency / 4).max(1);
-    let results: Vec<anyhow::Result<(ReadyRoom, Vec<(Duration, Duration)>)>> =
-        stream::iter(prepared)
-            .map(|room| {
-                let url = url.to_owned();
-                async move {
-                    tokio::spawn(async move {
-                        let joined = futures_util::future::try_join_all(
-                            room.seats
-                                .iter()
-                                .map(|s| conn::connect_and_join(&url, &s.token)),
-                        )
-                        .await
-                        .with_context(|| format!("joining case {}", room.case))?;
-                        let times: Vec<(Duration, Duration)> =
-                            joined.iter().map(|j| (j.connect, j.join)).collect();
-                        let mut conns: Vec<Ws> = joined.into_iter().map(|j| j.ws).collect();
-                        let parties = [
-                            room.seats[2].participant.as_str(),
-                            room.seats[3].participant.as_str(),
-                        ];
-                        let (staff, party_conns) = conns.split_at_mut(2);
-                        conn::admit(&mut staff[0], &parties)
-                            .await
-                            .with_context(|| format!("admitting in case {}", room.case))?;
-                        for c in party_conns.iter_mut() {
-                            conn::wait_admitted(c)
-                                .await
-                                .with_context(|| format!("admission in case {}", room.case))?;
-                        }
-                        Ok((ReadyRoom { conns }, times))
-                    })
+    let results: Vec<anyhow::Result<(ReadyRoom, Vec<JoinTimes>)>> = stream::iter(prepared)
+        .map(|room| {
+            let url = url.to_owned();
+            async move {
+                tokio::spawn(async move {
+                    let joined = futures_util::future::try_join_all(
+                        room.seats
+                            .iter()
+                            .map(|s| conn::connect_and_join(&url, &s.token)),
+                    )
                     .await
-                    .context("join task panicked")?
-                }
-            })
-            .buffer_unordered(per)
-            .collect()
-            .await;
+                    .with_context(|| format!("joining case {}", room.case))?;
+                    let times: Vec<JoinTimes> =
+                        joined.iter().map(|j| (j.connect, j.join)).collect();
+                    let mut conns: Vec<Ws> = joined.into_iter().map(|j| j.ws).collect();
+                    let parties = [
+                        room.seats[2].participant.as_str(),
+                        room.seats[3].participant.as_str(),
+                    ];
+                    let (staff, party_conns) = conns.split_at_mut(2);
+                    conn::admit(&mut staff[0], &parties)
+                        .await
+                        .with_context(|| format!("admitting in case {}", room.case))?;
+                    for c in party_conns.iter_mut() {
+                        conn::wait_admitted(c)
+                            .await
+                            .with_context(|| format!("admission in case {}", room.case))?;
+                    }
+                    Ok((ReadyRoom { conns }, times))
+                })
+                .await
+                .context("join task panicked")?
+            }
+        })
+        .buffer_unordered(per)
+        .collect()
+        .await;
     let mut times = SetupTimes {
         connect: conn::histogram(),
         join: conn::histogram(),
@@ -258,6 +271,38 @@ fn fmt_opt<T: std::fmt::Display>(v: Option<T>) -> String {
     v.map_or_else(|| "-".to_owned(), |v| v.to_string())
 }
 
+/// `--fsync-probe`: prints the disk's durable-append latency and appends it to `--summary`.
+fn probe(args: &Args, dir: &std::path::Path) -> anyhow::Result<()> {
+    let p = fsync_probe::run(dir, *args.duration, args.probe_bytes)?;
+    let h = &p.latency;
+    println!(
+        "fsync probe      append {} B + fdatasync: p50 {:.2} ms  p99 {:.2} ms  max {:.2} ms  ({:.0} per second, n={})",
+        args.probe_bytes,
+        ms(h, 0.5),
+        ms(h, 0.99),
+        max_ms(h),
+        p.ops_per_s,
+        h.len()
+    );
+    if let Some(path) = &args.summary {
+        let row = json!({
+            "mode": "fsync",
+            "label": args.label,
+            "record_bytes": args.probe_bytes,
+            "duration_s": args.duration.as_secs_f64(),
+            "fsync_ms": {"p50": ms(h, 0.5), "p99": ms(h, 0.99), "max": max_ms(h)},
+            "ops_per_s": p.ops_per_s,
+        });
+        let mut file = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(path)
+            .with_context(|| format!("opening {}", path.display()))?;
+        writeln!(file, "{row}")?;
+    }
+    Ok(())
+}
+
 /// Fan-out latency by second of the phase in which the message was sent.
 fn print_timeline(samples: &[(u64, u32)], phase: Phase, duration: Duration) {
     let start_ns = phase
@@ -291,6 +336,9 @@ async fn main() -> anyhow::Result<()> {
     conn::nanos(); // start the process-wide clock
     if let Some(path) = &args.summarize {
         return summary::print(path);
+    }
+    if let Some(dir) = &args.fsync_probe {
+        return probe(&args, dir);
     }
     let Some(admin_token) = args.admin_token.as_deref() else {
         bail!("--admin-token (or YUNTIAO_ADMIN_TOKEN) is required");
@@ -360,6 +408,11 @@ async fn main() -> anyhow::Result<()> {
                         window: args.window,
                         pad: args.note_padding,
                     },
+                    // The judge also pings at the chat rate: the floor under the fan-out.
+                    (1, false) => Behaviour::ReceiveAndPing {
+                        period,
+                        offset: period.mul_f64(rng.random::<f64>()),
+                    },
                     _ => Behaviour::Receive,
                 };
                 handles.push(tokio::spawn(conn::run(ws, behaviour, phase, args.timeline)));
@@ -410,8 +463,10 @@ async fn main() -> anyhow::Result<()> {
     let loadgen_cpu = delta(me0, me1);
     let machine_cpu = delta(machine0, machine1);
     // CPU time of everything else on the machine during the phase (other programs).
+    // The readings are a few milliseconds apart and in 10 ms ticks: small negatives are noise.
     let other_cpu = machine_cpu.map(|m| {
-        m - server_cpu.unwrap_or(0.0) - redis_cpu.unwrap_or(0.0) - loadgen_cpu.unwrap_or(0.0)
+        (m - server_cpu.unwrap_or(0.0) - redis_cpu.unwrap_or(0.0) - loadgen_cpu.unwrap_or(0.0))
+            .max(0.0)
     });
     let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
     let per_participant = match (rss_before, rss_idle) {
@@ -419,12 +474,11 @@ async fn main() -> anyhow::Result<()> {
         _ => None,
     };
     let expected_deliveries = total.acked * 3;
-    let note_bytes = if total.note_frames > 0 {
-        // The stored event is the frame without `"type":"event",` (15 bytes).
-        Some(total.note_frame_bytes / total.note_frames - 15)
-    } else {
-        None
-    };
+    // The stored event is the frame without `"type":"event",` (15 bytes).
+    let note_bytes = total
+        .note_frame_bytes
+        .checked_div(total.note_frames)
+        .map(|b| b.saturating_sub(15));
 
     let report = json!({
         "label": args.label,
@@ -439,6 +493,7 @@ async fn main() -> anyhow::Result<()> {
         "join_ms": {"p50": ms(&times.join, 0.5), "p99": ms(&times.join, 0.99), "max": max_ms(&times.join)},
         "fanout_ms": {"p50": ms(&total.fanout, 0.5), "p99": ms(&total.fanout, 0.99), "p999": ms(&total.fanout, 0.999), "max": max_ms(&total.fanout), "count": total.fanout.len()},
         "ack_ms": {"p50": ms(&total.ack, 0.5), "p99": ms(&total.ack, 0.99), "max": max_ms(&total.ack)},
+        "ping_ms": {"p50": ms(&total.ping, 0.5), "p99": ms(&total.ping, 0.99), "max": max_ms(&total.ping)},
         "sent": total.sent,
         "acked": total.acked,
         "acked_in_phase": total.acked_in_phase,
@@ -499,6 +554,10 @@ async fn main() -> anyhow::Result<()> {
     } else {
         println!("chat -> ack      {}", f(&total.ack));
         println!("chat fan-out     {}", f(&total.fanout));
+        println!(
+            "ping -> pong     {}  (judge, same rate: transport floor)",
+            f(&total.ping)
+        );
         println!(
             "delivered/s      {:.0}  ({} of {} expected = 3 x acked)",
             total.delivered as f64 / secs,

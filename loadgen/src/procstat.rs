@@ -90,5 +90,7 @@ pub fn raise_nofile_limit() -> u64 {
             let _ = libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim);
         }
     }
-    lim.rlim_cur as u64
+    #[allow(clippy::unnecessary_cast)] // rlim_t is not u64 on every target
+    let cur = lim.rlim_cur as u64;
+    cur
 }

@@ -8,6 +8,7 @@
 //! * [`client`]: a protocol-v1 websocket client (tokio-tungstenite) with waiting helpers.
 
 pub mod client;
+pub mod peer;
 pub mod redis_server;
 pub mod server;
 
