@@ -777,8 +777,7 @@ impl RoomTask {
                     .map(|c| c.outbox.clone())
                     .ok_or_else(|| internal("connection gone"))?;
                 self.push_media_plan().await;
-                let answer = self.manager.media().offer(key, sdp, out).await?;
-                self.send_to(conn, ServerMessage::MediaAnswer { id, sdp: answer });
+                self.manager.media().offer(key, id, sdp, out).await?;
             }
             Request::MediaAnswer { sdp } => {
                 self.manager.media().answer(key, sdp).await?;

@@ -164,11 +164,15 @@ impl Engine {
         match cmd {
             Command::Offer {
                 key,
+                id,
                 sdp,
                 out,
                 reply,
             } => {
-                let r = self.offer(key, &sdp, out);
+                let r = self.offer(key, &sdp, out.clone()).map(|answer| {
+                    let msg = ServerMessage::MediaAnswer { id, sdp: answer };
+                    let _ = out.try_send(Outbound::Text(msg.to_json().into()));
+                });
                 let _ = reply.send(r);
             }
             Command::Answer { key, sdp, reply } => {

@@ -49,9 +49,10 @@ pub type MediaPlan = BTreeMap<String, BTreeSet<String>>;
 pub(crate) enum Command {
     Offer {
         key: PeerKey,
+        id: Option<String>,
         sdp: String,
         out: mpsc::Sender<Outbound>,
-        reply: oneshot::Sender<Result<String, ProtocolError>>,
+        reply: oneshot::Sender<Result<(), ProtocolError>>,
     },
     Answer {
         key: PeerKey,
@@ -136,17 +137,21 @@ impl MediaHandle {
         })
     }
 
-    /// Accepts a client's SDP offer (first or renegotiation); returns the server's answer.
+    /// Accepts a client's SDP offer (first or renegotiation). The engine itself sends the
+    /// `media_answer` (with request `id`) on `out`, so it always precedes any `media_offer` the
+    /// engine sends next on the same connection.
     pub async fn offer(
         &self,
         key: PeerKey,
+        id: Option<String>,
         sdp: String,
         out: mpsc::Sender<Outbound>,
-    ) -> Result<String, ProtocolError> {
+    ) -> Result<(), ProtocolError> {
         let (reply, rx) = oneshot::channel();
         self.tx
             .send(Command::Offer {
                 key,
+                id,
                 sdp,
                 out,
                 reply,
