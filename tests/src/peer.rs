@@ -1,0 +1,1568 @@
+//! An independent WebRTC client peer for media tests, built on the `webrtc` crate (webrtc-rs),
+//! so the server's SFU (str0m) is checked against a second implementation.
+//!
+//! A [`Peer`] takes a joined [`Client`] and holds the participant's one peer connection to the
+//! server:
+//!
+//! * it publishes an Opus track and a VP8 track ([`TrackLocalStaticRTP`]) and offers them with
+//!   `media_offer` (non-trickle: the offer is sent once ICE gathering completed; its host
+//!   candidates can also be trickled with `ice_candidate`, see [`Peer::trickle_candidates`]);
+//! * a background task owns the websocket: it answers the server's `media_offer`
+//!   (renegotiation), keeps the latest `media_tracks`, logs every message the server sent, and
+//!   carries the test's own requests ([`Peer::signal`]);
+//! * sender tasks write synthetic RTP: audio every 20 ms, video at 30 frames per second (three
+//!   packets per keyframe, one keyframe per second, two per delta frame). Every payload carries
+//!   the sender's 8-byte tag and a counter, and the rest of it is a function of those, so a
+//!   receiver can rebuild the exact bytes the sender wrote and tell forwarding errors from
+//!   forwarding ([`expected_payload`]);
+//! * received RTP is counted per sender tag and kind and per received track ([`Peer::received`],
+//!   [`Peer::tracks`]).
+//!
+//! The peer connection, its sockets and the sender and receiver tasks live on a runtime of their
+//! own, so [`Peer::vanish`] can make a participant disappear as a crashed phone would: no DTLS
+//! close, no RTCP BYE, no websocket close frame. Only loopback host candidates are gathered
+//! (the UDP socket is bound to 127.0.0.1, IPv4 UDP only), since the server under test listens on
+//! 127.0.0.1 and tests send nothing elsewhere.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::hash::{DefaultHasher, Hash, Hasher};
+use std::sync::atomic::{AtomicBool, AtomicU16, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::{Duration, Instant};
+
+use anyhow::{anyhow, bail, Context};
+use bytes::Bytes;
+use rtc::ice::network_type::NetworkType;
+use rtc::interceptor::{
+    Attribute, AttributedPacket, Interceptor, Packet as InterceptorPacket, Slot, StreamInfo,
+    TaggedPacket,
+};
+use rtc::media_stream::MediaStreamTrack;
+use rtc::rtcp::payload_feedbacks::full_intra_request::FullIntraRequest;
+use rtc::rtcp::payload_feedbacks::picture_loss_indication::PictureLossIndication;
+use rtc::rtcp::transport_feedbacks::transport_layer_nack::TransportLayerNack;
+use rtc::rtp_transceiver::rtp_sender::{
+    RTCPFeedback, RTCRtpCodec, RTCRtpCodecParameters, RTCRtpCodingParameters,
+    RTCRtpEncodingParameters, RtpCodecKind,
+};
+use rtc::sansio::Protocol;
+use serde_json::{json, Value};
+use tokio::sync::{mpsc, oneshot, watch, Notify};
+use webrtc::media_stream::track_local::static_rtp::TrackLocalStaticRTP;
+use webrtc::media_stream::track_local::{TrackLocal, TrackLocalEvent};
+use webrtc::media_stream::track_remote::{TrackRemote, TrackRemoteEvent};
+use webrtc::peer_connection::{
+    register_default_interceptors, MediaEngine, PeerConnection, PeerConnectionBuilder,
+    PeerConnectionEventHandler, RTCConfigurationBuilder, RTCIceConnectionState,
+    RTCIceGatheringState, RTCPeerConnectionIceEvent, RTCPeerConnectionState, RTCSessionDescription,
+    Registry, SettingEngineBuilder,
+};
+use yuntiao_signaling::protocol::TrackInfo;
+
+use crate::client::Client;
+
+/// Size of every audio payload.
+pub const AUDIO_PAYLOAD_LEN: usize = 80;
+/// Size of every video payload.
+pub const VIDEO_PAYLOAD_LEN: usize = 1000;
+/// Audio packet interval.
+pub const AUDIO_INTERVAL: Duration = Duration::from_millis(20);
+/// Video frame interval (30 fps).
+pub const VIDEO_INTERVAL: Duration = Duration::from_micros(33_333);
+/// One keyframe every this many frames (one per second).
+pub const KEYFRAME_EVERY: u32 = 30;
+/// Payload types offered (the browser's usual numbers).
+pub const OPUS_PT: u8 = 111;
+pub const VP8_PT: u8 = 96;
+
+/// Identifies a sending peer inside its payloads.
+pub type Tag = [u8; 8];
+
+/// Audio or video.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Kind {
+    Audio,
+    Video,
+}
+
+impl Kind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Kind::Audio => "audio",
+            Kind::Video => "video",
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Payloads
+// ---------------------------------------------------------------------------------------------
+
+const AUDIO_MAGIC: &[u8; 3] = b"AUD";
+const VIDEO_MAGIC: &[u8; 3] = b"VID";
+/// The VP8 payload header (RFC 7741 §4.3) of a keyframe: frame tag with P = 0 and show_frame,
+/// the start code 9d 01 2a, then 640 x 480. An SFU's keyframe detection looks at the P bit.
+const VP8_KEYFRAME_HEADER: [u8; 10] = [0x10, 0x02, 0x00, 0x9d, 0x01, 0x2a, 0x80, 0x02, 0xe0, 0x01];
+/// The frame tag of a delta frame (P = 1), padded to the keyframe header's length.
+const VP8_DELTA_HEADER: [u8; 10] = [0x11, 0x02, 0x00, 0, 0, 0, 0, 0, 0, 0];
+
+/// Where a video packet sits in its frame.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct VideoPos {
+    pub frame: u32,
+    pub index: u8,
+    pub count: u8,
+    pub keyframe: bool,
+}
+
+fn fill(buf: &mut Vec<u8>, len: usize, tag: &Tag, counter: u32) {
+    let c = counter.to_be_bytes();
+    while buf.len() < len {
+        let i = buf.len();
+        buf.push(tag[i % 8] ^ c[i % 4] ^ (i as u8).wrapping_mul(31));
+    }
+}
+
+/// The audio payload a sender with `tag` writes as its `counter`-th packet.
+pub fn audio_payload(tag: &Tag, counter: u32) -> Vec<u8> {
+    let mut p = Vec::with_capacity(AUDIO_PAYLOAD_LEN);
+    p.extend_from_slice(AUDIO_MAGIC);
+    p.extend_from_slice(tag);
+    p.extend_from_slice(&counter.to_be_bytes());
+    fill(&mut p, AUDIO_PAYLOAD_LEN, tag, counter);
+    p
+}
+
+/// The video payload: a VP8 payload descriptor (S bit on the first packet of a frame, partition
+/// 0), the VP8 payload header on the first packet, then tag, counter, position and filler.
+pub fn video_payload(tag: &Tag, counter: u32, pos: VideoPos) -> Vec<u8> {
+    let mut p = Vec::with_capacity(VIDEO_PAYLOAD_LEN);
+    if pos.index == 0 {
+        p.push(0x10);
+        p.extend_from_slice(if pos.keyframe {
+            &VP8_KEYFRAME_HEADER
+        } else {
+            &VP8_DELTA_HEADER
+        });
+    } else {
+        p.push(0x00);
+    }
+    p.extend_from_slice(VIDEO_MAGIC);
+    p.extend_from_slice(tag);
+    p.extend_from_slice(&counter.to_be_bytes());
+    p.extend_from_slice(&pos.frame.to_be_bytes());
+    p.extend_from_slice(&[pos.index, pos.count, pos.keyframe as u8]);
+    fill(&mut p, VIDEO_PAYLOAD_LEN, tag, counter);
+    p
+}
+
+/// What a received payload claims to be.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Parsed {
+    pub kind: Kind,
+    pub tag: Tag,
+    pub counter: u32,
+    pub video: Option<VideoPos>,
+}
+
+/// Reads the tag and counter a payload claims; `None` if it is none of ours.
+pub fn parse_payload(p: &[u8]) -> Option<Parsed> {
+    if p.len() >= 15 && &p[..3] == AUDIO_MAGIC {
+        return Some(Parsed {
+            kind: Kind::Audio,
+            tag: p[3..11].try_into().ok()?,
+            counter: u32::from_be_bytes(p[11..15].try_into().ok()?),
+            video: None,
+        });
+    }
+    let start = if p.first()? & 0x10 != 0 { 11 } else { 1 };
+    let b = p.get(start..start + 22)?;
+    if &b[..3] != VIDEO_MAGIC {
+        return None;
+    }
+    Some(Parsed {
+        kind: Kind::Video,
+        tag: b[3..11].try_into().ok()?,
+        counter: u32::from_be_bytes(b[11..15].try_into().ok()?),
+        video: Some(VideoPos {
+            frame: u32::from_be_bytes(b[15..19].try_into().ok()?),
+            index: b[19],
+            count: b[20],
+            keyframe: b[21] != 0,
+        }),
+    })
+}
+
+/// The exact bytes the sender wrote for what `parsed` claims.
+pub fn expected_payload(parsed: &Parsed) -> Vec<u8> {
+    match parsed.video {
+        None => audio_payload(&parsed.tag, parsed.counter),
+        Some(pos) => video_payload(&parsed.tag, parsed.counter, pos),
+    }
+}
+
+/// Whether a VP8 payload written by [`video_payload`] starts a keyframe.
+pub fn is_vp8_keyframe(p: &[u8]) -> bool {
+    p.len() > 1 && p[0] & 0x10 != 0 && p[1] & 0x01 == 0
+}
+
+// ---------------------------------------------------------------------------------------------
+// Receive statistics
+// ---------------------------------------------------------------------------------------------
+
+/// What arrived from one sender, of one kind.
+#[derive(Clone, Debug, Default)]
+pub struct FlowStats {
+    pub packets: u64,
+    pub bytes: u64,
+    /// Packets whose payload differs from what the sender wrote.
+    pub mismatches: u64,
+    pub keyframes: u64,
+    pub first: Option<Instant>,
+    pub last: Option<Instant>,
+    pub max_counter: u32,
+}
+
+/// What arrived on one received track (one m-line of this peer's connection).
+#[derive(Clone, Debug)]
+pub struct TrackStats {
+    /// Local index, in the order the tracks opened.
+    pub index: u64,
+    /// The m-line (`a=mid`), once known.
+    pub mid: Option<String>,
+    pub kind: Kind,
+    pub packets: u64,
+    pub bytes: u64,
+    /// Sender tags seen on this track.
+    pub tags: BTreeSet<Tag>,
+    pub ssrcs: BTreeSet<u32>,
+    pub payload_types: BTreeSet<u8>,
+    pub last: Option<Instant>,
+    pub mismatches: u64,
+    /// Packets that are none of ours.
+    pub unparsable: u64,
+    /// Packets whose payload says another kind than the track's.
+    pub wrong_kind: u64,
+    pub ended: bool,
+}
+
+#[derive(Default)]
+struct Received {
+    flows: BTreeMap<(Tag, Kind), FlowStats>,
+    tracks: BTreeMap<u64, TrackStats>,
+}
+
+// ---------------------------------------------------------------------------------------------
+// Shared state and the event handler
+// ---------------------------------------------------------------------------------------------
+
+struct Shared {
+    tag: Tag,
+    received: Mutex<Received>,
+    remotes: Mutex<HashMap<u64, Arc<dyn TrackRemote>>>,
+    next_track: AtomicU64,
+    pc: OnceLock<Arc<dyn PeerConnection>>,
+    gathered: watch::Sender<bool>,
+    state: watch::Sender<RTCPeerConnectionState>,
+    ice_state: Mutex<String>,
+    local_candidates: Mutex<Vec<String>>,
+    /// Every message the server sent on the websocket after the peer took it over.
+    messages: Mutex<Vec<Value>>,
+    message_added: Notify,
+    media_tracks: Mutex<Vec<TrackInfo>>,
+    /// Renegotiation failures seen by the background task.
+    errors: Mutex<Vec<String>>,
+    /// Negotiated payload types (u16::MAX until known).
+    audio_pt: AtomicU16,
+    video_pt: AtomicU16,
+    send_audio: AtomicBool,
+    send_video: AtomicBool,
+    sent_audio: AtomicU64,
+    sent_video: AtomicU64,
+    send_errors: AtomicU64,
+    plis: AtomicU64,
+    firs: AtomicU64,
+    nacks: AtomicU64,
+    /// Our senders' SSRCs (audio, video).
+    own_ssrcs: [u32; 2],
+    /// Feedback received about our published tracks, by RTCP type and format.
+    rtcp: Mutex<BTreeMap<String, u64>>,
+    /// Set by a keyframe request: the next video frame is a keyframe, as an encoder would do.
+    force_keyframe: AtomicBool,
+    ws_closed: AtomicBool,
+}
+
+impl Shared {
+    fn log(&self, v: &Value) {
+        self.messages.lock().unwrap().push(v.clone());
+        self.message_added.notify_waiters();
+    }
+
+    fn error(&self, e: String) {
+        self.errors.lock().unwrap().push(e);
+    }
+
+    fn record(&self, track: u64, track_kind: Kind, pkt: &rtc::rtp::Packet) {
+        let now = Instant::now();
+        let payload = &pkt.payload[..];
+        let parsed = parse_payload(payload);
+        let mut r = self.received.lock().unwrap();
+        if let Some(t) = r.tracks.get_mut(&track) {
+            t.packets += 1;
+            t.bytes += payload.len() as u64;
+            t.last = Some(now);
+            t.ssrcs.insert(pkt.header.ssrc);
+            t.payload_types.insert(pkt.header.payload_type);
+            match &parsed {
+                Some(p) => {
+                    t.tags.insert(p.tag);
+                    if expected_payload(p) != payload {
+                        t.mismatches += 1;
+                    }
+                    if p.kind != track_kind {
+                        t.wrong_kind += 1;
+                    }
+                }
+                None => t.unparsable += 1,
+            }
+        }
+        if let Some(p) = parsed {
+            let ok = expected_payload(&p) == payload;
+            let f = r.flows.entry((p.tag, p.kind)).or_default();
+            f.packets += 1;
+            f.bytes += payload.len() as u64;
+            if !ok {
+                f.mismatches += 1;
+            }
+            if p.kind == Kind::Video && is_vp8_keyframe(payload) {
+                f.keyframes += 1;
+            }
+            f.first.get_or_insert(now);
+            f.last = Some(now);
+            f.max_counter = f.max_counter.max(p.counter);
+        }
+    }
+}
+
+struct Handler {
+    shared: Arc<Shared>,
+}
+
+#[async_trait::async_trait]
+impl PeerConnectionEventHandler for Handler {
+    async fn on_ice_candidate(&self, event: RTCPeerConnectionIceEvent) {
+        if let Ok(init) = event.candidate.to_json() {
+            self.shared
+                .local_candidates
+                .lock()
+                .unwrap()
+                .push(init.candidate);
+        }
+    }
+
+    async fn on_ice_gathering_state_change(&self, state: RTCIceGatheringState) {
+        self.shared
+            .gathered
+            .send_replace(state == RTCIceGatheringState::Complete);
+    }
+
+    async fn on_ice_connection_state_change(&self, state: RTCIceConnectionState) {
+        *self.shared.ice_state.lock().unwrap() = state.to_string();
+    }
+
+    async fn on_connection_state_change(&self, state: RTCPeerConnectionState) {
+        self.shared.state.send_replace(state);
+    }
+
+    async fn on_track(&self, track: Arc<dyn TrackRemote>) {
+        // Called on the driver task: hand the reading to a task of its own at once.
+        let shared = Arc::clone(&self.shared);
+        tokio::spawn(read_track(shared, track));
+    }
+}
+
+fn kind_of(k: RtpCodecKind) -> Kind {
+    if k == RtpCodecKind::Video {
+        Kind::Video
+    } else {
+        Kind::Audio
+    }
+}
+
+async fn read_track(shared: Arc<Shared>, track: Arc<dyn TrackRemote>) {
+    let index = shared.next_track.fetch_add(1, Ordering::Relaxed);
+    let kind = kind_of(track.kind().await);
+    shared.received.lock().unwrap().tracks.insert(
+        index,
+        TrackStats {
+            index,
+            mid: None,
+            kind,
+            packets: 0,
+            bytes: 0,
+            tags: BTreeSet::new(),
+            ssrcs: BTreeSet::new(),
+            payload_types: BTreeSet::new(),
+            last: None,
+            mismatches: 0,
+            unparsable: 0,
+            wrong_kind: 0,
+            ended: false,
+        },
+    );
+    shared
+        .remotes
+        .lock()
+        .unwrap()
+        .insert(index, Arc::clone(&track));
+    while let Some(evt) = track.poll().await {
+        match evt {
+            TrackRemoteEvent::OnRtpPacket(p) => shared.record(index, kind, &p),
+            TrackRemoteEvent::OnOpen(init) => {
+                // Which m-line: find the transceiver of this receiver (off this task, since it
+                // round-trips through the driver).
+                let shared = Arc::clone(&shared);
+                tokio::spawn(async move {
+                    let Some(pc) = shared.pc.get().cloned() else {
+                        return;
+                    };
+                    for t in pc.get_transceivers().await {
+                        let Ok(Some(r)) = t.receiver().await else {
+                            continue;
+                        };
+                        if r.id() == init.receiver_id {
+                            if let Ok(Some(mid)) = t.mid().await {
+                                if let Some(ts) =
+                                    shared.received.lock().unwrap().tracks.get_mut(&index)
+                                {
+                                    ts.mid = Some(mid);
+                                }
+                            }
+                            break;
+                        }
+                    }
+                });
+            }
+            TrackRemoteEvent::OnRtcpPacket(pkts) => count_rtcp(&shared, &pkts),
+            TrackRemoteEvent::OnEnded => break,
+            _ => {}
+        }
+    }
+    if let Some(t) = shared.received.lock().unwrap().tracks.get_mut(&index) {
+        t.ended = true;
+    }
+}
+
+/// Counts the RTCP the server sent about our published tracks: keyframe requests make the next
+/// video frame a keyframe, as an encoder would.
+///
+/// webrtc 0.21 routes a compound RTCP packet by the first SSRC its first packet names, so
+/// feedback about our tracks often arrives on a *received* track (behind the server's sender
+/// report); both paths land here, filtered by the media SSRC.
+fn count_rtcp(shared: &Shared, pkts: &[Box<dyn rtc::rtcp::Packet>]) {
+    for p in pkts {
+        let any = p.as_any();
+        let about = if let Some(pli) = any.downcast_ref::<PictureLossIndication>() {
+            Some((pli.media_ssrc, &shared.plis))
+        } else if let Some(fir) = any.downcast_ref::<FullIntraRequest>() {
+            Some((fir.media_ssrc, &shared.firs))
+        } else {
+            any.downcast_ref::<TransportLayerNack>()
+                .map(|n| (n.media_ssrc, &shared.nacks))
+        };
+        let Some((ssrc, counter)) = about else {
+            continue;
+        };
+        if !shared.own_ssrcs.contains(&ssrc) {
+            continue;
+        }
+        let h = p.header();
+        *shared
+            .rtcp
+            .lock()
+            .unwrap()
+            .entry(format!("{:?}/{}", h.packet_type, h.count))
+            .or_default() += 1;
+        counter.fetch_add(1, Ordering::Relaxed);
+        if !any.is::<TransportLayerNack>() {
+            shared.force_keyframe.store(true, Ordering::Relaxed);
+        }
+    }
+}
+
+/// Drains the RTCP delivered to a published track.
+async fn read_local_rtcp(shared: Arc<Shared>, track: Arc<TrackLocalStaticRTP>) {
+    loop {
+        match track.poll().await {
+            Some(TrackLocalEvent::OnRtcpPacket(pkts)) => count_rtcp(&shared, &pkts),
+            Some(_) => {}
+            // Not bound yet (or unbound): look again shortly.
+            None => tokio::time::sleep(Duration::from_millis(50)).await,
+        }
+    }
+}
+
+/// Lets keyframe requests and NACKs through to the application. webrtc 0.21 ends inbound RTCP
+/// at the end of the interceptor chain unless an interceptor marks a packet
+/// `DeliverToApplication`; this one does, for the feedback a test wants to see.
+struct FeedbackToApplication {
+    read: std::collections::VecDeque<TaggedPacket>,
+    write: std::collections::VecDeque<TaggedPacket>,
+}
+
+impl Protocol<TaggedPacket, TaggedPacket, ()> for FeedbackToApplication {
+    type Rout = TaggedPacket;
+    type Wout = TaggedPacket;
+    type Eout = ();
+    type Error = rtc::shared::error::Error;
+    type Time = Instant;
+
+    fn handle_read(&mut self, mut msg: TaggedPacket) -> Result<(), Self::Error> {
+        if let InterceptorPacket::Rtcp(packets) = &msg.message.packet {
+            let wanted: Vec<Box<dyn rtc::rtcp::Packet>> = packets
+                .iter()
+                .filter(|p| {
+                    let any = p.as_any();
+                    any.is::<PictureLossIndication>()
+                        || any.is::<FullIntraRequest>()
+                        || any.is::<TransportLayerNack>()
+                })
+                .cloned()
+                .collect();
+            if !wanted.is_empty() {
+                // A copy for the application; the original goes on to the interceptors behind.
+                let mut message = AttributedPacket::new(InterceptorPacket::Rtcp(wanted));
+                message.add(Attribute::DeliverToApplication);
+                self.read.push_back(TaggedPacket {
+                    now: msg.now,
+                    transport: msg.transport,
+                    message,
+                });
+            }
+            msg.message.packet = InterceptorPacket::Rtcp(
+                packets
+                    .iter()
+                    .filter(|p| {
+                        let any = p.as_any();
+                        !(any.is::<PictureLossIndication>()
+                            || any.is::<FullIntraRequest>()
+                            || any.is::<TransportLayerNack>())
+                    })
+                    .cloned()
+                    .collect(),
+            );
+            if let InterceptorPacket::Rtcp(rest) = &msg.message.packet {
+                if rest.is_empty() {
+                    return Ok(());
+                }
+            }
+        }
+        self.read.push_back(msg);
+        Ok(())
+    }
+
+    fn poll_read(&mut self) -> Option<TaggedPacket> {
+        self.read.pop_front()
+    }
+
+    fn handle_write(&mut self, msg: TaggedPacket) -> Result<(), Self::Error> {
+        self.write.push_back(msg);
+        Ok(())
+    }
+
+    fn poll_write(&mut self) -> Option<TaggedPacket> {
+        self.write.pop_front()
+    }
+}
+
+impl Interceptor for FeedbackToApplication {
+    fn bind_local_stream(&mut self, _info: &StreamInfo) {}
+    fn unbind_local_stream(&mut self, _info: &StreamInfo) {}
+    fn bind_remote_stream(&mut self, _info: &StreamInfo) {}
+    fn unbind_remote_stream(&mut self, _info: &StreamInfo) {}
+}
+
+// ---------------------------------------------------------------------------------------------
+// Senders
+// ---------------------------------------------------------------------------------------------
+
+fn hash64(parts: &[&[u8]]) -> u64 {
+    let mut h = DefaultHasher::new();
+    for p in parts {
+        p.hash(&mut h);
+    }
+    h.finish()
+}
+
+fn rtp(pt: u8, seq: u16, ts: u32, ssrc: u32, marker: bool, payload: Vec<u8>) -> rtc::rtp::Packet {
+    rtc::rtp::Packet {
+        header: rtc::rtp::Header {
+            version: 2,
+            marker,
+            payload_type: pt,
+            sequence_number: seq,
+            timestamp: ts,
+            ssrc,
+            ..Default::default()
+        },
+        payload: Bytes::from(payload),
+    }
+}
+
+async fn send_audio(shared: Arc<Shared>, track: Arc<TrackLocalStaticRTP>, ssrc: u32) {
+    let tag = shared.tag;
+    let mut iv = tokio::time::interval(AUDIO_INTERVAL);
+    iv.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+    let mut counter: u32 = 0;
+    let mut seq = hash64(&[&tag, b"aseq"]) as u16;
+    let mut ts = hash64(&[&tag, b"ats"]) as u32;
+    loop {
+        iv.tick().await;
+        let pt = shared.audio_pt.load(Ordering::Relaxed);
+        if pt <= 127 && shared.send_audio.load(Ordering::Relaxed) {
+            let p = rtp(
+                pt as u8,
+                seq,
+                ts,
+                ssrc,
+                counter == 0,
+                audio_payload(&tag, counter),
+            );
+            match track.write_rtp(p).await {
+                Ok(()) => shared.sent_audio.fetch_add(1, Ordering::Relaxed),
+                Err(_) => shared.send_errors.fetch_add(1, Ordering::Relaxed),
+            };
+            counter = counter.wrapping_add(1);
+            seq = seq.wrapping_add(1);
+        }
+        ts = ts.wrapping_add(960);
+    }
+}
+
+async fn send_video(shared: Arc<Shared>, track: Arc<TrackLocalStaticRTP>, ssrc: u32) {
+    let tag = shared.tag;
+    let mut iv = tokio::time::interval(VIDEO_INTERVAL);
+    iv.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+    let mut counter: u32 = 0;
+    let mut frame: u32 = 0;
+    let mut seq = hash64(&[&tag, b"vseq"]) as u16;
+    let mut ts = hash64(&[&tag, b"vts"]) as u32;
+    loop {
+        iv.tick().await;
+        let pt = shared.video_pt.load(Ordering::Relaxed);
+        if pt <= 127 && shared.send_video.load(Ordering::Relaxed) {
+            let keyframe = frame.is_multiple_of(KEYFRAME_EVERY)
+                || shared.force_keyframe.swap(false, Ordering::Relaxed);
+            let count: u8 = if keyframe { 3 } else { 2 };
+            for index in 0..count {
+                let pos = VideoPos {
+                    frame,
+                    index,
+                    count,
+                    keyframe,
+                };
+                let p = rtp(
+                    pt as u8,
+                    seq,
+                    ts,
+                    ssrc,
+                    index + 1 == count,
+                    video_payload(&tag, counter, pos),
+                );
+                match track.write_rtp(p).await {
+                    Ok(()) => shared.sent_video.fetch_add(1, Ordering::Relaxed),
+                    Err(_) => shared.send_errors.fetch_add(1, Ordering::Relaxed),
+                };
+                counter = counter.wrapping_add(1);
+                seq = seq.wrapping_add(1);
+            }
+            frame += 1;
+        }
+        ts = ts.wrapping_add(3000);
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Building the connection
+// ---------------------------------------------------------------------------------------------
+
+fn opus() -> RTCRtpCodec {
+    RTCRtpCodec {
+        mime_type: "audio/opus".to_owned(),
+        clock_rate: 48000,
+        channels: 2,
+        sdp_fmtp_line: "minptime=10;useinbandfec=1".to_owned(),
+        rtcp_feedback: vec![],
+    }
+}
+
+fn vp8() -> RTCRtpCodec {
+    let fb = |typ: &str, parameter: &str| RTCPFeedback {
+        typ: typ.to_owned(),
+        parameter: parameter.to_owned(),
+    };
+    RTCRtpCodec {
+        mime_type: "video/VP8".to_owned(),
+        clock_rate: 90000,
+        channels: 0,
+        sdp_fmtp_line: String::new(),
+        rtcp_feedback: vec![
+            fb("goog-remb", ""),
+            fb("ccm", "fir"),
+            fb("nack", ""),
+            fb("nack", "pli"),
+        ],
+    }
+}
+
+struct Built {
+    pc: Arc<dyn PeerConnection>,
+    audio: Arc<TrackLocalStaticRTP>,
+    video: Arc<TrackLocalStaticRTP>,
+}
+
+async fn build(shared: Arc<Shared>, audio_ssrc: u32, video_ssrc: u32) -> anyhow::Result<Built> {
+    let mut media = MediaEngine::default();
+    media.register_codec(
+        RTCRtpCodecParameters {
+            rtp_codec: opus(),
+            payload_type: OPUS_PT,
+        },
+        RtpCodecKind::Audio,
+    )?;
+    media.register_codec(
+        RTCRtpCodecParameters {
+            rtp_codec: vp8(),
+            payload_type: VP8_PT,
+        },
+        RtpCodecKind::Video,
+    )?;
+    // The default interceptors (NACK, RTCP reports, TWCC), plus one that surfaces keyframe
+    // requests and NACKs to the application, application-ward of all of them.
+    let registry = register_default_interceptors(Registry::new(), &mut media)?.with(
+        Slot::from(14_000),
+        FeedbackToApplication {
+            read: Default::default(),
+            write: Default::default(),
+        },
+    );
+    // Loopback only: the socket is bound to 127.0.0.1 (a configured address is bound as given,
+    // loopback included), IPv4 UDP only. webrtc 0.21 has no IP filter setter (it is a TODO in
+    // its SettingEngine); binding one address has the same effect.
+    let settings = SettingEngineBuilder::new()
+        .with_include_loopback_candidate(true)
+        .with_network_types(vec![NetworkType::Udp4])
+        .build();
+    let pc = PeerConnectionBuilder::new()
+        .with_configuration(RTCConfigurationBuilder::new().build())
+        .with_media_engine(media)
+        .with_setting_engine(settings)
+        .with_interceptor_registry(registry)
+        .with_handler(Arc::new(Handler {
+            shared: Arc::clone(&shared),
+        }))
+        .with_udp_addrs(vec!["127.0.0.1:0".to_owned()])
+        .build()
+        .await?;
+    let pc: Arc<dyn PeerConnection> = Arc::new(pc);
+    let tag_hex: String = shared.tag.iter().map(|b| format!("{b:02x}")).collect();
+    let track = |kind: RtpCodecKind, codec: RTCRtpCodec, ssrc: u32, name: &str| {
+        Arc::new(TrackLocalStaticRTP::new(MediaStreamTrack::new(
+            format!("yuntiao-{tag_hex}"),
+            format!("{name}-{tag_hex}"),
+            name.to_owned(),
+            kind,
+            vec![RTCRtpEncodingParameters {
+                rtp_coding_parameters: RTCRtpCodingParameters {
+                    ssrc: Some(ssrc),
+                    ..Default::default()
+                },
+                active: true,
+                codec,
+                ..Default::default()
+            }],
+        )))
+    };
+    let audio = track(RtpCodecKind::Audio, opus(), audio_ssrc, "audio");
+    let video = track(RtpCodecKind::Video, vp8(), video_ssrc, "video");
+    pc.add_track(Arc::clone(&audio) as Arc<dyn TrackLocal>)
+        .await?;
+    pc.add_track(Arc::clone(&video) as Arc<dyn TrackLocal>)
+        .await?;
+    Ok(Built { pc, audio, video })
+}
+
+/// Reads the payload types the answer settled on for our senders.
+async fn learn_payload_types(pc: &Arc<dyn PeerConnection>, shared: &Shared) {
+    for s in pc.get_senders().await {
+        let kind = s.track().kind().await;
+        let Ok(params) = s.get_parameters().await else {
+            continue;
+        };
+        let want = if kind == RtpCodecKind::Video {
+            "video/vp8"
+        } else {
+            "audio/opus"
+        };
+        if let Some(c) = params
+            .rtp_parameters
+            .codecs
+            .iter()
+            .find(|c| c.rtp_codec.mime_type.eq_ignore_ascii_case(want))
+        {
+            let slot = if kind == RtpCodecKind::Video {
+                &shared.video_pt
+            } else {
+                &shared.audio_pt
+            };
+            slot.store(c.payload_type as u16, Ordering::Relaxed);
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// The signaling task
+// ---------------------------------------------------------------------------------------------
+
+enum Cmd {
+    /// Send a request and return the server's reply to it.
+    Request(Value, oneshot::Sender<anyhow::Result<Value>>),
+    /// Send a frame without waiting for anything.
+    Send(Value),
+    /// Offer our connection to the server and apply its answer; returns the reply.
+    Negotiate(oneshot::Sender<anyhow::Result<Value>>),
+    /// Send this SDP as a `media_offer` as it is (a malformed or odd offer).
+    RawOffer(String, oneshot::Sender<anyhow::Result<Value>>),
+    /// Close the websocket cleanly.
+    Close(oneshot::Sender<()>),
+}
+
+const GATHER_TIMEOUT: Duration = Duration::from_secs(5);
+/// How long [`Peer::connect`] waits for ICE and DTLS. Generous: the server and the peers are
+/// debug builds sharing two cores, where a DTLS handshake under load can take seconds.
+pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(20);
+const PC_OP_TIMEOUT: Duration = Duration::from_secs(10);
+
+async fn with_timeout<T>(
+    what: &str,
+    f: impl std::future::Future<Output = webrtc::error::Result<T>>,
+) -> anyhow::Result<T> {
+    match tokio::time::timeout(PC_OP_TIMEOUT, f).await {
+        Err(_) => bail!("{what}: timed out"),
+        Ok(Err(e)) => bail!("{what}: {e}"),
+        Ok(Ok(v)) => Ok(v),
+    }
+}
+
+async fn request_logged(client: &mut Client, shared: &Shared, msg: Value) -> anyhow::Result<Value> {
+    let reply = client.request(msg).await?;
+    shared.log(&reply);
+    Ok(reply)
+}
+
+async fn negotiate(
+    client: &mut Client,
+    pc: &Arc<dyn PeerConnection>,
+    shared: &Shared,
+) -> anyhow::Result<Value> {
+    let offer = with_timeout("create_offer", pc.create_offer(None)).await?;
+    with_timeout("set_local_description", pc.set_local_description(offer)).await?;
+    let mut gathered = shared.gathered.subscribe();
+    // Non-trickle: wait until gathering completed, so the offer carries our candidates.
+    let _ = tokio::time::timeout(GATHER_TIMEOUT, gathered.wait_for(|g| *g)).await;
+    let sdp = pc
+        .local_description()
+        .await
+        .context("no local description")?
+        .sdp;
+    let reply = request_logged(client, shared, json!({"type": "media_offer", "sdp": sdp})).await?;
+    if reply["type"] == "media_answer" {
+        let sdp = reply["sdp"].as_str().context("media_answer without sdp")?;
+        let answer = RTCSessionDescription::answer(sdp.to_owned())
+            .map_err(|e| anyhow!("server answer does not parse: {e}"))?;
+        with_timeout(
+            "set_remote_description(answer)",
+            pc.set_remote_description(answer),
+        )
+        .await?;
+        learn_payload_types(pc, shared).await;
+    }
+    Ok(reply)
+}
+
+async fn answer_server_offer(
+    client: &mut Client,
+    pc: &Arc<dyn PeerConnection>,
+    shared: &Shared,
+    sdp: &str,
+) -> anyhow::Result<()> {
+    let offer = RTCSessionDescription::offer(sdp.to_owned())
+        .map_err(|e| anyhow!("server offer does not parse: {e}"))?;
+    with_timeout(
+        "set_remote_description(offer)",
+        pc.set_remote_description(offer),
+    )
+    .await?;
+    let answer = with_timeout("create_answer", pc.create_answer(None)).await?;
+    with_timeout(
+        "set_local_description(answer)",
+        pc.set_local_description(answer),
+    )
+    .await?;
+    let sdp = pc
+        .local_description()
+        .await
+        .context("no local description")?
+        .sdp;
+    let reply = request_logged(client, shared, json!({"type": "media_answer", "sdp": sdp})).await?;
+    if reply["type"] != "ack" {
+        bail!("server refused our media_answer: {reply}");
+    }
+    learn_payload_types(pc, shared).await;
+    Ok(())
+}
+
+async fn handle_server_message(
+    client: &mut Client,
+    pc: &Arc<dyn PeerConnection>,
+    shared: &Shared,
+    msg: Value,
+) {
+    shared.log(&msg);
+    match msg["type"].as_str() {
+        Some("media_offer") => {
+            let Some(sdp) = msg["sdp"].as_str() else {
+                shared.error(format!("media_offer without sdp: {msg}"));
+                return;
+            };
+            if let Err(e) = answer_server_offer(client, pc, shared, sdp).await {
+                shared.error(format!("answering the server's offer: {e:#}"));
+            }
+        }
+        Some("media_tracks") => {
+            match serde_json::from_value::<Vec<TrackInfo>>(msg["tracks"].clone()) {
+                Ok(t) => *shared.media_tracks.lock().unwrap() = t,
+                Err(e) => shared.error(format!("media_tracks does not parse: {e}: {msg}")),
+            }
+        }
+        _ => {}
+    }
+}
+
+async fn signaling(
+    mut client: Client,
+    pc: Arc<dyn PeerConnection>,
+    shared: Arc<Shared>,
+    mut cmds: mpsc::Receiver<Cmd>,
+) {
+    enum Next {
+        Cmd(Option<Cmd>),
+        Msg(anyhow::Result<Value>),
+    }
+    loop {
+        let next = if client.closed {
+            Next::Cmd(cmds.recv().await)
+        } else {
+            tokio::select! {
+                biased;
+                c = cmds.recv() => Next::Cmd(c),
+                m = client.wait_for(|_| true) => Next::Msg(m),
+            }
+        };
+        match next {
+            Next::Cmd(None) => return,
+            Next::Cmd(Some(cmd)) => {
+                if client.closed {
+                    shared.ws_closed.store(true, Ordering::Relaxed);
+                }
+                match cmd {
+                    Cmd::Request(msg, reply) => {
+                        let r = if client.closed {
+                            Err(anyhow!("websocket closed"))
+                        } else {
+                            request_logged(&mut client, &shared, msg).await
+                        };
+                        let _ = reply.send(r);
+                    }
+                    Cmd::Send(msg) => {
+                        if !client.closed {
+                            let _ = client.send_text(msg.to_string()).await;
+                        }
+                    }
+                    Cmd::Negotiate(reply) => {
+                        let r = if client.closed {
+                            Err(anyhow!("websocket closed"))
+                        } else {
+                            negotiate(&mut client, &pc, &shared).await
+                        };
+                        let _ = reply.send(r);
+                    }
+                    Cmd::RawOffer(sdp, reply) => {
+                        let r = if client.closed {
+                            Err(anyhow!("websocket closed"))
+                        } else {
+                            request_logged(
+                                &mut client,
+                                &shared,
+                                json!({"type": "media_offer", "sdp": sdp}),
+                            )
+                            .await
+                        };
+                        let _ = reply.send(r);
+                    }
+                    Cmd::Close(done) => {
+                        client.close().await;
+                        shared.ws_closed.store(true, Ordering::Relaxed);
+                        let _ = done.send(());
+                        return;
+                    }
+                }
+            }
+            Next::Msg(Ok(msg)) => handle_server_message(&mut client, &pc, &shared, msg).await,
+            // A quiet spell (wait_for's timeout) or the connection closed.
+            Next::Msg(Err(_)) => {
+                if client.closed {
+                    shared.ws_closed.store(true, Ordering::Relaxed);
+                }
+            }
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// The peer
+// ---------------------------------------------------------------------------------------------
+
+/// A participant's WebRTC peer connection to the server, with synthetic media and counters.
+pub struct Peer {
+    participant: String,
+    shared: Arc<Shared>,
+    pc: Arc<dyn PeerConnection>,
+    cmds: mpsc::Sender<Cmd>,
+    signaling: Option<tokio::task::JoinHandle<()>>,
+    /// Runs the peer connection's driver, sockets, senders and track readers.
+    media: Option<tokio::runtime::Runtime>,
+}
+
+impl Peer {
+    /// Takes over a joined and admitted client, publishes audio and video, negotiates with the
+    /// server and waits until the connection is up.
+    pub async fn connect(client: Client) -> anyhow::Result<Peer> {
+        let peer = Peer::new(client).await?;
+        let reply = peer.negotiate().await?;
+        if reply["type"] != "media_answer" {
+            bail!("media_offer was not answered: {reply}");
+        }
+        peer.wait_connected(CONNECT_TIMEOUT).await?;
+        Ok(peer)
+    }
+
+    /// Takes over a joined client and builds the connection and its tracks, without offering it
+    /// to the server yet (see [`negotiate`](Self::negotiate)).
+    pub async fn new(client: Client) -> anyhow::Result<Peer> {
+        static SEQ: AtomicU64 = AtomicU64::new(0);
+        let participant = client
+            .participant
+            .clone()
+            .context("client has not joined")?;
+        let n = SEQ.fetch_add(1, Ordering::Relaxed);
+        let tag = hash64(&[
+            participant.as_bytes(),
+            &n.to_be_bytes(),
+            &std::process::id().to_be_bytes(),
+        ])
+        .to_be_bytes();
+        let audio_ssrc = hash64(&[&tag, b"audio-ssrc"]) as u32 | 1;
+        let video_ssrc = hash64(&[&tag, b"video-ssrc"]) as u32 | 2;
+        let shared = Arc::new(Shared {
+            tag,
+            received: Mutex::new(Received::default()),
+            remotes: Mutex::new(HashMap::new()),
+            next_track: AtomicU64::new(0),
+            pc: OnceLock::new(),
+            gathered: watch::Sender::new(false),
+            state: watch::Sender::new(RTCPeerConnectionState::New),
+            ice_state: Mutex::new("new".to_owned()),
+            local_candidates: Mutex::new(Vec::new()),
+            messages: Mutex::new(Vec::new()),
+            message_added: Notify::new(),
+            media_tracks: Mutex::new(Vec::new()),
+            errors: Mutex::new(Vec::new()),
+            audio_pt: AtomicU16::new(u16::MAX),
+            video_pt: AtomicU16::new(u16::MAX),
+            send_audio: AtomicBool::new(true),
+            send_video: AtomicBool::new(true),
+            sent_audio: AtomicU64::new(0),
+            sent_video: AtomicU64::new(0),
+            send_errors: AtomicU64::new(0),
+            plis: AtomicU64::new(0),
+            firs: AtomicU64::new(0),
+            nacks: AtomicU64::new(0),
+            own_ssrcs: [audio_ssrc, video_ssrc],
+            rtcp: Mutex::new(BTreeMap::new()),
+            force_keyframe: AtomicBool::new(false),
+            ws_closed: AtomicBool::new(false),
+        });
+        let media = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .thread_name("test-peer-media")
+            .enable_all()
+            .build()?;
+        let built = media
+            .spawn(build(Arc::clone(&shared), audio_ssrc, video_ssrc))
+            .await
+            .context("building the peer connection panicked")?;
+        let built = match built {
+            Ok(b) => b,
+            Err(e) => {
+                media.shutdown_background();
+                return Err(e.context("building the peer connection"));
+            }
+        };
+        let _ = shared.pc.set(Arc::clone(&built.pc));
+        media.spawn(send_audio(
+            Arc::clone(&shared),
+            Arc::clone(&built.audio),
+            audio_ssrc,
+        ));
+        media.spawn(send_video(
+            Arc::clone(&shared),
+            Arc::clone(&built.video),
+            video_ssrc,
+        ));
+        media.spawn(read_local_rtcp(Arc::clone(&shared), built.audio));
+        media.spawn(read_local_rtcp(Arc::clone(&shared), built.video));
+        let (tx, rx) = mpsc::channel(16);
+        let signaling = tokio::spawn(signaling(
+            client,
+            Arc::clone(&built.pc),
+            Arc::clone(&shared),
+            rx,
+        ));
+        Ok(Peer {
+            participant,
+            shared,
+            pc: built.pc,
+            cmds: tx,
+            signaling: Some(signaling),
+            media: Some(media),
+        })
+    }
+
+    async fn call<T>(
+        &self,
+        make: impl FnOnce(oneshot::Sender<anyhow::Result<T>>) -> Cmd,
+    ) -> anyhow::Result<T> {
+        let (tx, rx) = oneshot::channel();
+        self.cmds
+            .send(make(tx))
+            .await
+            .map_err(|_| anyhow!("peer's signaling task has ended"))?;
+        rx.await
+            .map_err(|_| anyhow!("peer's signaling task has ended"))?
+    }
+
+    /// Sends our offer (`media_offer`, after ICE gathering) and applies the answer. Returns the
+    /// server's reply: a `media_answer`, or an `error`.
+    pub async fn negotiate(&self) -> anyhow::Result<Value> {
+        self.call(Cmd::Negotiate).await
+    }
+
+    /// Sends a `media_offer` with exactly this SDP; returns the reply. The answer, if any, is not
+    /// applied.
+    pub async fn offer_raw(&self, sdp: impl Into<String>) -> anyhow::Result<Value> {
+        let sdp = sdp.into();
+        self.call(|tx| Cmd::RawOffer(sdp, tx)).await
+    }
+
+    /// Our current local description (the offer as last sent, candidates included).
+    pub async fn local_sdp(&self) -> Option<String> {
+        self.pc.local_description().await.map(|d| d.sdp)
+    }
+
+    /// Sends a signaling request through the peer's websocket and returns the reply.
+    pub async fn signal(&self, msg: Value) -> anyhow::Result<Value> {
+        self.call(|tx| Cmd::Request(msg, tx)).await
+    }
+
+    /// Like [`signal`](Self::signal), but expects an `ack`.
+    pub async fn ok(&self, msg: Value) -> anyhow::Result<Value> {
+        let r = self.signal(msg.clone()).await?;
+        if r["type"] != "ack" {
+            bail!("expected ack for {msg}, got {r}");
+        }
+        Ok(r)
+    }
+
+    /// Sends a frame without a request id and without waiting.
+    pub async fn send(&self, msg: Value) -> anyhow::Result<()> {
+        self.cmds
+            .send(Cmd::Send(msg))
+            .await
+            .map_err(|_| anyhow!("peer's signaling task has ended"))
+    }
+
+    /// Trickles our gathered candidates with `ice_candidate` (each with an id) and returns the
+    /// replies.
+    pub async fn trickle_candidates(&self) -> anyhow::Result<Vec<Value>> {
+        let cands = self.local_candidates();
+        let mut replies = Vec::new();
+        for c in cands {
+            replies.push(
+                self.signal(json!({"type": "ice_candidate", "candidate": c}))
+                    .await?,
+            );
+        }
+        Ok(replies)
+    }
+
+    /// The candidates our ICE agent gathered (`candidate:...`).
+    pub fn local_candidates(&self) -> Vec<String> {
+        self.shared.local_candidates.lock().unwrap().clone()
+    }
+
+    /// Waits until the peer connection is connected.
+    pub async fn wait_connected(&self, timeout: Duration) -> anyhow::Result<()> {
+        let mut rx = self.shared.state.subscribe();
+        let r = tokio::time::timeout(
+            timeout,
+            rx.wait_for(|s| {
+                matches!(
+                    s,
+                    RTCPeerConnectionState::Connected
+                        | RTCPeerConnectionState::Failed
+                        | RTCPeerConnectionState::Closed
+                )
+            }),
+        )
+        .await;
+        let state = *self.shared.state.borrow();
+        match r {
+            Ok(_) if state == RTCPeerConnectionState::Connected => Ok(()),
+            _ => bail!(
+                "peer {} not connected within {timeout:?}: state {state}, ICE {}, signaling {}",
+                self.participant,
+                self.shared.ice_state.lock().unwrap(),
+                self.pc_signaling_state().await,
+            ),
+        }
+    }
+
+    async fn pc_signaling_state(&self) -> String {
+        let local = self.pc.pending_local_description().await.is_some();
+        let remote = self.pc.pending_remote_description().await.is_some();
+        format!("pending local {local}, pending remote {remote}")
+    }
+
+    /// The peer connection's state.
+    pub fn state(&self) -> RTCPeerConnectionState {
+        *self.shared.state.borrow()
+    }
+
+    pub fn participant(&self) -> &str {
+        &self.participant
+    }
+
+    /// The tag in this peer's payloads.
+    pub fn tag(&self) -> Tag {
+        self.shared.tag
+    }
+
+    /// Packets received from the sender with `tag`, audio and video.
+    pub fn received_from(&self, tag: Tag) -> u64 {
+        self.received(tag, Kind::Audio) + self.received(tag, Kind::Video)
+    }
+
+    /// Packets of one kind received from the sender with `tag`.
+    pub fn received(&self, tag: Tag, kind: Kind) -> u64 {
+        self.flow(tag, kind).map_or(0, |f| f.packets)
+    }
+
+    /// What arrived from `tag` of this kind since the last reset.
+    pub fn flow(&self, tag: Tag, kind: Kind) -> Option<FlowStats> {
+        self.shared
+            .received
+            .lock()
+            .unwrap()
+            .flows
+            .get(&(tag, kind))
+            .cloned()
+    }
+
+    /// Every sender tag heard from since the last reset.
+    pub fn senders_heard(&self) -> BTreeSet<Tag> {
+        self.shared
+            .received
+            .lock()
+            .unwrap()
+            .flows
+            .keys()
+            .map(|(t, _)| *t)
+            .collect()
+    }
+
+    /// Packets received in all, since the last reset.
+    pub fn total_received(&self) -> u64 {
+        let r = self.shared.received.lock().unwrap();
+        r.tracks.values().map(|t| t.packets).sum()
+    }
+
+    /// Payloads that differ from what their sender wrote, or are none of ours, since the last
+    /// reset.
+    pub fn bad_payloads(&self) -> u64 {
+        let r = self.shared.received.lock().unwrap();
+        r.tracks
+            .values()
+            .map(|t| t.mismatches + t.unparsable + t.wrong_kind)
+            .sum()
+    }
+
+    /// The tracks received so far, with what arrived on each since the last reset.
+    pub fn tracks(&self) -> Vec<TrackStats> {
+        self.shared
+            .received
+            .lock()
+            .unwrap()
+            .tracks
+            .values()
+            .cloned()
+            .collect()
+    }
+
+    /// Zeroes every receive counter (tracks stay known).
+    pub fn reset_counters(&self) {
+        let mut r = self.shared.received.lock().unwrap();
+        r.flows.clear();
+        for t in r.tracks.values_mut() {
+            t.packets = 0;
+            t.bytes = 0;
+            t.tags.clear();
+            t.ssrcs.clear();
+            t.payload_types.clear();
+            t.last = None;
+            t.mismatches = 0;
+            t.unparsable = 0;
+            t.wrong_kind = 0;
+        }
+    }
+
+    /// Packets of this kind written by our senders.
+    pub fn sent(&self, kind: Kind) -> u64 {
+        match kind {
+            Kind::Audio => self.shared.sent_audio.load(Ordering::Relaxed),
+            Kind::Video => self.shared.sent_video.load(Ordering::Relaxed),
+        }
+    }
+
+    /// Writes our senders could not hand to the connection.
+    pub fn send_errors(&self) -> u64 {
+        self.shared.send_errors.load(Ordering::Relaxed)
+    }
+
+    /// Pauses or resumes one of our senders.
+    pub fn set_sending(&self, kind: Kind, on: bool) {
+        match kind {
+            Kind::Audio => self.shared.send_audio.store(on, Ordering::Relaxed),
+            Kind::Video => self.shared.send_video.store(on, Ordering::Relaxed),
+        }
+    }
+
+    /// Keyframe requests (PLI, FIR) and NACKs the server sent us about our published tracks.
+    pub fn feedback_received(&self) -> (u64, u64, u64) {
+        (
+            self.shared.plis.load(Ordering::Relaxed),
+            self.shared.firs.load(Ordering::Relaxed),
+            self.shared.nacks.load(Ordering::Relaxed),
+        )
+    }
+
+    /// Every RTCP packet the server sent about our published tracks, by type/format.
+    pub fn rtcp_received(&self) -> BTreeMap<String, u64> {
+        self.shared.rtcp.lock().unwrap().clone()
+    }
+
+    /// Sends a PLI for the received video track carrying `tag`'s video. Returns false if no
+    /// such track has arrived.
+    pub async fn request_keyframe(&self, tag: Tag) -> anyhow::Result<bool> {
+        let found = {
+            let r = self.shared.received.lock().unwrap();
+            r.tracks
+                .values()
+                .filter(|t| t.kind == Kind::Video && t.tags.contains(&tag))
+                .find_map(|t| t.ssrcs.iter().next().map(|s| (t.index, *s)))
+        };
+        let Some((index, media_ssrc)) = found else {
+            return Ok(false);
+        };
+        let Some(remote) = self.shared.remotes.lock().unwrap().get(&index).cloned() else {
+            return Ok(false);
+        };
+        remote
+            .write_rtcp(vec![Box::new(PictureLossIndication {
+                sender_ssrc: 0,
+                media_ssrc,
+            })])
+            .await
+            .map_err(|e| anyhow!("writing PLI: {e}"))?;
+        Ok(true)
+    }
+
+    /// The latest `media_tracks` the server sent.
+    pub fn media_tracks(&self) -> Vec<TrackInfo> {
+        self.shared.media_tracks.lock().unwrap().clone()
+    }
+
+    /// Every message the server sent since the peer took the websocket over.
+    pub fn messages(&self) -> Vec<Value> {
+        self.shared.messages.lock().unwrap().clone()
+    }
+
+    /// Every SDP the server sent (answers and offers), in order.
+    pub fn server_sdps(&self) -> Vec<String> {
+        self.messages()
+            .iter()
+            .filter(|m| m["type"] == "media_answer" || m["type"] == "media_offer")
+            .filter_map(|m| m["sdp"].as_str().map(str::to_owned))
+            .collect()
+    }
+
+    /// Failures of the background task (answering server offers, parsing media_tracks).
+    pub fn errors(&self) -> Vec<String> {
+        self.shared.errors.lock().unwrap().clone()
+    }
+
+    /// Whether the server closed our websocket.
+    pub fn ws_closed(&self) -> bool {
+        self.shared.ws_closed.load(Ordering::Relaxed)
+    }
+
+    /// Waits for a message from the server (already received or new) matching `pred`.
+    pub async fn wait_message(
+        &self,
+        timeout: Duration,
+        pred: impl Fn(&Value) -> bool,
+    ) -> anyhow::Result<Value> {
+        let deadline = tokio::time::Instant::now() + timeout;
+        loop {
+            let notified = self.shared.message_added.notified();
+            tokio::pin!(notified);
+            notified.as_mut().enable();
+            if let Some(m) = self.messages().into_iter().find(|m| pred(m)) {
+                return Ok(m);
+            }
+            if tokio::time::timeout_at(deadline, notified).await.is_err() {
+                bail!(
+                    "{}: no matching message within {timeout:?}",
+                    self.participant
+                );
+            }
+        }
+    }
+
+    /// Closes the connection and the websocket cleanly.
+    pub async fn close(mut self) {
+        let _ = tokio::time::timeout(Duration::from_secs(5), self.pc.close()).await;
+        let (tx, rx) = oneshot::channel();
+        if self.cmds.send(Cmd::Close(tx)).await.is_ok() {
+            let _ = tokio::time::timeout(Duration::from_secs(5), rx).await;
+        }
+        self.teardown();
+    }
+
+    /// Disappears without a word, as a crashed phone would: the connection's tasks and sockets
+    /// are dropped (no DTLS close, no RTCP BYE) and the websocket is dropped without a close
+    /// frame.
+    pub fn vanish(mut self) {
+        self.teardown();
+    }
+
+    /// Drops only the media side (connection, sockets, senders); the websocket stays open.
+    pub fn vanish_media(&mut self) {
+        if let Some(rt) = self.media.take() {
+            rt.shutdown_background();
+        }
+    }
+
+    fn teardown(&mut self) {
+        if let Some(t) = self.signaling.take() {
+            t.abort();
+        }
+        self.vanish_media();
+    }
+}
+
+impl Drop for Peer {
+    fn drop(&mut self) {
+        self.teardown();
+    }
+}
+
+/// Polls `cond` every 50 ms until it holds or `timeout` passes; returns whether it held.
+pub async fn eventually(timeout: Duration, mut cond: impl FnMut() -> bool) -> bool {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if cond() {
+            return true;
+        }
+        if Instant::now() >= deadline {
+            return false;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// The `a=candidate` lines of an SDP, without the `a=` prefix.
+pub fn candidate_lines(sdp: &str) -> Vec<String> {
+    sdp.lines()
+        .filter_map(|l| l.trim().strip_prefix("a="))
+        .filter(|l| l.starts_with("candidate:"))
+        .map(str::to_owned)
+        .collect()
+}
+
+/// Address and port of a candidate line (`candidate:f 1 udp prio ADDR PORT typ host ...`).
+pub fn candidate_addr(line: &str) -> Option<(String, u16)> {
+    let f: Vec<&str> = line.split_whitespace().collect();
+    Some((f.get(4)?.to_string(), f.get(5)?.parse().ok()?))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn payloads_round_trip() {
+        let tag = *b"\x01\x02\x03\x04\x05\x06\x07\x08";
+        let a = audio_payload(&tag, 42);
+        assert_eq!(a.len(), AUDIO_PAYLOAD_LEN);
+        let p = parse_payload(&a).unwrap();
+        assert_eq!((p.kind, p.tag, p.counter), (Kind::Audio, tag, 42));
+        assert_eq!(expected_payload(&p), a);
+        for (index, keyframe) in [(0, true), (1, true), (0, false), (1, false)] {
+            let pos = VideoPos {
+                frame: 7,
+                index,
+                count: 2,
+                keyframe,
+            };
+            let v = video_payload(&tag, 9, pos);
+            assert_eq!(v.len(), VIDEO_PAYLOAD_LEN);
+            let p = parse_payload(&v).unwrap();
+            assert_eq!(p.video, Some(pos));
+            assert_eq!(expected_payload(&p), v);
+            assert_eq!(is_vp8_keyframe(&v), index == 0 && keyframe);
+        }
+        let mut bad = audio_payload(&tag, 1);
+        bad[40] ^= 1;
+        assert_ne!(expected_payload(&parse_payload(&bad).unwrap()), bad);
+        assert!(parse_payload(b"hello").is_none());
+    }
+
+    #[test]
+    fn candidate_parsing() {
+        let sdp = "v=0\r\na=candidate:1 1 udp 2130706431 127.0.0.1 5000 typ host\r\na=mid:0\r\n";
+        let c = candidate_lines(sdp);
+        assert_eq!(c.len(), 1);
+        assert_eq!(candidate_addr(&c[0]), Some(("127.0.0.1".into(), 5000)));
+    }
+}

@@ -1,0 +1,796 @@
+//! Media through the server's SFU, checked with independent `webrtc`-crate peers (see
+//! `yuntiao_tests::peer`) against the real binary: four participants hear and see each other
+//! with payloads forwarded byte for byte; a caucus cuts the other side off and ending it restores
+//! the flows; the lobby gets nothing; clients only ever see the server's address; a peer that
+//! vanishes is cleaned up; bad SDP and garbage UDP get an error or a silent drop, never a crash.
+//!
+//! Each test starts its own server with `--media-listen 127.0.0.1:<free port>`. The tests take a
+//! shared lock so that only one set of peers streams at a time: on a two-core machine, parallel
+//! media tests would measure the scheduler rather than the server.
+
+use std::collections::BTreeMap;
+use std::net::UdpSocket;
+use std::time::Duration;
+
+use reqwest::Method;
+use serde_json::json;
+use yuntiao_tests::peer::{
+    candidate_addr, candidate_lines, eventually, Kind, Peer, Tag, CONNECT_TIMEOUT,
+};
+use yuntiao_tests::{Case, Client, Server, StoreKind};
+
+/// How long flows get to start after a connection or a change.
+const START: Duration = Duration::from_secs(10);
+/// How long a change of who-receives-whom gets to take effect before we measure.
+const SETTLE: Duration = Duration::from_millis(300);
+/// The window in which nothing may arrive.
+const SILENCE: Duration = Duration::from_millis(1500);
+
+static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
+fn free_udp_port() -> u16 {
+    UdpSocket::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+async fn start() -> (Server, u16) {
+    let port = free_udp_port();
+    let server = Server::start(
+        StoreKind::Embedded,
+        &["--media-listen", &format!("127.0.0.1:{port}")],
+    )
+    .await
+    .unwrap();
+    (server, port)
+}
+
+/// Four joined and admitted clients: consumer, merchant, mediator, judge.
+async fn four_admitted(server: &Server) -> (Case, Vec<Client>) {
+    let case = server.four_party_case().await.unwrap();
+    let url = server.ws_url();
+    let (mut mediator, w) = Client::join(&url, &case.mediator().token, None)
+        .await
+        .unwrap();
+    assert_eq!(w["status"], "admitted");
+    let (judge, w) = Client::join(&url, &case.judge().token, None).await.unwrap();
+    assert_eq!(w["status"], "admitted");
+    let mut parties = Vec::new();
+    for inv in [case.consumer(), case.merchant()] {
+        let (mut c, w) = Client::join(&url, &inv.token, None).await.unwrap();
+        assert_eq!(w["status"], "lobby");
+        mediator
+            .ok(json!({"type": "admit", "participant": inv.participant}))
+            .await
+            .unwrap();
+        let w = c.wait_for(|m| m["type"] == "welcome").await.unwrap();
+        assert_eq!(w["status"], "admitted");
+        parties.push(c);
+    }
+    let merchant = parties.pop().unwrap();
+    let consumer = parties.pop().unwrap();
+    (case, vec![consumer, merchant, mediator, judge])
+}
+
+/// Connects a peer for each client, in order.
+async fn connect_all(clients: Vec<Client>) -> Vec<Peer> {
+    let mut peers = Vec::new();
+    for c in clients {
+        peers.push(Peer::connect(c).await.unwrap());
+    }
+    peers
+}
+
+const NAMES: [&str; 5] = ["consumer", "merchant", "mediator", "judge", "merchant2"];
+
+/// Waits until every peer receives audio and video from every other peer in `from`.
+async fn wait_all_flowing(peers: &[&Peer], timeout: Duration) {
+    let ok = eventually(timeout, || {
+        peers.iter().all(|r| {
+            peers.iter().all(|s| {
+                r.tag() == s.tag()
+                    || (r.received(s.tag(), Kind::Audio) > 0
+                        && r.received(s.tag(), Kind::Video) > 0)
+            })
+        })
+    })
+    .await;
+    if !ok {
+        panic!("not every flow started: {}", matrix(peers));
+    }
+}
+
+/// A readable who-received-what table for failure messages.
+fn matrix(peers: &[&Peer]) -> String {
+    let mut s = String::new();
+    for r in peers {
+        s.push_str(&format!(
+            "\n  {} (state {}, sent a{} v{}, send errors {}, errors {:?}):",
+            r.participant(),
+            r.state(),
+            r.sent(Kind::Audio),
+            r.sent(Kind::Video),
+            r.send_errors(),
+            r.errors()
+        ));
+        for snd in peers {
+            if snd.tag() != r.tag() {
+                s.push_str(&format!(
+                    " from {} a{} v{};",
+                    snd.participant(),
+                    r.received(snd.tag(), Kind::Audio),
+                    r.received(snd.tag(), Kind::Video)
+                ));
+            }
+        }
+    }
+    s
+}
+
+fn assert_exact(peers: &[&Peer]) {
+    for p in peers {
+        assert_eq!(
+            p.bad_payloads(),
+            0,
+            "{}: payloads differ from what was sent: {:?}",
+            p.participant(),
+            p.tracks()
+        );
+        for t in p.tracks() {
+            assert!(
+                t.tags.len() <= 1,
+                "{}: one received track carries several senders: {t:?}",
+                p.participant()
+            );
+            assert!(
+                !t.tags.contains(&p.tag()),
+                "{}: received its own media",
+                p.participant()
+            );
+        }
+        assert!(
+            p.errors().is_empty(),
+            "{}: {:?}",
+            p.participant(),
+            p.errors()
+        );
+    }
+}
+
+fn tags(peers: &[&Peer]) -> BTreeMap<String, Tag> {
+    peers
+        .iter()
+        .map(|p| (p.participant().to_owned(), p.tag()))
+        .collect()
+}
+
+async fn metrics(server: &Server) -> String {
+    reqwest::get(server.url("/metrics"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap()
+}
+
+fn gauge(text: &str, name: &str) -> Option<f64> {
+    text.lines()
+        .find(|l| l.split_whitespace().next() == Some(name))
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|v| v.parse().ok())
+}
+
+/// (1) Four participants receive each other's audio and video, byte for byte; each received
+/// track carries the participant `media_tracks` says it does.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn four_peers_receive_each_other() {
+    let _serial = SERIAL.lock().await;
+    let (server, _port) = start().await;
+    let (_case, clients) = four_admitted(&server).await;
+    let peers = connect_all(clients).await;
+    let all: Vec<&Peer> = peers.iter().collect();
+    wait_all_flowing(&all, START).await;
+    assert_exact(&all);
+
+    // A clean window: everything that arrives now arrives on the track media_tracks names.
+    for p in &peers {
+        p.reset_counters();
+    }
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let by_participant = tags(&all);
+    for p in &peers {
+        for s in &peers {
+            if s.tag() == p.tag() {
+                continue;
+            }
+            for kind in [Kind::Audio, Kind::Video] {
+                let f = p.flow(s.tag(), kind).unwrap_or_default();
+                assert!(
+                    f.packets > 0,
+                    "{} stopped receiving {kind:?} from {}: {}",
+                    p.participant(),
+                    s.participant(),
+                    matrix(&all)
+                );
+                assert_eq!(f.mismatches, 0);
+            }
+        }
+        let infos = p.media_tracks();
+        assert_eq!(
+            infos.len(),
+            6,
+            "{}: media_tracks should list 3 senders x 2 kinds: {infos:?}",
+            p.participant()
+        );
+        for t in p.tracks().iter().filter(|t| t.packets > 0) {
+            let mid = t.mid.as_deref().expect("mid of a received track");
+            let info = infos
+                .iter()
+                .find(|i| i.mid == mid)
+                .unwrap_or_else(|| panic!("mid {mid} is not in media_tracks {infos:?}"));
+            assert_eq!(json!(info.kind), json!(t.kind.as_str()));
+            let tag = by_participant[&info.participant];
+            assert_eq!(
+                t.tags.iter().copied().collect::<Vec<_>>(),
+                vec![tag],
+                "{}: mid {mid} should carry {}",
+                p.participant(),
+                info.participant
+            );
+        }
+    }
+    // Video keyframes reach the receivers (one a second from each sender, plus those the
+    // server asks for when a receiver subscribes).
+    let keyframes = eventually(Duration::from_secs(3), || {
+        peers.iter().all(|p| {
+            peers.iter().all(|s| {
+                s.tag() == p.tag()
+                    || p.flow(s.tag(), Kind::Video)
+                        .is_some_and(|f| f.keyframes > 0)
+            })
+        })
+    })
+    .await;
+    assert!(keyframes, "a receiver saw no keyframe: {}", matrix(&all));
+    // The server's figures agree that media flows.
+    let m = metrics(&server).await;
+    assert_eq!(gauge(&m, "yuntiao_media_peers"), Some(4.0), "{m}");
+    assert!(gauge(&m, "yuntiao_media_packets_forwarded_total").unwrap_or(0.0) > 0.0);
+    for p in peers {
+        p.close().await;
+    }
+}
+
+/// (2) A caucus of the mediator and the consumer: the merchant and the judge receive nothing of
+/// theirs, and they nothing of the merchant's and the judge's; after the caucus all flows resume.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn caucus_cuts_media_and_end_restores_it() {
+    let _serial = SERIAL.lock().await;
+    let (server, _port) = start().await;
+    let (case, clients) = four_admitted(&server).await;
+    let peers = connect_all(clients).await;
+    let [consumer, merchant, mediator, judge] = [&peers[0], &peers[1], &peers[2], &peers[3]];
+    let all = [consumer, merchant, mediator, judge];
+    wait_all_flowing(&all, START).await;
+
+    mediator
+        .ok(json!({"type": "caucus_start", "members": [case.consumer().participant]}))
+        .await
+        .unwrap();
+    let started = mediator
+        .wait_message(START, |m| {
+            m["type"] == "event" && m["kind"] == "caucus_started"
+        })
+        .await
+        .unwrap();
+    let caucus = started["caucus"].as_str().unwrap().to_owned();
+    tokio::time::sleep(SETTLE).await;
+    for p in all {
+        p.reset_counters();
+    }
+    tokio::time::sleep(SILENCE).await;
+    let inside = [consumer, mediator];
+    let outside = [merchant, judge];
+    for r in outside {
+        for s in inside {
+            assert_eq!(
+                r.received_from(s.tag()),
+                0,
+                "{} received caucus member {}'s media during the caucus: {}",
+                NAMES[peers.iter().position(|p| p.tag() == r.tag()).unwrap()],
+                NAMES[peers.iter().position(|p| p.tag() == s.tag()).unwrap()],
+                matrix(&all)
+            );
+        }
+    }
+    for r in inside {
+        for s in outside {
+            assert_eq!(
+                r.received_from(s.tag()),
+                0,
+                "caucus member {} received {} during the caucus: {}",
+                r.participant(),
+                s.participant(),
+                matrix(&all)
+            );
+        }
+    }
+    // Each side still hears its own.
+    for (a, b) in [(consumer, mediator), (merchant, judge)] {
+        for (r, s) in [(a, b), (b, a)] {
+            for kind in [Kind::Audio, Kind::Video] {
+                assert!(
+                    r.received(s.tag(), kind) > 0,
+                    "{} stopped receiving {kind:?} from {} during the caucus: {}",
+                    r.participant(),
+                    s.participant(),
+                    matrix(&all)
+                );
+            }
+        }
+    }
+    // The outside side's media_tracks no longer name the caucus members.
+    for r in outside {
+        let named: Vec<String> = r
+            .media_tracks()
+            .into_iter()
+            .map(|t| t.participant)
+            .collect();
+        for s in inside {
+            assert!(
+                !named.iter().any(|n| n == s.participant()),
+                "{}: media_tracks still lists {} during the caucus: {named:?}",
+                r.participant(),
+                s.participant()
+            );
+        }
+    }
+    assert_exact(&all);
+
+    mediator
+        .ok(json!({"type": "caucus_end", "caucus": caucus}))
+        .await
+        .unwrap();
+    for p in all {
+        p.reset_counters();
+    }
+    wait_all_flowing(&all, START).await;
+    assert_exact(&all);
+    for p in peers {
+        p.close().await;
+    }
+}
+
+/// (3) A participant in the lobby cannot open media and receives nothing; once admitted it can.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn lobby_gets_no_media() {
+    let _serial = SERIAL.lock().await;
+    let (server, _port) = start().await;
+    let (case, clients) = four_admitted(&server).await;
+    let peers = connect_all(clients).await;
+    let all: Vec<&Peer> = peers.iter().collect();
+    wait_all_flowing(&all, START).await;
+
+    let second = server
+        .invite(&case.id, "merchant", "第二商家", "1h")
+        .await
+        .unwrap();
+    let (c, w) = Client::join(&server.ws_url(), &second.token, None)
+        .await
+        .unwrap();
+    assert_eq!(w["status"], "lobby");
+    let lobby = Peer::new(c).await.unwrap();
+    let reply = lobby.negotiate().await.unwrap();
+    assert_eq!(reply["type"], "error", "{reply}");
+    assert_eq!(reply["code"], "not_admitted", "{reply}");
+    tokio::time::sleep(SILENCE).await;
+    assert_eq!(lobby.total_received(), 0);
+    assert!(
+        lobby
+            .messages()
+            .iter()
+            .all(|m| m["type"] != "media_offer" && m["type"] != "media_tracks"),
+        "the lobby got media signaling: {:?}",
+        lobby.messages()
+    );
+    for p in &peers {
+        assert_eq!(p.received_from(lobby.tag()), 0);
+    }
+    let m = metrics(&server).await;
+    assert_eq!(gauge(&m, "yuntiao_media_peers"), Some(4.0), "{m}");
+
+    // Admitted, the same participant negotiates and then hears everyone, and everyone it.
+    peers[2]
+        .ok(json!({"type": "admit", "participant": second.participant}))
+        .await
+        .unwrap();
+    lobby
+        .wait_message(START, |m| {
+            m["type"] == "welcome" && m["status"] == "admitted"
+        })
+        .await
+        .unwrap();
+    let reply = lobby.negotiate().await.unwrap();
+    assert_eq!(reply["type"], "media_answer", "{reply}");
+    lobby.wait_connected(CONNECT_TIMEOUT).await.unwrap();
+    let mut all = all;
+    all.push(&lobby);
+    for p in &all {
+        p.reset_counters();
+    }
+    wait_all_flowing(&all, START).await;
+    assert_exact(&all);
+    drop(all);
+    lobby.close().await;
+    for p in peers {
+        p.close().await;
+    }
+}
+
+/// (4) Every candidate the server ever sends names the server's own address, never another
+/// participant's.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn clients_see_only_the_servers_candidates() {
+    let _serial = SERIAL.lock().await;
+    let (server, port) = start().await;
+    let (case, clients) = four_admitted(&server).await;
+    let peers = connect_all(clients).await;
+    let all: Vec<&Peer> = peers.iter().collect();
+    wait_all_flowing(&all, START).await;
+    // Renegotiations both ways (caucus start and end) add more server SDPs to check.
+    peers[2]
+        .ok(json!({"type": "caucus_start", "members": [case.consumer().participant]}))
+        .await
+        .unwrap();
+    let started = peers[2]
+        .wait_message(START, |m| {
+            m["type"] == "event" && m["kind"] == "caucus_started"
+        })
+        .await
+        .unwrap();
+    tokio::time::sleep(SETTLE).await;
+    peers[2]
+        .ok(json!({"type": "caucus_end", "caucus": started["caucus"]}))
+        .await
+        .unwrap();
+    tokio::time::sleep(SETTLE).await;
+
+    let client_ports: Vec<u16> = peers
+        .iter()
+        .flat_map(|p| p.local_candidates())
+        .filter_map(|c| candidate_addr(&c).map(|(_, port)| port))
+        .collect();
+    assert!(!client_ports.is_empty(), "peers gathered no candidates");
+    let mut checked = 0;
+    for p in &peers {
+        let sdps = p.server_sdps();
+        assert!(
+            sdps.len() >= 2,
+            "{}: expected an answer and at least one server offer, got {}",
+            p.participant(),
+            sdps.len()
+        );
+        for sdp in sdps {
+            // The SDP as a whole names no client port (no peer's address leaks in any line).
+            for line in sdp.lines() {
+                for cp in &client_ports {
+                    assert!(
+                        !line.contains(&format!(" {cp} ")) || !line.contains("127.0.0.1"),
+                        "server SDP line names a client address: {line}"
+                    );
+                }
+            }
+            for c in candidate_lines(&sdp) {
+                let (addr, cport) = candidate_addr(&c).expect("candidate has an address");
+                assert_eq!(addr, "127.0.0.1", "foreign address in {c}");
+                assert_eq!(cport, port, "candidate not on the media port: {c}");
+                checked += 1;
+            }
+        }
+    }
+    assert!(checked >= 4, "server SDPs carried no candidates to check");
+    // Our offer went out with loopback host candidates only.
+    for p in &peers {
+        for c in p.local_candidates() {
+            assert_eq!(candidate_addr(&c).unwrap().0, "127.0.0.1", "{c}");
+            assert!(c.contains("typ host"), "{c}");
+        }
+    }
+    for p in peers {
+        p.close().await;
+    }
+}
+
+async fn wait_gauge(
+    server: &Server,
+    name: &str,
+    want: f64,
+    timeout: Duration,
+) -> Result<(), String> {
+    let deadline = tokio::time::Instant::now() + timeout;
+    loop {
+        let m = metrics(server).await;
+        if gauge(&m, name) == Some(want) {
+            return Ok(());
+        }
+        if tokio::time::Instant::now() > deadline {
+            return Err(format!(
+                "{name} did not reach {want} within {timeout:?}; now {:?}",
+                gauge(&m, name)
+            ));
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+/// (5) A peer that vanishes (connection and websocket dropped, no goodbye) stops reaching the
+/// others and is cleaned up on the server.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn vanished_peer_is_cleaned_up() {
+    let _serial = SERIAL.lock().await;
+    let (server, _port) = start().await;
+    let (_case, clients) = four_admitted(&server).await;
+    let mut peers = connect_all(clients).await;
+    {
+        let all: Vec<&Peer> = peers.iter().collect();
+        wait_all_flowing(&all, START).await;
+    }
+    wait_gauge(&server, "yuntiao_media_peers", 4.0, START)
+        .await
+        .unwrap();
+    let judge = peers.pop().unwrap();
+    let judge_tag = judge.tag();
+    let judge_participant = judge.participant().to_owned();
+    judge.vanish();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    for p in &peers {
+        p.reset_counters();
+    }
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let rest: Vec<&Peer> = peers.iter().collect();
+    for p in &rest {
+        assert_eq!(p.received_from(judge_tag), 0, "{}", p.participant());
+    }
+    for p in &rest {
+        p.reset_counters();
+    }
+    wait_all_flowing(&rest, START).await;
+    wait_gauge(&server, "yuntiao_media_peers", 3.0, Duration::from_secs(30))
+        .await
+        .unwrap();
+    assert_tracks_dropped(&rest, &judge_participant).await;
+    assert_exact(&rest);
+    drop(rest);
+    for p in peers {
+        p.close().await;
+    }
+}
+
+/// The others' `media_tracks` stop naming `gone`.
+async fn assert_tracks_dropped(peers: &[&Peer], gone: &str) {
+    let dropped = eventually(START, || {
+        peers
+            .iter()
+            .all(|p| p.media_tracks().iter().all(|t| t.participant != gone))
+    })
+    .await;
+    assert!(
+        dropped,
+        "media_tracks still name {gone}: {:?}",
+        peers.iter().map(|p| p.media_tracks()).collect::<Vec<_>>()
+    );
+}
+
+/// (5b) A peer whose media vanishes while its websocket stays open (a phone dropping off Wi-Fi)
+/// is timed out by the media plane itself.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn peer_whose_media_vanishes_times_out() {
+    let _serial = SERIAL.lock().await;
+    let (server, _port) = start().await;
+    let (_case, clients) = four_admitted(&server).await;
+    let mut peers = connect_all(clients).await;
+    {
+        let all: Vec<&Peer> = peers.iter().collect();
+        wait_all_flowing(&all, START).await;
+    }
+    let mut judge = peers.pop().unwrap();
+    judge.vanish_media();
+    wait_gauge(&server, "yuntiao_media_peers", 3.0, Duration::from_secs(30))
+        .await
+        .unwrap();
+    // The websocket is still up.
+    let pong = judge.signal(json!({"type": "ping"})).await.unwrap();
+    assert_eq!(pong["type"], "pong");
+    let rest: Vec<&Peer> = peers.iter().collect();
+    for p in &rest {
+        p.reset_counters();
+    }
+    wait_all_flowing(&rest, START).await;
+    for p in &rest {
+        assert_eq!(p.received_from(judge.tag()), 0);
+    }
+    assert_tracks_dropped(&rest, judge.participant()).await;
+    assert_exact(&rest);
+    drop(rest);
+    judge.vanish();
+    for p in peers {
+        p.close().await;
+    }
+}
+
+/// (6) Bad input: malformed SDP, an offer with no usable codec, odd ICE candidates, garbage UDP
+/// on the media port. Each gets a clear error or a silent drop; the server keeps serving.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_media_input_is_refused_and_harmless() {
+    let _serial = SERIAL.lock().await;
+    let (server, port) = start().await;
+    let (_case, mut clients) = four_admitted(&server).await;
+    let judge_client = clients.pop().unwrap();
+    let mediator_client = clients.pop().unwrap();
+    let consumer = Peer::new(clients.remove(0)).await.unwrap();
+
+    // Garbage SDP.
+    for junk in [
+        "",
+        "hello",
+        "v=0\r\nthis is not sdp\r\n",
+        "v=0\r\no=- 0 0 IN IP4 1.2.3.4\r\n",
+    ] {
+        let r = consumer.offer_raw(junk).await.unwrap();
+        assert_eq!(r["type"], "error", "{junk:?}: {r}");
+        assert_eq!(r["code"], "invalid_message", "{junk:?}: {r}");
+    }
+    // A media_offer that is not even a string.
+    let r = consumer
+        .signal(json!({"type": "media_offer", "sdp": 42}))
+        .await
+        .unwrap();
+    assert_eq!(r["code"], "invalid_message", "{r}");
+    // A well-formed offer whose only codecs are made up.
+    // Our real offer first (it is answered), then the same with its codecs renamed.
+    let r = consumer.negotiate().await.unwrap();
+    assert_eq!(r["type"], "media_answer", "{r}");
+    let real = consumer.local_sdp().await.expect("local offer");
+    let fake = real
+        .replace("opus/48000/2", "x-madeup/48000/2")
+        .replace("VP8/90000", "X-FAKE/90000");
+    assert_ne!(fake, real);
+    // As a renegotiation of a working connection it may be refused, or answered (str0m keeps
+    // the payload types already negotiated); either way the connection keeps working (checked
+    // below).
+    let r = consumer.offer_raw(fake.clone()).await.unwrap();
+    assert!(
+        r["type"] == "media_answer" || (r["type"] == "error" && r["code"] == "invalid_message"),
+        "{r}"
+    );
+    // A fresh participant whose first offer has no usable codec.
+    let mediator = Peer::new(mediator_client).await.unwrap();
+    let r = mediator.offer_raw(fake).await.unwrap();
+    if r["type"] == "error" {
+        assert_eq!(r["code"], "invalid_message", "{r}");
+    } else {
+        assert_eq!(r["type"], "media_answer", "{r}");
+        let sdp = r["sdp"].as_str().unwrap();
+        assert!(
+            sdp.lines()
+                .filter(|l| l.starts_with("m="))
+                .all(|l| l.split_whitespace().nth(1) == Some("0")),
+            "an answer to an offer without usable codecs must reject every m-line: {sdp}"
+        );
+    }
+
+    // ICE candidates: garbage is refused; a candidate naming someone else's address is accepted
+    // or refused but never used (the server is ICE-lite). Loopback addresses only, on purpose.
+    let r = consumer
+        .signal(json!({"type": "ice_candidate", "candidate": "candidate:garbage"}))
+        .await
+        .unwrap();
+    assert!(
+        r["type"] == "error" && r["code"] == "invalid_message" || r["type"] == "ack",
+        "{r}"
+    );
+    for c in [
+        "candidate:1 1 udp 2130706431 127.0.0.9 9 typ host",
+        "a=candidate:2 1 udp 2130706431 127.0.0.10 10 typ host",
+    ] {
+        let r = consumer
+            .signal(json!({"type": "ice_candidate", "candidate": c}))
+            .await
+            .unwrap();
+        assert!(r["type"] == "ack" || r["type"] == "error", "{r}");
+    }
+    let replies = consumer.trickle_candidates().await.unwrap();
+    assert!(!replies.is_empty());
+    for r in replies {
+        assert_eq!(r["type"], "ack", "trickling a real candidate: {r}");
+    }
+
+    // Garbage UDP at the media port: random bytes, a fake STUN binding request, a fake
+    // DTLS-looking and an RTP-looking datagram, an empty one, an oversized one.
+    let sock = UdpSocket::bind("127.0.0.1:0").unwrap();
+    let target = format!("127.0.0.1:{port}");
+    let mut seed: u64 = 0x9e37_79b9_7f4a_7c15;
+    let mut rnd = |n: usize| -> Vec<u8> {
+        (0..n)
+            .map(|_| {
+                seed ^= seed << 13;
+                seed ^= seed >> 7;
+                seed ^= seed << 17;
+                seed as u8
+            })
+            .collect()
+    };
+    let mut stun = vec![0x00, 0x01, 0x00, 0x08, 0x21, 0x12, 0xa4, 0x42];
+    stun.extend(rnd(12));
+    stun.extend([0x00, 0x06, 0x00, 0x04, b'a', b'b', b':', b'c']);
+    let mut dtls = vec![22, 0xfe, 0xfd];
+    dtls.extend(rnd(60));
+    let mut rtp = vec![0x80, 96];
+    rtp.extend(rnd(200));
+    let mut datagrams = vec![stun, dtls, rtp, vec![], rnd(1400)];
+    for n in [1, 2, 20, 100, 500] {
+        for _ in 0..20 {
+            datagrams.push(rnd(n));
+        }
+    }
+    for d in &datagrams {
+        sock.send_to(d, &target).unwrap();
+    }
+
+    // The server still serves: a new peer connects and media flows both ways.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let r = server.admin(Method::GET, "/healthz", None).await.unwrap();
+    assert_eq!(r.0, 200, "{r:?}");
+    let judge = Peer::connect(judge_client).await.unwrap();
+    consumer.wait_connected(CONNECT_TIMEOUT).await.unwrap();
+    let both = [&consumer, &judge];
+    wait_all_flowing(&both, START).await;
+    assert_exact(&both);
+    let m = metrics(&server).await;
+    assert!(
+        gauge(&m, "yuntiao_media_udp_unmatched_total").unwrap_or(0.0) >= 1.0,
+        "garbage UDP should be counted: {m}"
+    );
+    mediator.close().await;
+    consumer.close().await;
+    judge.close().await;
+}
+
+/// (7) A receiver's keyframe request (PLI) reaches the publisher through the server.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn keyframe_requests_reach_the_publisher() {
+    let _serial = SERIAL.lock().await;
+    let (server, _port) = start().await;
+    let (_case, mut clients) = four_admitted(&server).await;
+    clients.truncate(2);
+    let peers = connect_all(clients).await;
+    let (consumer, merchant) = (&peers[0], &peers[1]);
+    wait_all_flowing(&[consumer, merchant], START).await;
+    tokio::time::sleep(SETTLE).await;
+    let before = merchant.feedback_received();
+    let mut sent = 0;
+    for _ in 0..5 {
+        if consumer.request_keyframe(merchant.tag()).await.unwrap() {
+            sent += 1;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(sent > 0, "consumer has no video track of the merchant");
+    let ok = eventually(Duration::from_secs(5), || {
+        let now = merchant.feedback_received();
+        now.0 + now.1 > before.0 + before.1
+    })
+    .await;
+    assert!(
+        ok,
+        "the merchant got no PLI/FIR after the consumer asked: before {before:?}, now {:?}; \
+         RTCP the merchant received: {:?}",
+        merchant.feedback_received(),
+        merchant.rtcp_received()
+    );
+    for p in peers {
+        p.close().await;
+    }
+}
