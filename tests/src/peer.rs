@@ -11,12 +11,15 @@
 //!   (renegotiation), keeps the latest `media_tracks`, logs every message the server sent, and
 //!   carries the test's own requests ([`Peer::signal`]);
 //! * sender tasks write synthetic RTP: audio every 20 ms, video at 30 frames per second (three
-//!   packets per keyframe, one keyframe per second, two per delta frame). Every payload carries
+//!   packets per keyframe, two per delta frame; a keyframe every second and after each PLI/FIR
+//!   the server relays, as an encoder would). Every payload carries
 //!   the sender's 8-byte tag and a counter, and the rest of it is a function of those, so a
 //!   receiver can rebuild the exact bytes the sender wrote and tell forwarding errors from
 //!   forwarding ([`expected_payload`]);
 //! * received RTP is counted per sender tag and kind and per received track ([`Peer::received`],
-//!   [`Peer::tracks`]).
+//!   [`Peer::tracks`]); keyframe requests and NACKs about our own tracks are counted too
+//!   ([`Peer::feedback_received`]; webrtc 0.21 hands inbound RTCP to the application only when
+//!   an interceptor marks it, which `FeedbackToApplication` does).
 //!
 //! The peer connection, its sockets and the sender and receiver tasks live on a runtime of their
 //! own, so [`Peer::vanish`] can make a participant disappear as a crashed phone would: no DTLS
@@ -456,9 +459,9 @@ async fn read_track(shared: Arc<Shared>, track: Arc<dyn TrackRemote>) {
 /// Counts the RTCP the server sent about our published tracks: keyframe requests make the next
 /// video frame a keyframe, as an encoder would.
 ///
-/// webrtc 0.21 routes a compound RTCP packet by the first SSRC its first packet names, so
-/// feedback about our tracks often arrives on a *received* track (behind the server's sender
-/// report); both paths land here, filtered by the media SSRC.
+/// webrtc 0.21 routes a compound RTCP packet to a track by the first SSRC its first packet names,
+/// so feedback can arrive on a local or on a received track; both paths land here, filtered by
+/// the media SSRC.
 fn count_rtcp(shared: &Shared, pkts: &[Box<dyn rtc::rtcp::Packet>]) {
     for p in pkts {
         let any = p.as_any();
@@ -1237,15 +1240,15 @@ impl Peer {
         )
         .await;
         let state = *self.shared.state.borrow();
-        match r {
-            Ok(_) if state == RTCPeerConnectionState::Connected => Ok(()),
-            _ => bail!(
-                "peer {} not connected within {timeout:?}: state {state}, ICE {}, signaling {}",
-                self.participant,
-                self.shared.ice_state.lock().unwrap(),
-                self.pc_signaling_state().await,
-            ),
+        if r.is_ok() && state == RTCPeerConnectionState::Connected {
+            return Ok(());
         }
+        let ice = self.shared.ice_state.lock().unwrap().clone();
+        let signaling = self.pc_signaling_state().await;
+        bail!(
+            "peer {} not connected within {timeout:?}: state {state}, ICE {ice}, {signaling}",
+            self.participant
+        )
     }
 
     async fn pc_signaling_state(&self) -> String {

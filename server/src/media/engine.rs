@@ -99,8 +99,14 @@ fn kind_of(k: Kind) -> MediaKind {
     }
 }
 
-fn bad_sdp(msg: impl std::fmt::Display) -> ProtocolError {
-    ProtocolError::new(ErrorCode::InvalidMessage, format!("unusable SDP: {msg}"))
+/// A fixed message: parser errors can carry internal details (even memory addresses) that
+/// clients have no business seeing; the detail goes to the debug log.
+fn bad_sdp(detail: impl std::fmt::Display) -> ProtocolError {
+    debug!(%detail, "SDP refused");
+    ProtocolError::new(
+        ErrorCode::InvalidMessage,
+        "the SDP could not be parsed or negotiated",
+    )
 }
 
 impl Engine {
