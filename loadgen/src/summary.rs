@@ -1,0 +1,218 @@
+//! `--summarize FILE`: turns the JSON lines of one benchmark run into Markdown tables.
+//!
+//! `run-bench.sh` makes every loadgen run append its report (`--summary FILE`) and appends the
+//! raw `redis-benchmark` XADD figures to the same file, so the ratios printed here are always
+//! between figures measured in the same run, on the same machine.
+
+use anyhow::Context;
+use serde_json::Value;
+
+const FANOUT_P99_TARGET_MS: f64 = 5.0;
+const KIB_PER_PARTICIPANT_TARGET: f64 = 50.0;
+const NOTES_RATIO_TARGET: f64 = 0.5;
+
+fn num(v: &Value) -> Option<f64> {
+    v.as_f64()
+}
+
+fn f(v: &Value, digits: usize) -> String {
+    num(v).map_or_else(|| "-".to_owned(), |x| format!("{x:.digits$}"))
+}
+
+fn mib(v: &Value) -> String {
+    num(v).map_or_else(|| "-".to_owned(), |x| format!("{:.1}", x / 1024.0))
+}
+
+fn errors(r: &Value) -> String {
+    let mut parts = Vec::new();
+    if let Some(m) = r["errors"].as_object() {
+        for (k, v) in m {
+            parts.push(format!("{k}:{v}"));
+        }
+    }
+    let dropped = r["dropped_connections"].as_u64().unwrap_or(0);
+    if dropped > 0 {
+        parts.push(format!("dropped:{dropped}"));
+    }
+    let unanswered = r["unanswered"].as_u64().unwrap_or(0);
+    if unanswered > 0 {
+        parts.push(format!("unanswered:{unanswered}"));
+    }
+    if parts.is_empty() {
+        "none".to_owned()
+    } else {
+        parts.join(" ")
+    }
+}
+
+fn met(ok: bool) -> &'static str {
+    if ok {
+        "met"
+    } else {
+        "NOT met"
+    }
+}
+
+/// Prints the tables and the target verdicts for the runs in `path`.
+pub fn print(path: &std::path::Path) -> anyhow::Result<()> {
+    let text =
+        std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+    let rows: Vec<Value> = text
+        .lines()
+        .filter(|l| !l.trim().is_empty())
+        .map(serde_json::from_str)
+        .collect::<Result<_, _>>()
+        .context("a line of the results file is not JSON")?;
+    let by_mode = |m: &'static str| rows.iter().filter(move |r| r["mode"] == m);
+
+    println!("### Chat fan-out (1 message/s per room from the mediator to 3 others)\n");
+    println!("| store | rooms | websockets | join p50 / p99 / max (ms) | fan-out p50 / p99 / max (ms) | ping→pong p50 / p99 (ms) | delivered/s (received/expected) | acked/s | server CPU s (% of 1 core) | loadgen CPU s | other processes' CPU s | server RSS before / after setup / end (MiB) | RSS per participant (KiB) | errors |");
+    println!("|---|---:|---:|---|---|---|---|---:|---|---:|---:|---|---:|---|");
+    for r in by_mode("chat") {
+        println!(
+            "| {} | {} | {} | {} / {} / {} | {} / {} / {} | {} / {} | {} ({}/{}) | {} | {} ({}) | {} | {} | {} / {} / {} | {} | {} |",
+            r["label"].as_str().unwrap_or("?"),
+            r["rooms"],
+            r["websockets"],
+            f(&r["join_ms"]["p50"], 2),
+            f(&r["join_ms"]["p99"], 2),
+            f(&r["join_ms"]["max"], 2),
+            f(&r["fanout_ms"]["p50"], 2),
+            f(&r["fanout_ms"]["p99"], 2),
+            f(&r["fanout_ms"]["max"], 2),
+            f(&r["ping_ms"]["p50"], 2),
+            f(&r["ping_ms"]["p99"], 2),
+            f(&r["delivered_per_s"], 0),
+            r["delivered"],
+            r["expected_deliveries"],
+            f(&r["acked_per_s"], 1),
+            f(&r["server_cpu_s"], 2),
+            f(&r["server_cpu_pct_of_one_core"], 0),
+            f(&r["loadgen_cpu_s"], 2),
+            f(&r["other_cpu_s"], 2),
+            mib(&r["server_rss_kib"]["before_setup"]),
+            mib(&r["server_rss_kib"]["after_setup"]),
+            mib(&r["server_rss_kib"]["end"]),
+            f(&r["server_rss_kib_per_participant"], 1),
+            errors(r),
+        );
+    }
+
+    println!("\n### Acknowledged notes (staff scope), window per mediator connection\n");
+    println!("| store | rooms x window | acked notes/s | note → ack p50 / p99 / max (ms) | fan-out to judge p50 / p99 (ms) | server CPU s (% of 1 core) | redis CPU s | loadgen CPU s | other processes' CPU s | stored event bytes | errors |");
+    println!("|---|---|---:|---|---|---|---:|---:|---:|---:|---|");
+    for r in by_mode("notes") {
+        println!(
+            "| {} | {} x {} | {} | {} / {} / {} | {} / {} | {} ({}) | {} | {} | {} | {} | {} |",
+            r["label"].as_str().unwrap_or("?"),
+            r["rooms"],
+            r["window"],
+            f(&r["acked_per_s"], 0),
+            f(&r["ack_ms"]["p50"], 2),
+            f(&r["ack_ms"]["p99"], 2),
+            f(&r["ack_ms"]["max"], 2),
+            f(&r["fanout_ms"]["p50"], 2),
+            f(&r["fanout_ms"]["p99"], 2),
+            f(&r["server_cpu_s"], 2),
+            f(&r["server_cpu_pct_of_one_core"], 0),
+            f(&r["redis_cpu_s"], 2),
+            f(&r["loadgen_cpu_s"], 2),
+            f(&r["other_cpu_s"], 2),
+            r["note_event_bytes"],
+            errors(r),
+        );
+    }
+
+    let xadds: Vec<&Value> = by_mode("xadd").collect();
+    if !xadds.is_empty() {
+        println!("\n### Raw Redis reference (redis-benchmark XADD, same run)\n");
+        println!("| redis config | XADD/s | payload bytes | clients | pipeline | elapsed s | machine CPU s busy |");
+        println!("|---|---:|---:|---:|---:|---:|---:|");
+        for r in &xadds {
+            println!(
+                "| {} | {} | {} | {} | {} | {} | {} |",
+                r["label"].as_str().unwrap_or("?"),
+                f(&r["xadd_per_s"], 0),
+                r["payload_bytes"],
+                r["clients"],
+                r["pipeline"],
+                f(&r["elapsed_s"], 1),
+                f(&r["machine_cpu_s"], 1),
+            );
+        }
+    }
+
+    let probes: Vec<&Value> = by_mode("fsync").collect();
+    if !probes.is_empty() {
+        println!("\n### Disk reference (append + fdatasync, one at a time, same run)\n");
+        println!("| where | record bytes | fdatasync p50 / p99 / max (ms) | per second |");
+        println!("|---|---:|---|---:|");
+        for r in &probes {
+            println!(
+                "| {} | {} | {} / {} / {} | {} |",
+                r["label"].as_str().unwrap_or("?"),
+                r["record_bytes"],
+                f(&r["fsync_ms"]["p50"], 2),
+                f(&r["fsync_ms"]["p99"], 2),
+                f(&r["fsync_ms"]["max"], 2),
+                f(&r["ops_per_s"], 0),
+            );
+        }
+    }
+
+    println!("\n### Targets\n");
+    for r in by_mode("chat").chain(by_mode("notes")) {
+        let avail = num(&r["duration_s"]).unwrap_or(0.0) * num(&r["cores"]).unwrap_or(1.0);
+        if let Some(other) = num(&r["other_cpu_s"]).filter(|o| avail > 0.0 && *o > 0.1 * avail) {
+            println!(
+                "- note: during the {} {} run with {} rooms, other processes used {:.0} % of the machine: its figures are disturbed",
+                r["label"].as_str().unwrap_or("?"),
+                r["mode"].as_str().unwrap_or("?"),
+                r["rooms"],
+                100.0 * other / avail
+            );
+        }
+    }
+    for r in by_mode("chat") {
+        if r["rooms"].as_u64() == Some(1000) {
+            if let Some(p99) = num(&r["fanout_ms"]["p99"]) {
+                println!(
+                    "- fan-out p99 < {FANOUT_P99_TARGET_MS} ms at 1,000 rooms ({}): {p99:.2} ms — {}",
+                    r["label"].as_str().unwrap_or("?"),
+                    met(p99 < FANOUT_P99_TARGET_MS)
+                );
+            }
+            if let Some(k) = num(&r["server_rss_kib_per_participant"]) {
+                println!(
+                    "- < {KIB_PER_PARTICIPANT_TARGET} KiB server memory per idle participant at 1,000 rooms ({}): {k:.1} KiB — {}",
+                    r["label"].as_str().unwrap_or("?"),
+                    met(k < KIB_PER_PARTICIPANT_TARGET)
+                );
+            }
+        }
+    }
+    for n in by_mode("notes") {
+        let Some(notes) = num(&n["acked_per_s"]) else {
+            continue;
+        };
+        for x in &xadds {
+            let Some(raw) = num(&x["xadd_per_s"]).filter(|r| *r > 0.0) else {
+                continue;
+            };
+            let ratio = notes / raw;
+            let label = n["label"].as_str().unwrap_or("?");
+            let xl = x["label"].as_str().unwrap_or("?");
+            // The target compares the Redis-backed server with Redis configured the same way.
+            let target = label == "redis" && xl == "appendfsync always";
+            println!(
+                "- acked notes/s ({label}) ÷ raw XADD/s ({xl}) = {notes:.0} ÷ {raw:.0} = {ratio:.2}{}",
+                if target {
+                    format!(" — target ≥ {NOTES_RATIO_TARGET}: {}", met(ratio >= NOTES_RATIO_TARGET))
+                } else {
+                    String::new()
+                }
+            );
+        }
+    }
+    Ok(())
+}
