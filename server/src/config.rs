@@ -23,7 +23,7 @@ pub struct Cli {
 #[derive(Subcommand, Debug)]
 pub enum Command {
     /// Run the server.
-    Serve(ServeArgs),
+    Serve(Box<ServeArgs>),
     /// Mint an invite link for an existing case (asks the running server's admin API).
     Invite(InviteArgs),
     /// Verify the hash chain of a case's record (asks the running server's admin API).

@@ -70,7 +70,7 @@ async fn main() -> anyhow::Result<()> {
         .init();
     let cli = Cli::parse();
     match cli.command {
-        Command::Serve(args) => yuntiao_server::server::serve(args).await,
+        Command::Serve(args) => yuntiao_server::server::serve(*args).await,
         Command::Invite(args) => {
             let mut body = serde_json::json!({"role": args.role, "name": args.name});
             if let Some(ttl) = &args.ttl {

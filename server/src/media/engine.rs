@@ -254,7 +254,7 @@ impl Engine {
             }
         };
         let usable = answer.to_sdp_string().lines().any(|l| {
-            l.starts_with("m=") && !l.split_whitespace().nth(1).is_some_and(|port| port == "0")
+            l.starts_with("m=") && l.split_whitespace().nth(1).is_none_or(|port| port != "0")
         });
         if !usable {
             if existing.is_none() {
@@ -426,10 +426,12 @@ impl Engine {
                     t.first_seq.get_or_insert(seq);
                     t.max_seq = t.max_seq.max(seq);
                 }
-                let mut ext = ExtensionValues::default();
-                ext.audio_level = p.header.ext_vals.audio_level;
-                ext.voice_activity = p.header.ext_vals.voice_activity;
-                ext.video_orientation = p.header.ext_vals.video_orientation;
+                let ext = ExtensionValues {
+                    audio_level: p.header.ext_vals.audio_level,
+                    voice_activity: p.header.ext_vals.voice_activity,
+                    video_orientation: p.header.ext_vals.video_orientation,
+                    ..Default::default()
+                };
                 self.forwards.push_back(Forward {
                     from: i,
                     mid,
