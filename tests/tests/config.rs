@@ -213,3 +213,59 @@ async fn store_outage_acknowledges_nothing() {
         .collect();
     assert_eq!(texts, vec!["before the outage", "after the outage"]);
 }
+
+/// With TURN configured, the welcome carries time-limited coturn credentials:
+/// `<expiry>:<participant>` and base64(HMAC-SHA1(secret, username)), as coturn checks them.
+#[tokio::test]
+async fn welcome_carries_turn_credentials() {
+    let server = Server::start(
+        StoreKind::Embedded,
+        &[
+            "--turn-url",
+            "turn:turn.example.org:3478?transport=udp,turn:turn.example.org:3478?transport=tcp",
+            "--turn-secret",
+            "coturn-shared-secret",
+            "--turn-ttl",
+            "1h",
+        ],
+    )
+    .await
+    .unwrap();
+    let case = server.four_party_case().await.unwrap();
+    let (_c, w) = Client::join(&server.ws_url(), &case.consumer().token, None)
+        .await
+        .unwrap();
+    let ice = &w["ice_servers"][0];
+    assert_eq!(ice["urls"].as_array().unwrap().len(), 2);
+    let username = ice["username"].as_str().unwrap();
+    let (expiry, participant) = username.split_once(':').unwrap();
+    assert_eq!(participant, case.consumer().participant);
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs() as i64;
+    let expiry: i64 = expiry.parse().unwrap();
+    assert!(
+        (expiry - now - 3600).abs() < 60,
+        "expiry {expiry} vs now {now}"
+    );
+    // The password as coturn computes it, via openssl.
+    let out = Command::new("sh")
+        .arg("-c")
+        .arg(format!(
+            "printf %s '{username}' | openssl dgst -sha1 -hmac coturn-shared-secret -binary | base64"
+        ))
+        .output()
+        .unwrap();
+    assert_eq!(
+        ice["credential"].as_str().unwrap(),
+        String::from_utf8_lossy(&out.stdout).trim()
+    );
+    // Without TURN configured the field is absent.
+    let plain = Server::embedded().await.unwrap();
+    let case = plain.four_party_case().await.unwrap();
+    let (_c, w) = Client::join(&plain.ws_url(), &case.mediator().token, None)
+        .await
+        .unwrap();
+    assert!(w.get("ice_servers").is_none());
+}

@@ -956,6 +956,7 @@ async fn tokens_never_appear_in_the_server_log(level: &str) {
         }
     }
     cmd.arg("serve")
+        .args(["--media-listen", "127.0.0.1:0"])
         .args(["--listen", &format!("127.0.0.1:{port}"), "--data"])
         .arg(dir.path().join("data"))
         .env("YUNTIAO_ADMIN_TOKEN", ADMIN_TOKEN)
