@@ -9,13 +9,15 @@
 # everything it started. Everything listens on 127.0.0.1 only.
 #
 # Usage: loadgen/run-bench.sh
-# Environment (optional): DURATION (20s), ROOMS_LIST ("100 1000"), RATE (1, per room per second),
-#   NOTES_ROOMS (100), WINDOW (8), NOTE_PADDING (160), XADD_N (200000), KEEP (dir to keep results in,
-#   default target/bench), NICE (e.g. -10: run server, redis, loadgen and redis-benchmark at this
-#   nice level, so other work on a shared machine disturbs the figures less; needs root).
+# Environment (optional): STORES ("embedded redis"), DURATION (20s), ROOMS_LIST ("100 1000"),
+#   RATE (1, per room per second), NOTES_ROOMS (100), WINDOW (8), NOTE_PADDING (160),
+#   XADD_N (200000), KEEP (dir to keep results in, default target/bench), NICE (e.g. -10: run
+#   server, redis, loadgen and redis-benchmark at this nice level, so other work on a shared
+#   machine disturbs the figures less; needs root).
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
+STORES=${STORES:-"embedded redis"}
 DURATION=${DURATION:-20s}
 ROOMS_LIST=${ROOMS_LIST:-"100 1000"}
 RATE=${RATE:-1}
@@ -108,7 +110,9 @@ start_server() { # $1 = store (embedded|redis), $2 = run name
     fi
     for attempt in 1 2 3; do
         port=$(free_port)
-        "${RUN[@]}" "$BIN" serve --listen "127.0.0.1:$port" --data "$WORK/data-$2" "${args[@]}" \
+        # The media plane's UDP socket takes the same port number (its default is fixed).
+        "${RUN[@]}" "$BIN" serve --listen "127.0.0.1:$port" --media-listen "127.0.0.1:$port" \
+            --data "$WORK/data-$2" "${args[@]}" \
             --rate-limit 1000000 --rate-burst 1000000 >"$WORK/server-$2.log" 2>&1 &
         SERVER_PID=$!
         STARTED+=("$SERVER_PID")
@@ -140,7 +144,7 @@ loadgen() { # $1 = store, then loadgen options
 # The floor under any durable fan-out: one append + fdatasync on the disk the stores use.
 "${RUN[@]}" "$LOADGEN" --fsync-probe "$WORK/probe" --duration 5s --label "data directory disk" --summary "$RESULTS"
 
-for store in embedded redis; do
+for store in $STORES; do
     extra=()
     [[ $store == redis ]] && extra=(--redis-pid "$RPID")
     for rooms in $ROOMS_LIST; do

@@ -60,6 +60,19 @@ fn send_now(out: &mpsc::Sender<Outbound>, msg: ServerMessage) -> bool {
     out.try_send(Outbound::Text(msg.to_json().into())).is_ok()
 }
 
+/// Answers request `id` with a typed error.
+fn refuse(
+    out: &mpsc::Sender<Outbound>,
+    id: Option<String>,
+    code: ErrorCode,
+    message: impl Into<String>,
+) {
+    send_now(
+        out,
+        ServerMessage::error(id, ProtocolError::new(code, message)),
+    );
+}
+
 /// Serves one websocket until it closes.
 pub async fn serve(socket: WebSocket, state: AppState) {
     let conn_id = state.rooms.next_conn_id();
@@ -157,29 +170,21 @@ async fn serve_inner(socket: WebSocket, state: AppState, conn_id: u64) {
                 writer_done = true;
                 break;
             }
-            send_now(
+            refuse(
                 &out_tx,
-                ServerMessage::error(
-                    None,
-                    ProtocolError::new(
-                        ErrorCode::RateLimited,
-                        "too many messages; this one was dropped",
-                    ),
-                ),
+                None,
+                ErrorCode::RateLimited,
+                "too many messages; this one was dropped",
             );
             continue;
         }
         flood = 0;
         if text.len() > cfg.max_frame_bytes {
-            send_now(
+            refuse(
                 &out_tx,
-                ServerMessage::error(
-                    None,
-                    ProtocolError::new(
-                        ErrorCode::FrameTooLarge,
-                        format!("frames are limited to {} bytes", cfg.max_frame_bytes),
-                    ),
-                ),
+                None,
+                ErrorCode::FrameTooLarge,
+                format!("frames are limited to {} bytes", cfg.max_frame_bytes),
             );
             continue;
         }
@@ -193,15 +198,11 @@ async fn serve_inner(socket: WebSocket, state: AppState, conn_id: u64) {
         let id = msg.id;
         if let (Some(asked), Some((case, _))) = (&msg.case, &joined) {
             if asked != case {
-                send_now(
+                refuse(
                     &out_tx,
-                    ServerMessage::error(
-                        id,
-                        ProtocolError::new(
-                            ErrorCode::WrongCase,
-                            "this connection joined another case",
-                        ),
-                    ),
+                    id,
+                    ErrorCode::WrongCase,
+                    "this connection joined another case",
                 );
                 continue;
             }
@@ -211,15 +212,11 @@ async fn serve_inner(socket: WebSocket, state: AppState, conn_id: u64) {
                 send_now(&out_tx, ServerMessage::Pong { id });
             }
             (Request::Join { .. }, Some(_)) => {
-                send_now(
+                refuse(
                     &out_tx,
-                    ServerMessage::error(
-                        id,
-                        ProtocolError::new(
-                            ErrorCode::AlreadyJoined,
-                            "this connection has already joined",
-                        ),
-                    ),
+                    id,
+                    ErrorCode::AlreadyJoined,
+                    "this connection has already joined",
                 );
             }
             (Request::Join { token, resume_from }, None) => {
@@ -232,15 +229,11 @@ async fn serve_inner(socket: WebSocket, state: AppState, conn_id: u64) {
                     }
                 };
                 if msg.case.as_deref().is_some_and(|c| c != claims.case) {
-                    send_now(
+                    refuse(
                         &out_tx,
-                        ServerMessage::error(
-                            id,
-                            ProtocolError::new(
-                                ErrorCode::WrongCase,
-                                "the invite is for another case",
-                            ),
-                        ),
+                        id,
+                        ErrorCode::WrongCase,
+                        "the invite is for another case",
                     );
                     continue;
                 }
@@ -268,13 +261,7 @@ async fn serve_inner(socket: WebSocket, state: AppState, conn_id: u64) {
                 }
             }
             (_, None) => {
-                send_now(
-                    &out_tx,
-                    ServerMessage::error(
-                        id,
-                        ProtocolError::new(ErrorCode::NotJoined, "join first"),
-                    ),
-                );
+                refuse(&out_tx, id, ErrorCode::NotJoined, "join first");
             }
             (request, Some((case, _))) => {
                 if let Err(e) = state
