@@ -3,6 +3,7 @@
 use std::sync::Arc;
 
 use anyhow::Context;
+use axum::serve::ListenerExt;
 use tracing::info;
 
 use crate::auth::TokenService;
@@ -67,9 +68,18 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
             default_invite_ttl: *args.invite_ttl,
         }),
     };
-    let listener = tokio::net::TcpListener::bind(args.listen)
-        .await
+    // A deep accept backlog: a committee opening a session sends many joins at once, and the
+    // default 128 overflows under a burst (dropped SYNs are retried only after a second).
+    let socket = if args.listen.is_ipv4() {
+        tokio::net::TcpSocket::new_v4()?
+    } else {
+        tokio::net::TcpSocket::new_v6()?
+    };
+    socket.set_reuseaddr(true)?;
+    socket
+        .bind(args.listen)
         .with_context(|| format!("binding {}", args.listen))?;
+    let listener = socket.listen(4096)?;
     let local = listener.local_addr()?;
     info!(listen = %local, store = store.kind(), public_url = %public_url, "yuntiao serving");
     if secrets.generated_admin_token {
@@ -86,6 +96,10 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         store.kind(),
         state.rooms.media().advertised
     );
+    // Small frames (an event, then its ack) must not wait for the client's delayed ACK.
+    let listener = listener.tap_io(|tcp| {
+        let _ = tcp.set_nodelay(true);
+    });
     axum::serve(listener, crate::http::router(state))
         .with_graceful_shutdown(shutdown_signal())
         .await?;
