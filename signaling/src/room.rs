@@ -454,13 +454,7 @@ impl Room {
                 )])
             }
             Request::Admit { participant } => {
-                let p = self.other(participant)?;
-                if p.status != ParticipantStatus::Lobby {
-                    return Err(err(
-                        ErrorCode::Conflict,
-                        "that participant is not in the lobby",
-                    ));
-                }
+                self.waiting(participant)?;
                 Ok(vec![draft(
                     Visibility::Everyone,
                     EventBody::Admitted {
@@ -474,13 +468,7 @@ impl Room {
                 reason,
             } => {
                 check_reason(reason)?;
-                let p = self.other(participant)?;
-                if p.status != ParticipantStatus::Lobby {
-                    return Err(err(
-                        ErrorCode::Conflict,
-                        "that participant is not in the lobby",
-                    ));
-                }
+                self.waiting(participant)?;
                 Ok(vec![draft(
                     Visibility::Staff,
                     EventBody::Denied {
@@ -745,6 +733,17 @@ impl Room {
         self.participants
             .get(id)
             .ok_or_else(|| err(ErrorCode::NotFound, "no such participant in this case"))
+    }
+
+    /// The participant exists in this case and waits in the lobby (admit and deny need that).
+    fn waiting(&self, id: &str) -> Result<(), ProtocolError> {
+        if self.other(id)?.status != ParticipantStatus::Lobby {
+            return Err(err(
+                ErrorCode::Conflict,
+                "that participant is not in the lobby",
+            ));
+        }
+        Ok(())
     }
 
     fn require_open(&self) -> Result<(), ProtocolError> {
