@@ -185,6 +185,14 @@ pub enum EventBody {
         consent: ConsentKind,
         given: bool,
     },
+    /// A mediator let `participant` edit shared document `doc` (`write: true`) or made it
+    /// read-only for them again.
+    DocPermission {
+        doc: String,
+        participant: String,
+        write: bool,
+        by: String,
+    },
 }
 
 /// An event before it is sealed into the chain: what the room decided should happen.

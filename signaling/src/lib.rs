@@ -11,7 +11,9 @@
 //! * [`event`]: case events, their visibility and the hash chain.
 //! * [`room`]: the room state machine, a fold of the case's events.
 //! * [`token`]: the claims of an invite token.
+//! * [`document`]: the shared documents of a case and who may read or write them.
 
+pub mod document;
 pub mod event;
 pub mod protocol;
 pub mod role;

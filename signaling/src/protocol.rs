@@ -263,6 +263,13 @@ pub enum Request {
         kind: MediaKind,
         muted: bool,
     },
+    /// Let `participant` edit shared document `doc` (`write: true`) or make it read-only for
+    /// them again (`write: false`). Only the agreement draft's access can be changed.
+    DocPermission {
+        doc: String,
+        participant: String,
+        write: bool,
+    },
 }
 
 /// Audio or video.
@@ -274,7 +281,7 @@ pub enum MediaKind {
 }
 
 /// The `type` names of [`Request`], for telling an unknown type from a malformed known one.
-pub const REQUEST_TYPES: [&str; 20] = [
+pub const REQUEST_TYPES: [&str; 21] = [
     "join",
     "ping",
     "chat",
@@ -295,6 +302,7 @@ pub const REQUEST_TYPES: [&str; 20] = [
     "media_answer",
     "ice_candidate",
     "mute",
+    "doc_permission",
 ];
 
 impl Request {
@@ -312,6 +320,7 @@ impl Request {
             ConfirmTerms { .. } => Some(Action::ConfirmTerms),
             RecordOutcome { .. } => Some(Action::RecordOutcome),
             Consent { .. } => Some(Action::Consent),
+            DocPermission { .. } => Some(Action::ManageDocuments),
             MediaOffer { .. } | MediaAnswer { .. } | IceCandidate { .. } | Mute { .. } => {
                 Some(Action::Chat)
             }
@@ -342,6 +351,7 @@ impl Request {
             MediaAnswer { .. } => "media_answer",
             IceCandidate { .. } => "ice_candidate",
             Mute { .. } => "mute",
+            DocPermission { .. } => "doc_permission",
         }
     }
 

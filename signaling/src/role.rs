@@ -77,10 +77,12 @@ pub enum Action {
     ConfirmTerms,
     /// Give or withdraw consent (to online mediation, to recording).
     Consent,
+    /// Let a participant edit the agreement draft, or take that back.
+    ManageDocuments,
 }
 
 impl Action {
-    pub const ALL: [Action; 11] = [
+    pub const ALL: [Action; 12] = [
         Action::SkipLobby,
         Action::ManageParticipants,
         Action::Chat,
@@ -92,6 +94,7 @@ impl Action {
         Action::DecideTerms,
         Action::ConfirmTerms,
         Action::Consent,
+        Action::ManageDocuments,
     ];
 }
 
@@ -104,6 +107,7 @@ pub fn allowed(role: Role, action: Action) -> bool {
         | RecordOutcome => role.is_staff(),
         DecideTerms => role.is_party(),
         ConfirmTerms => role == Role::Judge,
+        ManageDocuments => role == Role::Mediator,
     }
 }
 
@@ -115,7 +119,7 @@ mod tests {
     #[test]
     fn matrix_matches_design() {
         // columns: consumer, merchant, mediator, judge
-        let table: [(Action, [bool; 4]); 11] = [
+        let table: [(Action, [bool; 4]); 12] = [
             (Action::SkipLobby, [false, false, true, true]),
             (Action::ManageParticipants, [false, false, true, true]),
             (Action::Chat, [true, true, true, true]),
@@ -127,6 +131,7 @@ mod tests {
             (Action::DecideTerms, [true, true, false, false]),
             (Action::ConfirmTerms, [false, false, false, true]),
             (Action::Consent, [true, true, true, true]),
+            (Action::ManageDocuments, [false, false, true, false]),
         ];
         assert_eq!(table.len(), Action::ALL.len());
         for (action, row) in table {

@@ -17,6 +17,7 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use serde::{Deserialize, Serialize};
 
+use crate::document::{DocName, DocPolicy, PolicyEntry};
 use crate::event::{
     sha256_hex, CaseParticipant, ChainError, ConsentKind, Draft, Event, EventBody, JoinedAs,
     NoteScope, Outcome, Visibility, GENESIS_HASH,
@@ -126,6 +127,8 @@ pub struct Room {
     terms: BTreeMap<String, Terms>,
     current_terms: Option<String>,
     outcome: Option<Outcome>,
+    /// Documents each participant was allowed to edit (besides what their role gives).
+    doc_writers: BTreeMap<String, BTreeSet<DocName>>,
 }
 
 fn err(code: ErrorCode, message: impl Into<String>) -> ProtocolError {
@@ -726,6 +729,51 @@ impl Room {
                     given: *given,
                 },
             )]),
+            Request::DocPermission {
+                doc,
+                participant,
+                write,
+            } => {
+                let name = DocName::parse(doc)
+                    .ok_or_else(|| err(ErrorCode::NotFound, "this case has no such document"))?;
+                if name != DocName::Agreement {
+                    return Err(err(
+                        ErrorCode::InvalidMessage,
+                        "only the agreement's write access can be changed; caucus documents \
+                         are written by the caucus's members",
+                    ));
+                }
+                let target = self.other(participant)?;
+                if target.role == Role::Mediator {
+                    return Err(err(
+                        ErrorCode::Conflict,
+                        "mediators always write the agreement",
+                    ));
+                }
+                let has = self
+                    .doc_writers
+                    .get(participant)
+                    .is_some_and(|d| d.contains(&name));
+                if has == *write {
+                    return Err(err(
+                        ErrorCode::Conflict,
+                        if *write {
+                            "that participant can already edit this document"
+                        } else {
+                            "that participant cannot edit this document"
+                        },
+                    ));
+                }
+                Ok(vec![draft(
+                    Visibility::Everyone,
+                    EventBody::DocPermission {
+                        doc: name.as_string(),
+                        participant: participant.clone(),
+                        write: *write,
+                        by: actor_s,
+                    },
+                )])
+            }
         }
     }
 
@@ -960,6 +1008,21 @@ impl Room {
                     p.consents.insert(key, *given);
                 }
             }
+            EventBody::DocPermission {
+                doc,
+                participant,
+                write,
+                ..
+            } => {
+                if let Some(name) = DocName::parse(doc) {
+                    let docs = self.doc_writers.entry(participant.clone()).or_default();
+                    if *write {
+                        docs.insert(name);
+                    } else {
+                        docs.remove(&name);
+                    }
+                }
+            }
         }
         self.events.push(e);
     }
@@ -1144,6 +1207,39 @@ impl Room {
                 online: online(id),
             })
             .collect()
+    }
+
+    /// The shared-document rules as they stand now, for the document server
+    /// ([`crate::document`]).
+    pub fn doc_policy(&self) -> DocPolicy {
+        let participants = self
+            .participants
+            .iter()
+            .map(|(id, p)| {
+                let entry = PolicyEntry {
+                    role: p.role,
+                    admitted: p.status == ParticipantStatus::Admitted,
+                    caucuses: self
+                        .caucuses
+                        .iter()
+                        .filter(|(_, c)| c.members.contains(id))
+                        .map(|(k, _)| k.clone())
+                        .collect(),
+                    writable: self.doc_writers.get(id).cloned().unwrap_or_default(),
+                };
+                (id.clone(), entry)
+            })
+            .collect();
+        DocPolicy {
+            exists: self.exists(),
+            participants,
+            caucuses: self.caucuses.keys().cloned().collect(),
+            invites: self
+                .invites
+                .iter()
+                .map(|(j, i)| (j.clone(), (i.participant.clone(), i.revoked)))
+                .collect(),
+        }
     }
 
     /// The welcome for a participant who just joined (after their join events were applied).

@@ -10,6 +10,7 @@ use super::*;
 
 use sha2::{Digest, Sha256};
 
+use crate::document::DocAccess;
 use crate::protocol::REQUEST_TYPES;
 
 const CASE: &str = "case-2024-0731";
@@ -154,6 +155,14 @@ fn outcome(outcome: Outcome, reason: Option<&str>) -> Request {
 
 fn consent(kind: ConsentKind, given: bool) -> Request {
     Request::Consent { kind, given }
+}
+
+fn doc_permission(doc: &str, participant: &str, write: bool) -> Request {
+    Request::DocPermission {
+        doc: doc.into(),
+        participant: participant.into(),
+        write,
+    }
 }
 
 // ----- event helpers --------------------------------------------------------------------------
@@ -351,6 +360,7 @@ const ALL_ROLES: &[Role] = &Role::ALL;
 const STAFF: &[Role] = &[Role::Mediator, Role::Judge];
 const PARTIES: &[Role] = &[Role::Consumer, Role::Merchant];
 const JUDGE_ONLY: &[Role] = &[Role::Judge];
+const MEDIATOR_ONLY: &[Role] = &[Role::Mediator];
 
 /// Every request the room handles (all but `join` and `ping`), some in several forms.
 fn matrix_templates() -> Vec<Request> {
@@ -376,6 +386,7 @@ fn matrix_templates() -> Vec<Request> {
         outcome(Outcome::ReferredToCourt, None),
         consent(ConsentKind::OnlineMediation, true),
         consent(ConsentKind::Recording, false),
+        doc_permission("agreement", CONSUMER, true),
         Request::MediaOffer { sdp: "v=0".into() },
         Request::MediaAnswer { sdp: "v=0".into() },
         Request::IceCandidate {
@@ -435,6 +446,7 @@ fn matrix_case(template: &Request) -> MatrixCase {
             (fx, template.clone(), STAFF)
         }
         Request::Consent { .. } => (Fx::admitted(), template.clone(), ALL_ROLES),
+        Request::DocPermission { .. } => (Fx::admitted(), template.clone(), MEDIATOR_ONLY),
         // Audio, video and chat share one row of the matrix.
         Request::MediaOffer { .. }
         | Request::MediaAnswer { .. }
@@ -1967,4 +1979,147 @@ fn media_requests_need_admission_and_change_nothing() {
         sdp: "a".repeat(MAX_SDP_BYTES + 1),
     };
     fx.refuse(MEDIATOR, huge, ErrorCode::InvalidMessage);
+}
+
+// ----- shared documents ----------------------------------------------------------------------
+
+fn access(fx: &Fx, who: &str, doc: &str) -> DocAccess {
+    fx.room
+        .doc_policy()
+        .access(who, &DocName::parse(doc).expect("a document name"))
+}
+
+/// Access of consumer, merchant, mediator, judge to `doc`.
+fn access_all(fx: &Fx, doc: &str) -> [DocAccess; 4] {
+    EVERYONE.map(|id| access(fx, id, doc))
+}
+
+#[test]
+fn agreement_is_read_by_everyone_admitted_and_written_by_the_mediator() {
+    use DocAccess::{None as No, Read, Write};
+    let fx = Fx::invited();
+    assert_eq!(access_all(&fx, "agreement"), [No, No, No, No]);
+    // Parties in the lobby get nothing; staff enter directly.
+    let fx = Fx::joined();
+    assert_eq!(access_all(&fx, "agreement"), [No, No, Write, Read]);
+    let mut fx = Fx::admitted();
+    assert_eq!(access_all(&fx, "agreement"), [Read, Read, Write, Read]);
+    // Removed or departed participants lose access at once.
+    fx.act(MEDIATOR, remove(MERCHANT, None));
+    fx.act(CONSUMER, leave());
+    assert_eq!(access_all(&fx, "agreement"), [No, No, Write, Read]);
+    // A participant the case never heard of has none.
+    assert_eq!(access(&fx, "stranger", "agreement"), No);
+}
+
+#[test]
+fn the_mediator_grants_and_withdraws_write_access_live() {
+    use DocAccess::{Read, Write};
+    let mut fx = Fx::admitted();
+    let e = only(&fx.act(MEDIATOR, doc_permission("agreement", CONSUMER, true)));
+    assert_eq!(e.visibility, Visibility::Everyone);
+    assert!(matches!(
+        &e.body,
+        EventBody::DocPermission { doc, participant, write: true, by }
+            if doc == "agreement" && participant == CONSUMER && by == MEDIATOR
+    ));
+    assert_eq!(access_all(&fx, "agreement"), [Write, Read, Write, Read]);
+    fx.act(MEDIATOR, doc_permission("agreement", JUDGE, true));
+    assert_eq!(access_all(&fx, "agreement"), [Write, Read, Write, Write]);
+    fx.act(MEDIATOR, doc_permission("agreement", CONSUMER, false));
+    assert_eq!(access_all(&fx, "agreement"), [Read, Read, Write, Write]);
+    // The grant is part of the record: a room rebuilt from the log has the same policy.
+    let rebuilt = Room::from_events(fx.room.events().to_vec()).unwrap();
+    assert_eq!(rebuilt.doc_policy(), fx.room.doc_policy());
+}
+
+#[test]
+fn doc_permission_refusals_change_nothing() {
+    let mut fx = Fx::admitted();
+    fx.refuse(
+        MEDIATOR,
+        doc_permission("agreement", CONSUMER, false),
+        ErrorCode::Conflict,
+    );
+    fx.act(MEDIATOR, doc_permission("agreement", CONSUMER, true));
+    fx.refuse(
+        MEDIATOR,
+        doc_permission("agreement", CONSUMER, true),
+        ErrorCode::Conflict,
+    );
+    fx.refuse(
+        MEDIATOR,
+        doc_permission("agreement", MEDIATOR, false),
+        ErrorCode::Conflict,
+    );
+    fx.refuse(
+        MEDIATOR,
+        doc_permission("agreement", "nobody", true),
+        ErrorCode::NotFound,
+    );
+    fx.refuse(
+        MEDIATOR,
+        doc_permission("minutes", CONSUMER, true),
+        ErrorCode::NotFound,
+    );
+    let k = caucus_id(&only(&fx.act(MEDIATOR, caucus_start(&[CONSUMER]))));
+    fx.refuse(
+        MEDIATOR,
+        doc_permission(&format!("caucus-{k}"), MERCHANT, true),
+        ErrorCode::InvalidMessage,
+    );
+    fx.refuse(
+        JUDGE,
+        doc_permission("agreement", MERCHANT, true),
+        ErrorCode::Forbidden,
+    );
+}
+
+#[test]
+fn a_caucus_document_is_open_only_to_that_caucus_members() {
+    use DocAccess::{None as No, Write};
+    let mut fx = Fx::admitted();
+    // No caucus yet: the name is not a document of this case.
+    let policy = fx.room.doc_policy();
+    assert_eq!(
+        policy
+            .check_exists(&DocName::Caucus("k99".into()))
+            .unwrap_err()
+            .code,
+        ErrorCode::NotFound
+    );
+    let k = caucus_id(&only(&fx.act(MEDIATOR, caucus_start(&[CONSUMER]))));
+    let doc = format!("caucus-{k}");
+    assert_eq!(access_all(&fx, &doc), [Write, No, Write, No]);
+    fx.act(MEDIATOR, caucus_end(&k));
+    // The notes stay with the caucus's members after it ends.
+    assert_eq!(access_all(&fx, &doc), [Write, No, Write, No]);
+    // The other side's caucus has its own document, closed to the consumer.
+    let k2 = caucus_id(&only(&fx.act(JUDGE, caucus_start(&[MERCHANT]))));
+    let doc2 = format!("caucus-{k2}");
+    assert_ne!(doc, doc2);
+    assert_eq!(access_all(&fx, &doc2), [No, Write, No, Write]);
+    assert_eq!(access_all(&fx, &doc), [Write, No, Write, No]);
+}
+
+#[test]
+fn the_policy_checks_invites_like_join() {
+    let mut fx = Fx::admitted();
+    assert!(!fx.room.doc_policy().is_revoked(&jti(CONSUMER)));
+    let drafts = fx.room.revoke_invite(&jti(CONSUMER)).unwrap();
+    fx.commit(drafts);
+    let policy = fx.room.doc_policy();
+    assert!(policy.is_revoked(&jti(CONSUMER)));
+    assert!(!policy.is_revoked(&jti(MERCHANT)));
+    let code = |jti: &str, who: &str| policy.check_invite(jti, who).err().map(|e| e.code);
+    assert_eq!(
+        code(&jti(CONSUMER), CONSUMER),
+        Some(ErrorCode::TokenRevoked)
+    );
+    assert_eq!(code(&jti(MERCHANT), MERCHANT), None);
+    assert_eq!(
+        code(&jti(MERCHANT), CONSUMER),
+        Some(ErrorCode::TokenUnknown)
+    );
+    assert_eq!(code("j-unknown", MERCHANT), Some(ErrorCode::TokenUnknown));
 }
