@@ -11,7 +11,9 @@
 //! * [`conn`]: one participant's websocket: join, admission, and the measured phase;
 //! * [`procstat`]: the server's CPU time and RSS, read from `/proc`;
 //! * [`fsync_probe`]: `--fsync-probe`, the disk's durable-append latency, the floor under fan-out;
-//! * [`summary`]: `--summarize`, the Markdown tables of a whole benchmark run.
+//! * [`summary`]: `--summarize`, the Markdown tables of a whole benchmark run;
+//! * [`media`] and [`media_peer`]: `--media`, the media benchmark (issue 3): the same rooms, each
+//!   participant a `webrtc`-crate peer connection publishing audio (and video) through the SFU.
 //!
 //! A run has three steps. *Setup*: create the cases and invites, then open and join the 4N
 //! websockets, at most `--concurrency` operations at a time, and let the mediators admit the
@@ -26,9 +28,14 @@
 //! The load generator runs on the same machine as the server (and Redis): its own CPU time is
 //! reported so the reader can see how much of the machine it took.
 
+// The media report is one large `json!` literal.
+#![recursion_limit = "256"]
+
 mod admin;
 mod conn;
 mod fsync_probe;
+mod media;
+mod media_peer;
 mod procstat;
 mod summary;
 
@@ -49,7 +56,7 @@ use crate::conn::{Behaviour, Phase, Stats, Ws};
 #[derive(Parser, Debug)]
 #[command(
     name = "yuntiao-loadgen",
-    about = "Load generator for the Yuntiao signaling server"
+    about = "Load generator for the Yuntiao server (signaling, and media with --media)"
 )]
 struct Args {
     /// Base URL of the running server.
@@ -113,6 +120,35 @@ struct Args {
     /// Do not run: print Markdown tables of the JSON lines in this file (see `--summary`).
     #[arg(long)]
     summarize: Option<PathBuf>,
+    /// Media benchmark: every participant holds a WebRTC peer connection to the server's SFU,
+    /// publishes Opus audio (20 ms packets) and receives the three others (see `--video`).
+    #[arg(long)]
+    media: bool,
+    /// Media mode: publish VP8 video too (`--video-kbps` at 30 fps).
+    #[arg(long)]
+    video: bool,
+    /// Media mode: audio payload size in bytes.
+    #[arg(long, default_value_t = 80)]
+    audio_bytes: usize,
+    /// Media mode: video bitrate in kbit/s (RTP payload).
+    #[arg(long, default_value_t = 500)]
+    video_kbps: u64,
+    /// Media mode: a keyframe every this many video frames (30 per second), and the first.
+    #[arg(long, default_value_t = 90)]
+    keyframe_every: u32,
+    /// Media mode: rooms whose peer connections are set up at once.
+    #[arg(long, default_value_t = 4)]
+    media_setup_rooms: usize,
+    /// Media mode: start a room's four peer connections at once instead of one after the other
+    /// (the server may then lose tracks; see the media module's docs).
+    #[arg(long)]
+    media_parallel_offers: bool,
+    /// Media mode: how long a peer connection may take to connect (ICE + DTLS).
+    #[arg(long, default_value = "30s")]
+    connect_timeout: humantime::Duration,
+    /// Media mode: how long to wait until every participant hears every other's tracks.
+    #[arg(long, default_value = "30s")]
+    warmup: humantime::Duration,
 }
 
 /// A room whose four participants have joined and whose parties are admitted. `conns` is in
@@ -359,6 +395,9 @@ async fn main() -> anyhow::Result<()> {
     }
     let url = ws_url(&args.server)?;
     let admin = Admin::new(&args.server, admin_token)?;
+    if args.media {
+        return media::run(&args, &admin, &url).await;
+    }
     let mode = if args.notes_throughput {
         "notes"
     } else {

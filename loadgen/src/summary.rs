@@ -2,7 +2,8 @@
 //!
 //! `run-bench.sh` makes every loadgen run append its report (`--summary FILE`) and appends the
 //! raw `redis-benchmark` XADD figures to the same file, so the ratios printed here are always
-//! between figures measured in the same run, on the same machine.
+//! between figures measured in the same run, on the same machine. `run-media-bench.sh` does the
+//! same with the `--media` runs (mode `media`), which get tables of their own.
 
 use anyhow::Context;
 use serde_json::Value;
@@ -10,6 +11,9 @@ use serde_json::Value;
 const FANOUT_P99_TARGET_MS: f64 = 5.0;
 const KIB_PER_PARTICIPANT_TARGET: f64 = 50.0;
 const NOTES_RATIO_TARGET: f64 = 0.5;
+/// Issue 3: forwarded packets per second per server core, and server memory per A/V participant.
+const FORWARDED_PER_CORE_TARGET: f64 = 100_000.0;
+const KIB_PER_AV_PARTICIPANT_TARGET: f64 = 2048.0;
 
 fn num(v: &Value) -> Option<f64> {
     v.as_f64()
@@ -64,6 +68,12 @@ pub fn print(path: &std::path::Path) -> anyhow::Result<()> {
         .collect::<Result<_, _>>()
         .context("a line of the results file is not JSON")?;
     let by_mode = |m: &'static str| rows.iter().filter(move |r| r["mode"] == m);
+    if by_mode("media").next().is_some() {
+        print_media(&rows);
+    }
+    if by_mode("chat").chain(by_mode("notes")).next().is_none() {
+        return Ok(());
+    }
 
     println!("### Chat fan-out (1 message/s per room from the mediator to 3 others)\n");
     println!("| store | rooms | websockets | join p50 / p99 / max (ms) | fan-out p50 / p99 / max (ms) | ping→pong p50 / p99 (ms) | delivered/s (received/expected) | acked/s | server CPU s (% of 1 core) | loadgen CPU s | other processes' CPU s | server RSS before / after setup / end (MiB) | RSS per participant (KiB) | errors |");
@@ -215,4 +225,122 @@ pub fn print(path: &std::path::Path) -> anyhow::Result<()> {
         }
     }
     Ok(())
+}
+
+fn pct(v: &Value, digits: usize) -> String {
+    num(v).map_or_else(|| "-".to_owned(), |x| format!("{:.digits$}", 100.0 * x))
+}
+
+/// The media benchmark's tables (issue 3) and its target verdicts.
+fn print_media(rows: &[Value]) {
+    let media: Vec<&Value> = rows.iter().filter(|r| r["mode"] == "media").collect();
+    println!("### Media forwarding (rooms of 4, everyone receives the 3 others)\n");
+    println!("| media | rooms | participants | consumers | forwarded/s (server) | received/s (receivers) | loss % | latency p50 / p99 / max (ms) | server CPU s (% of 1 core) | server CPU s per 10⁶ forwarded | forwarded per server CPU s | consumers per core | server RSS per participant (KiB) | loadgen CPU s | other CPU s | sent % of nominal | errors |");
+    println!("|---|---:|---:|---:|---:|---:|---:|---|---|---:|---:|---:|---:|---:|---:|---:|---|");
+    for r in &media {
+        let mut errs = Vec::new();
+        for k in [
+            "send_errors",
+            "signaling_errors",
+            "duplicates",
+            "unparsable",
+        ] {
+            if r[k].as_u64().unwrap_or(0) > 0 {
+                errs.push(format!("{k}:{}", r[k]));
+            }
+        }
+        let d = r["server"]["dropped"].as_u64().unwrap_or(0);
+        if d > 0 {
+            errs.push(format!("server_dropped:{d}"));
+        }
+        let (heard, want) = (&r["flows"]["heard"], &r["flows"]["expected"]);
+        if heard != want {
+            errs.push(format!("flows:{heard}/{want}"));
+        }
+        println!(
+            "| {} | {} | {} | {} | {} | {} | {} | {} / {} / {} | {} ({}) | {} | {} | {} | {} | {} | {} | {} | {} |",
+            r["media"].as_str().unwrap_or("?"),
+            r["rooms"],
+            r["participants"],
+            r["consumers"],
+            f(&r["server"]["forwarded_per_s"], 0),
+            f(&r["received_per_s"], 0),
+            pct(&r["loss"], 3),
+            f(&r["latency_ms"]["p50"], 2),
+            f(&r["latency_ms"]["p99"], 2),
+            f(&r["latency_ms"]["max"], 2),
+            f(&r["server_cpu_s"], 2),
+            f(&r["server_cpu_pct_of_one_core"], 0),
+            f(&r["server_cpu_s_per_million_forwarded"], 2),
+            f(&r["forwarded_per_server_cpu_s"], 0),
+            f(&r["consumers_per_core"], 0),
+            f(&r["server_rss_kib_per_participant"], 0),
+            f(&r["loadgen_cpu_s"], 2),
+            f(&r["other_cpu_s"], 2),
+            pct(&r["send_ratio_to_nominal"], 1),
+            if errs.is_empty() { "none".to_owned() } else { errs.join(" ") },
+        );
+    }
+    println!("\n| media | rooms | audio latency p50 / p99 / max (ms) | video latency p50 / p99 / max (ms) | audio loss % | video loss % | server RSS before / publishing / end (MiB) | setup: peer connections / all flows (s) | late sender ticks |");
+    println!("|---|---:|---|---|---:|---:|---|---|---:|");
+    for r in &media {
+        println!(
+            "| {} | {} | {} / {} / {} | {} / {} / {} | {} | {} | {} / {} / {} | {} / {} | {} |",
+            r["media"].as_str().unwrap_or("?"),
+            r["rooms"],
+            f(&r["latency_audio_ms"]["p50"], 2),
+            f(&r["latency_audio_ms"]["p99"], 2),
+            f(&r["latency_audio_ms"]["max"], 2),
+            f(&r["latency_video_ms"]["p50"], 2),
+            f(&r["latency_video_ms"]["p99"], 2),
+            f(&r["latency_video_ms"]["max"], 2),
+            pct(&r["loss_audio"], 3),
+            pct(&r["loss_video"], 3),
+            mib(&r["server_rss_kib"]["before_setup"]),
+            mib(&r["server_rss_kib"]["publishing"]),
+            mib(&r["server_rss_kib"]["end"]),
+            f(&r["setup_s"]["peer_connections"], 1),
+            f(&r["setup_s"]["all_flows"], 1),
+            r["late_ticks"],
+        );
+    }
+    println!("\n### Media targets\n");
+    for r in &media {
+        let label = format!(
+            "{} {} rooms",
+            r["media"].as_str().unwrap_or("?"),
+            r["rooms"]
+        );
+        let avail = num(&r["wall_s"]).unwrap_or(0.0) * num(&r["cores"]).unwrap_or(1.0);
+        if let Some(other) = num(&r["other_cpu_s"]).filter(|o| avail > 0.0 && *o > 0.1 * avail) {
+            println!(
+                "- note: during {label}, other processes used {:.0} % of the machine: its figures are disturbed",
+                100.0 * other / avail
+            );
+        }
+        if let Some(lg) = num(&r["loadgen_cpu_s"]).filter(|_| avail > 0.0) {
+            let share = lg / avail;
+            if share > 0.4 {
+                println!(
+                    "- note: during {label}, the load generator used {:.0} % of the machine",
+                    100.0 * share
+                );
+            }
+        }
+        if let Some(x) = num(&r["forwarded_per_server_cpu_s"]) {
+            println!(
+                "- > {FORWARDED_PER_CORE_TARGET:.0} forwarded packets/s per server core ({label}): {x:.0} — {}",
+                met(x > FORWARDED_PER_CORE_TARGET)
+            );
+        }
+        if r["media"] == "audio+video" {
+            if let Some(k) = num(&r["server_rss_kib_per_participant"]) {
+                println!(
+                    "- < 2 MiB server memory per A/V participant ({label}): {k:.0} KiB — {}",
+                    met(k < KIB_PER_AV_PARTICIPANT_TARGET)
+                );
+            }
+        }
+    }
+    println!();
 }

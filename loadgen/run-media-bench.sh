@@ -1,0 +1,156 @@
+#!/usr/bin/env bash
+# Media benchmark (docs/benchmarks.md, "Media (issue 3)").
+#
+# Builds the release load generator (this checkout) and the release server (by default from a
+# clean export of a commit, SERVER_REV, so that uncommitted edits in the checkout are not what is
+# measured), then for each phase starts a fresh `yuntiao serve` (embedded store, free port,
+# 127.0.0.1 only) and drives it with `yuntiao-loadgen --media`: N rooms of four webrtc-crate
+# peers, audio only, then audio + video. Prints a Markdown summary and stops everything it
+# started.
+#
+# Usage: loadgen/run-media-bench.sh
+# Environment (optional):
+#   AUDIO_ROOMS ("5 10 20"), AV_ROOMS ("2 5 10"): room counts of the audio-only and A/V phases;
+#   DURATION (20s): length of each measured phase;
+#   SERVER_REV (HEAD): commit the server is built from; "worktree" builds the checkout as it is;
+#   NICE (0; e.g. -10 as root): nice level of the server and the load generator;
+#   KEEP (target/bench-media): where the results (JSON lines) and logs are kept;
+#   LOADGEN_ARGS: extra options for every loadgen run (e.g. "--video-kbps 1000").
+set -euo pipefail
+
+ROOT=$(cd "$(dirname "$0")/.." && pwd)
+AUDIO_ROOMS=${AUDIO_ROOMS-"5 10 20"}
+AV_ROOMS=${AV_ROOMS-"2 5 10"}
+DURATION=${DURATION:-20s}
+SERVER_REV=${SERVER_REV:-HEAD}
+NICE=${NICE:-0}
+KEEP=${KEEP:-$ROOT/target/bench-media}
+LOADGEN_ARGS=${LOADGEN_ARGS:-}
+RUN=(nice -n "$NICE")
+
+ulimit -n 65536 2>/dev/null || ulimit -n "$(ulimit -Hn)"
+
+WORK=$(mktemp -d "${TMPDIR:-/var/tmp}/yuntiao-media-bench.XXXXXX")
+RESULTS=$WORK/results.jsonl
+: >"$RESULTS"
+STARTED=()
+
+cleanup() {
+    local pid
+    for pid in "${STARTED[@]}"; do
+        kill "$pid" 2>/dev/null || true
+    done
+    for pid in "${STARTED[@]}"; do
+        wait "$pid" 2>/dev/null || true
+    done
+    if [[ -s $RESULTS ]]; then
+        mkdir -p "$KEEP"
+        cp "$RESULTS" "$KEEP/results.jsonl"
+        cp "$WORK"/*.log "$KEEP/" 2>/dev/null || true
+    fi
+    rm -rf "$WORK"
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+
+cd "$ROOT"
+mkdir -p "$WORK/bin"
+cargo build --release -p yuntiao-loadgen
+cp target/release/yuntiao-loadgen "$WORK/bin/"
+if [[ $SERVER_REV == worktree ]]; then
+    cargo build --release -p yuntiao-server --bin yuntiao
+    cp target/release/yuntiao "$WORK/bin/"
+    SERVER_DESC="working tree at $(git rev-parse --short HEAD)$(git diff --quiet HEAD -- server signaling || echo ' + uncommitted changes')"
+else
+    # A clean export of the commit, built into the shared target directory (so dependencies are
+    # not rebuilt) and copied out at once.
+    mkdir -p "$WORK/src"
+    git archive "$SERVER_REV" | tar -x -C "$WORK/src"
+    (cd "$WORK/src" && CARGO_TARGET_DIR="$ROOT/target" cargo build --release -p yuntiao-server --bin yuntiao)
+    cp target/release/yuntiao "$WORK/bin/"
+    SERVER_DESC="commit $(git rev-parse --short "$SERVER_REV")"
+fi
+BIN=$WORK/bin/yuntiao
+LOADGEN=$WORK/bin/yuntiao-loadgen
+
+# A free TCP port on 127.0.0.1 below the ephemeral range (so no client socket of this very
+# benchmark can be holding it), never Redis's default 6379. The media plane's UDP socket takes
+# the same number.
+free_port() {
+    local p low
+    low=$(cut -f1 /proc/sys/net/ipv4/ip_local_port_range 2>/dev/null || echo 32768)
+    for _ in $(seq 1 200); do
+        p=$((10000 + RANDOM % (low - 10000)))
+        [[ $p == 6379 ]] && continue
+        if ! (exec 3<>"/dev/tcp/127.0.0.1/$p") 2>/dev/null; then
+            echo "$p"
+            return 0
+        fi
+    done
+    echo "no free port found" >&2
+    return 1
+}
+
+forget() { # removes a PID from STARTED once it has been stopped
+    local keep=() pid
+    for pid in "${STARTED[@]}"; do [[ $pid != "$1" ]] && keep+=("$pid"); done
+    STARTED=("${keep[@]}")
+}
+
+export YUNTIAO_ADMIN_TOKEN="bench-admin-$(head -c 12 /dev/urandom | od -An -tx1 | tr -d ' \n')"
+export YUNTIAO_JWT_SECRET="bench-jwt-$(head -c 24 /dev/urandom | od -An -tx1 | tr -d ' \n')"
+
+SERVER_PID=""
+SERVER_URL=""
+start_server() { # $1 = run name
+    local port
+    for _ in 1 2 3; do
+        port=$(free_port)
+        "${RUN[@]}" "$BIN" serve --listen "127.0.0.1:$port" --media-listen "127.0.0.1:$port" \
+            --data "$WORK/data-$1" --rate-limit 1000000 --rate-burst 1000000 \
+            >"$WORK/server-$1.log" 2>&1 &
+        SERVER_PID=$!
+        STARTED+=("$SERVER_PID")
+        SERVER_URL="http://127.0.0.1:$port"
+        for _ in $(seq 1 100); do
+            curl -sf "$SERVER_URL/readyz" >/dev/null 2>&1 && return 0
+            kill -0 "$SERVER_PID" 2>/dev/null || break # exited (e.g. the port was taken)
+            sleep 0.1
+        done
+        stop_server
+    done
+    echo "the server did not become ready; see $WORK/server-$1.log" >&2
+    return 1
+}
+
+stop_server() {
+    kill "$SERVER_PID" 2>/dev/null || true
+    wait "$SERVER_PID" 2>/dev/null || true
+    forget "$SERVER_PID"
+}
+
+phase() { # $1 = run name, then loadgen options
+    local name=$1
+    shift
+    echo "--- $name ($(date -u +%H:%M:%S) UTC, load average $(cut -d' ' -f1-3 /proc/loadavg))" >&2
+    start_server "$name"
+    # shellcheck disable=SC2086 # LOADGEN_ARGS is a list of options
+    "${RUN[@]}" "$LOADGEN" --server "$SERVER_URL" --server-pid "$SERVER_PID" --media \
+        --duration "$DURATION" --label "$name" --summary "$RESULTS" $LOADGEN_ARGS "$@" \
+        2>&1 | tee "$WORK/loadgen-$name.log" || echo "phase $name failed" >&2
+    stop_server
+}
+
+STARTED_AT=$(date -u '+%Y-%m-%d %H:%M UTC')
+for rooms in $AUDIO_ROOMS; do
+    phase "audio-$rooms" --rooms "$rooms"
+done
+for rooms in $AV_ROOMS; do
+    phase "av-$rooms" --rooms "$rooms" --video
+done
+
+echo
+echo "## Media summary (started $STARTED_AT; server: $SERVER_DESC; loadgen: $(git rev-parse --short HEAD)$(git diff --quiet HEAD -- loadgen || echo ' + uncommitted changes'); nice $NICE; $(nproc) cores: $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ //'); server and loadgen share them)"
+echo
+"$LOADGEN" --summarize "$RESULTS"
+echo "(results kept in $KEEP/results.jsonl)"
