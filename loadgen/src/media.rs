@@ -240,6 +240,7 @@ pub async fn run(args: &Args, admin: &Admin, url: &str) -> anyhow::Result<()> {
     let cpu0 = read_pid(args.server_pid, procstat::cpu_seconds);
     let me0 = procstat::cpu_seconds(self_pid).ok();
     let machine0 = procstat::machine_busy_seconds().ok();
+    let udp0 = procstat::udp_rcvbuf_errors().ok();
     let start_ns = nanos();
     window.end.store(
         start_ns + duration.as_nanos() as u64,
@@ -257,6 +258,7 @@ pub async fn run(args: &Args, admin: &Admin, url: &str) -> anyhow::Result<()> {
     let cpu1 = read_pid(args.server_pid, procstat::cpu_seconds);
     let me1 = procstat::cpu_seconds(self_pid).ok();
     let machine1 = procstat::machine_busy_seconds().ok();
+    let udp1 = procstat::udp_rcvbuf_errors().ok();
     let m1 = counters(&http, &args.server).await?;
     let wall = t0.elapsed().as_secs_f64();
     let rss_end = rss(args.server_pid);
@@ -266,6 +268,9 @@ pub async fn run(args: &Args, admin: &Admin, url: &str) -> anyhow::Result<()> {
     let mut stack_received = 0u64;
     for p in &peers {
         stack_received += p.stack_received().await;
+    }
+    for p in &peers {
+        p.stop_signaling();
     }
     let reports: Vec<_> = stream::iter(peers)
         .map(|p| async move { p.close().await })
@@ -295,6 +300,10 @@ pub async fn run(args: &Args, admin: &Admin, url: &str) -> anyhow::Result<()> {
         _ => None,
     };
     let server_cpu = delta(cpu0, cpu1);
+    let udp_drops = match (udp0, udp1) {
+        (Some(a), Some(b)) => Some(b.saturating_sub(a)),
+        _ => None,
+    };
     let loadgen_cpu = delta(me0, me1);
     let machine_cpu = delta(machine0, machine1);
     let other_cpu =
@@ -366,6 +375,7 @@ pub async fn run(args: &Args, admin: &Admin, url: &str) -> anyhow::Result<()> {
         "loss": loss(received, expected_all),
         "loss_audio": loss(recv.in_phase[0], expected[0]),
         "loss_video": loss(recv.in_phase[1], expected[1]),
+        "udp_rcvbuf_drops": udp_drops,
         "duplicates": recv.duplicates,
         "unparsable": recv.unparsable,
         "received_total_app": recv.total,
@@ -416,13 +426,14 @@ pub async fn run(args: &Args, admin: &Admin, url: &str) -> anyhow::Result<()> {
         m1.dropped.saturating_sub(m0.dropped)
     );
     println!(
-        "receivers        {received} of {expected_all} expected packets sent in the phase = {:.0}/s; loss {} (audio {}, video {}); duplicates {}, unparsable {}",
+        "receivers        {received} of {expected_all} expected packets sent in the phase = {:.0}/s; loss {} (audio {}, video {}); duplicates {}, unparsable {}; UDP receive-buffer drops on the machine during the phase {}",
         received as f64 / secs,
         fmt_opt(loss(received, expected_all).map(|x| format!("{:.4} %", 100.0 * x))),
         fmt_opt(loss(recv.in_phase[0], expected[0]).map(|x| format!("{:.4} %", 100.0 * x))),
         fmt_opt(loss(recv.in_phase[1], expected[1]).map(|x| format!("{:.4} %", 100.0 * x))),
         recv.duplicates,
-        recv.unparsable
+        recv.unparsable,
+        fmt_opt(udp_drops)
     );
     println!(
         "senders          {sent_phase_all} packets in the phase = {:.0}/s ({:.1} % of nominal); late ticks {late_ticks}; send errors {send_errors}",

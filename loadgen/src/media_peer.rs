@@ -781,10 +781,16 @@ impl MediaPeer {
             .sum()
     }
 
+    /// Stops answering the server's offers. Called for every participant before any closes,
+    /// so that the renegotiations the closing ones cause are not counted as failures.
+    pub fn stop_signaling(&self) {
+        let _ = self.stop.send(true);
+    }
+
     /// Closes the connection and the websocket; returns what was received and sent.
     pub async fn close(mut self) -> PeerReport {
-        let _ = tokio::time::timeout(Duration::from_secs(5), self.pc.close()).await;
         let _ = self.stop.send(true);
+        let _ = tokio::time::timeout(Duration::from_secs(5), self.pc.close()).await;
         if let Some(h) = self.signaling.take() {
             if let Ok(Ok(mut ws)) = tokio::time::timeout(Duration::from_secs(5), h).await {
                 let _ = tokio::time::timeout(Duration::from_secs(2), ws.close(None)).await;
@@ -829,6 +835,7 @@ async fn signaling(
     let fail = |e: String| shared.signaling_errors.lock().unwrap().push(e);
     loop {
         let m = tokio::select! {
+            biased;
             _ = stop.wait_for(|s| *s) => return ws,
             m = ws.next() => m,
         };
@@ -879,7 +886,11 @@ async fn signaling(
                     Ok(()) => {
                         shared.renegotiations.fetch_add(1, Ordering::Relaxed);
                     }
-                    Err(e) => fail(format!("answering the server's offer: {e:#}")),
+                    // Unless the run is already closing the connections.
+                    Err(e) if !*stop.borrow() => {
+                        fail(format!("answering the server's offer: {e:#}"))
+                    }
+                    Err(_) => {}
                 }
             }
             "error" => fail(format!(

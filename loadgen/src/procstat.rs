@@ -60,6 +60,26 @@ pub fn machine_busy_seconds() -> anyhow::Result<f64> {
     Ok((total - idle) as f64 / clock_ticks())
 }
 
+/// The machine's UDP datagrams dropped because a socket's receive buffer was full
+/// (`RcvbufErrors` of the `Udp:` lines of `/proc/net/snmp`), since boot: every socket's,
+/// the server's and the load generator's peers' alike.
+pub fn udp_rcvbuf_errors() -> anyhow::Result<u64> {
+    let snmp = std::fs::read_to_string("/proc/net/snmp").context("reading /proc/net/snmp")?;
+    let mut udp = snmp.lines().filter(|l| l.starts_with("Udp:"));
+    let (Some(names), Some(values)) = (udp.next(), udp.next()) else {
+        bail!("no Udp lines in /proc/net/snmp");
+    };
+    let Some(i) = names.split_whitespace().position(|n| n == "RcvbufErrors") else {
+        bail!("no RcvbufErrors in /proc/net/snmp");
+    };
+    values
+        .split_whitespace()
+        .nth(i)
+        .context("short Udp line in /proc/net/snmp")?
+        .parse()
+        .context("RcvbufErrors")
+}
+
 /// Resident set size in KiB.
 pub fn rss_kib(pid: u32) -> anyhow::Result<u64> {
     let path = format!("/proc/{pid}/status");

@@ -281,11 +281,11 @@ fn print_media(rows: &[Value]) {
             if errs.is_empty() { "none".to_owned() } else { errs.join(" ") },
         );
     }
-    println!("\n| media | rooms | audio latency p50 / p99 / max (ms) | video latency p50 / p99 / max (ms) | audio loss % | video loss % | server RSS before / publishing / end (MiB) | setup: peer connections / all flows (s) | late sender ticks |");
-    println!("|---|---:|---|---|---:|---:|---|---|---:|");
+    println!("\n| media | rooms | audio latency p50 / p99 / max (ms) | video latency p50 / p99 / max (ms) | audio loss % | video loss % | UDP receive-buffer drops (machine) | server RSS before / publishing / end (MiB) | setup: peer connections / all flows (s) | late sender ticks |");
+    println!("|---|---:|---|---|---:|---:|---:|---|---|---:|");
     for r in &media {
         println!(
-            "| {} | {} | {} / {} / {} | {} / {} / {} | {} | {} | {} / {} / {} | {} / {} | {} |",
+            "| {} | {} | {} / {} / {} | {} / {} / {} | {} | {} | {} | {} / {} / {} | {} / {} | {} |",
             r["media"].as_str().unwrap_or("?"),
             r["rooms"],
             f(&r["latency_audio_ms"]["p50"], 2),
@@ -296,6 +296,7 @@ fn print_media(rows: &[Value]) {
             f(&r["latency_video_ms"]["max"], 2),
             pct(&r["loss_audio"], 3),
             pct(&r["loss_video"], 3),
+            r["udp_rcvbuf_drops"],
             mib(&r["server_rss_kib"]["before_setup"]),
             mib(&r["server_rss_kib"]["publishing"]),
             mib(&r["server_rss_kib"]["end"]),
