@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # Runs every test of the project, on a fresh machine of the kind we develop on.
 #
-# Installs what the tests need when it is missing (redis-server from Debian's packages,
-# cargo-nextest is expected with the toolchain), checks formatting and lints, builds the
+# Installs what the tests need when it is missing (redis-server from Debian's packages, the
+# npm packages of tests/js; cargo-nextest is expected with the toolchain), checks formatting and lints, builds the
 # workspace once, then runs all test binaries with nextest against that one build.
 # Integration tests start their own redis-server and yuntiao processes on free loopback ports;
 # nothing here touches the shared Redis on port 6379.
@@ -17,6 +17,12 @@ if [ ${#need_apt[@]} -gt 0 ]; then
   if [ "$(id -u)" = 0 ]; then SUDO=""; else SUDO="sudo"; fi
   $SUDO apt-get update -qq
   DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "${need_apt[@]}" >/dev/null
+fi
+
+# The stock Yjs client (yjs + y-websocket) the document tests drive, pinned by package-lock.json.
+if [ ! -d tests/js/node_modules ] || [ tests/js/package-lock.json -nt tests/js/node_modules ]; then
+  echo "== npm ci (tests/js)"
+  npm ci --prefix tests/js --no-audit --no-fund --ignore-scripts >/dev/null
 fi
 
 echo "== cargo fmt --check"

@@ -94,6 +94,19 @@ pub struct ServeArgs {
     /// Burst of messages allowed on one connection above the sustained rate.
     #[arg(long, env = "YUNTIAO_RATE_BURST", default_value_t = 60.0)]
     pub rate_burst: f64,
+    /// Largest message on a shared-document websocket, in bytes (a whole document's state can
+    /// arrive in one sync message).
+    #[arg(long, env = "YUNTIAO_DOC_MAX_FRAME_BYTES", default_value_t = 2 * 1024 * 1024)]
+    pub doc_max_frame_bytes: usize,
+    /// Sustained messages per second on one shared-document websocket (one per keystroke).
+    #[arg(long, env = "YUNTIAO_DOC_RATE_LIMIT", default_value_t = 200.0)]
+    pub doc_rate_limit: f64,
+    /// Burst of messages allowed on one shared-document websocket (a paste, a reconnect).
+    #[arg(long, env = "YUNTIAO_DOC_RATE_BURST", default_value_t = 1000.0)]
+    pub doc_rate_burst: f64,
+    /// Updates appended to a document's log before it is compacted into a snapshot.
+    #[arg(long, env = "YUNTIAO_DOC_SNAPSHOT_EVERY", default_value_t = 2000, value_parser = clap::value_parser!(u64).range(1..))]
+    pub doc_snapshot_every: u64,
     /// UDP address of the media plane (one port for every peer connection).
     #[arg(long, env = "YUNTIAO_MEDIA_LISTEN", default_value = "127.0.0.1:7882")]
     pub media_listen: std::net::SocketAddr,

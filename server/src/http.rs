@@ -45,6 +45,7 @@ pub fn router(state: AppState) -> Router {
                 },
             ),
         )
+        .route("/docs/{case}/{doc}", get(crate::docs::ws::upgrade))
         .route("/admin/cases", post(create_case).get(list_cases))
         .route("/admin/cases/{case}", get(case_record))
         .route("/admin/cases/{case}/verify", get(verify_case))

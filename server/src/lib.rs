@@ -10,6 +10,8 @@
 //! * [`rooms`]: one task per active case, driving the signaling room: decide, store, then
 //!   acknowledge and fan out.
 //! * [`ws`]: the signaling websocket, one per participant.
+//! * [`docs`]: shared documents (agreement draft, caucus notes) over the y-websocket protocol
+//!   on `yrs`, stored before broadcast.
 //! * [`media`]: the SFU on str0m: one UDP port, forwarding by the room's media plan.
 //! * [`metrics`]: Prometheus text on `/metrics`.
 //! * [`http`]: health checks, the websocket route and the admin API.
@@ -17,6 +19,7 @@
 
 pub mod auth;
 pub mod config;
+pub mod docs;
 pub mod http;
 pub mod ids;
 pub mod media;

@@ -29,6 +29,53 @@ pub async fn render(State(state): State<AppState>) -> impl IntoResponse {
         "Cases with a room task in memory.",
         state.rooms.active_rooms() as u64,
     );
+    let d = state.docs.stats();
+    for (name, kind, help, value) in [
+        (
+            "yuntiao_docs_open",
+            "gauge",
+            "Shared documents with a document task in memory.",
+            d.open_documents,
+        ),
+        (
+            "yuntiao_docs_connections",
+            "gauge",
+            "Open shared-document websockets.",
+            d.connections,
+        ),
+        (
+            "yuntiao_docs_updates_stored_total",
+            "counter",
+            "Document updates appended to the store (then broadcast).",
+            d.updates_stored,
+        ),
+        (
+            "yuntiao_docs_update_bytes_total",
+            "counter",
+            "Bytes of stored document updates.",
+            d.update_bytes,
+        ),
+        (
+            "yuntiao_docs_dropped_read_only_total",
+            "counter",
+            "Edits from read-only participants that would have changed a document, dropped.",
+            d.dropped_read_only,
+        ),
+        (
+            "yuntiao_docs_rejected_total",
+            "counter",
+            "Document connections closed for a malformed, unknown, oversized or flooding message.",
+            d.rejected_messages,
+        ),
+        (
+            "yuntiao_docs_snapshots_total",
+            "counter",
+            "Document snapshots written by compaction.",
+            d.snapshots,
+        ),
+    ] {
+        metric(&mut out, name, kind, help, value);
+    }
     let m = &state.rooms.media().stats;
     let get = |c: &std::sync::atomic::AtomicU64| c.load(Ordering::Relaxed);
     metric(

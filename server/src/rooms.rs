@@ -19,8 +19,9 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use axum::extract::ws::Utf8Bytes;
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{mpsc, oneshot, watch};
 use tracing::{info, warn, Instrument};
+use yuntiao_signaling::document::DocPolicy;
 use yuntiao_signaling::event::CaseParticipant;
 use yuntiao_signaling::protocol::{ErrorCode, ProtocolError, Request, ServerMessage};
 use yuntiao_signaling::room::Effect;
@@ -120,6 +121,10 @@ enum Command {
         command: AdminCommand,
         reply: oneshot::Sender<Result<AdminReply, ProtocolError>>,
     },
+    /// Subscribe to the case's shared-document policy (see [`RoomManager::doc_policy`]).
+    DocPolicy {
+        reply: oneshot::Sender<Result<watch::Receiver<Arc<DocPolicy>>, ProtocolError>>,
+    },
 }
 
 /// Routes commands to room tasks, starting them on demand.
@@ -134,6 +139,9 @@ struct ManagerInner {
     turn: Option<TurnConfig>,
     rooms: Mutex<HashMap<String, mpsc::Sender<Command>>>,
     next_conn: AtomicU64,
+    /// Per case, the shared-document policy, for as long as a document task follows it. Kept
+    /// here rather than in the room task so that it outlives an idle room's eviction.
+    doc_policies: Mutex<HashMap<String, watch::Sender<Arc<DocPolicy>>>>,
 }
 
 fn now_ms() -> i64 {
@@ -156,6 +164,7 @@ impl RoomManager {
                 turn,
                 rooms: Mutex::new(HashMap::new()),
                 next_conn: AtomicU64::new(1),
+                doc_policies: Mutex::new(HashMap::new()),
             }),
         }
     }
@@ -253,6 +262,17 @@ impl RoomManager {
     /// Tells the room a connection closed.
     pub async fn disconnect(&self, case: &str, conn: u64) {
         let _ = self.send(case, Command::Disconnect { conn }).await;
+    }
+
+    /// The case's shared-document policy, followed live: the room publishes a new one after
+    /// every change that alters it. Loads the room if needed.
+    pub async fn doc_policy(
+        &self,
+        case: &str,
+    ) -> Result<watch::Receiver<Arc<DocPolicy>>, ProtocolError> {
+        let (reply, rx) = oneshot::channel();
+        self.send(case, Command::DocPolicy { reply }).await?;
+        rx.await.map_err(|_| internal("the room stopped"))?
     }
 
     /// Runs an admin command on a case.
@@ -393,6 +413,9 @@ impl RoomTask {
                 Command::Disconnect { conn } => {
                     self.conns.remove(&conn);
                 }
+                Command::DocPolicy { reply } => {
+                    let _ = reply.send(Err(e));
+                }
             }
             return;
         }
@@ -411,6 +434,9 @@ impl RoomTask {
             Command::Admin { command, reply } => {
                 let r = self.admin(command).await;
                 let _ = reply.send(r);
+            }
+            Command::DocPolicy { reply } => {
+                let _ = reply.send(Ok(self.subscribe_doc_policy()));
             }
         }
     }
@@ -460,6 +486,7 @@ impl RoomTask {
             }
         }
         self.push_media_plan().await;
+        self.publish_doc_policy();
         Ok(last)
     }
 
@@ -552,6 +579,55 @@ impl RoomTask {
         if !ok {
             warn!(conn, "connection cannot keep up with replay; dropping it");
             self.conns.remove(&conn);
+        }
+    }
+
+    /// Publishes the shared-document policy to the document tasks following this case, if any
+    /// and if it changed.
+    fn publish_doc_policy(&self) {
+        let Ok(policies) = self.manager.inner.doc_policies.lock() else {
+            return;
+        };
+        if let Some(tx) = policies.get(&self.case) {
+            let policy = self.room.doc_policy();
+            tx.send_if_modified(|current| {
+                if **current == policy {
+                    false
+                } else {
+                    *current = Arc::new(policy);
+                    true
+                }
+            });
+        }
+    }
+
+    fn subscribe_doc_policy(&self) -> watch::Receiver<Arc<DocPolicy>> {
+        let policy = self.room.doc_policy();
+        let mut policies = self
+            .manager
+            .inner
+            .doc_policies
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        // Drop the entries nobody follows any more.
+        policies.retain(|_, tx| tx.receiver_count() > 0);
+        match policies.get(&self.case) {
+            Some(tx) => {
+                tx.send_if_modified(|current| {
+                    if **current == policy {
+                        false
+                    } else {
+                        *current = Arc::new(policy);
+                        true
+                    }
+                });
+                tx.subscribe()
+            }
+            None => {
+                let (tx, rx) = watch::channel(Arc::new(policy));
+                policies.insert(self.case.clone(), tx);
+                rx
+            }
         }
     }
 

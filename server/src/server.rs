@@ -8,6 +8,8 @@ use tracing::info;
 
 use crate::auth::TokenService;
 use crate::config::ServeArgs;
+use crate::docs::store::{embedded::EmbeddedDocStore, redis::RedisDocStore, DocStore};
+use crate::docs::DocManager;
 use crate::media::turn::TurnConfig;
 use crate::media::{MediaConfig, MediaHandle};
 use crate::rooms::RoomManager;
@@ -28,10 +30,25 @@ pub async fn open_store(args: &ServeArgs) -> anyhow::Result<Arc<dyn Store>> {
     })
 }
 
+/// Opens the shared-document store next to the case store (same backend, same durability).
+pub async fn open_doc_store(args: &ServeArgs) -> anyhow::Result<Arc<dyn DocStore>> {
+    Ok(match &args.redis {
+        Some(url) => Arc::new(
+            RedisDocStore::connect(url, &args.redis_prefix)
+                .await
+                .context("connecting to Redis (documents)")?,
+        ),
+        None => Arc::new(EmbeddedDocStore::open(&args.data_dir).with_context(|| {
+            format!("opening the document store in {}", args.data_dir.display())
+        })?),
+    })
+}
+
 /// Runs the server until SIGINT or SIGTERM.
 pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let secrets = crate::secrets::load(&args)?;
     let store = open_store(&args).await?;
+    let doc_store = open_doc_store(&args).await?;
     let public_url = args.public_url();
     let tokens = TokenService::new(secrets.jwt, &args.issuer, &public_url);
     if args.media_listen.ip().is_unspecified() && args.media_public_ip.is_none() {
@@ -58,6 +75,7 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     info!(media = %media.advertised, turn = turn.is_some(), "media plane ready");
     let state = AppState {
         rooms: RoomManager::new(store.clone(), media, turn),
+        docs: DocManager::new(doc_store, args.doc_snapshot_every),
         tokens: Arc::new(tokens),
         admin_token: secrets.admin_token.clone().into(),
         config: Arc::new(RuntimeConfig {
@@ -65,6 +83,9 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
             max_frame_bytes: args.max_frame_bytes,
             rate_limit: args.rate_limit,
             rate_burst: args.rate_burst,
+            doc_max_frame_bytes: args.doc_max_frame_bytes,
+            doc_rate_limit: args.doc_rate_limit,
+            doc_rate_burst: args.doc_rate_burst,
             default_invite_ttl: *args.invite_ttl,
         }),
     };

@@ -6,11 +6,13 @@
 //! * [`server`]: the `yuntiao` binary on a free port, embedded store or Redis, with kill -9 and
 //!   restart.
 //! * [`client`]: a protocol-v1 websocket client (tokio-tungstenite) with waiting helpers.
+//! * [`ydoc`]: shared-document clients: a `yrs` client and the stock Yjs client in node.
 
 pub mod client;
 pub mod peer;
 pub mod redis_server;
 pub mod server;
+pub mod ydoc;
 
 pub use client::Client;
 pub use redis_server::RedisServer;

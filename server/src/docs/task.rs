@@ -1,0 +1,747 @@
+//! The document task: one per open document, the only place that document changes.
+//!
+//! It owns the `yrs` document (UTF-16 offsets, like JavaScript) and its awareness, and serves the
+//! y-websocket protocol to every connection on the document:
+//!
+//! * on connect it sends its sync step 1 (its state vector) and the current awareness states;
+//! * a client's sync step 1 is answered with sync step 2 (everything the client lacks);
+//! * a writer's sync step 2 or update is decoded, applied, **appended to the store**, and only
+//!   then broadcast to the other connections; updates queued meanwhile (from any connection) are
+//!   appended together, in one store write (a group commit per document);
+//! * a read-only participant's updates are dropped; those that would have changed the document
+//!   are counted (`yuntiao_doc_dropped_read_only_total`);
+//! * awareness (cursors, names) is relayed and never stored; a connection's awareness states are
+//!   removed when it closes.
+//!
+//! Because edits wait for the store only in batches, and nothing is sent that depends on an edit
+//! before that edit is stored (a sync step 2 for a newcomer is computed only after every pending
+//! edit was stored), no client ever sees a state the store does not have. If an append fails, the
+//! document is rebuilt from the store and every connection is closed (`store_unavailable`): the
+//! clients reconnect, resync, and send their unsaved edits again.
+//!
+//! Compaction: after `--doc-snapshot-every` updates (or [`SNAPSHOT_BYTES`]), the task encodes the
+//! whole state and hands it to a background task that writes the snapshot and drops the updates it
+//! covers; editing continues meanwhile.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use tokio::sync::{mpsc, oneshot, watch};
+use tracing::{debug, info, warn};
+use yrs::sync::protocol::SyncMessage;
+use yrs::sync::{Awareness, AwarenessUpdate, Message};
+use yrs::updates::decoder::Decode;
+use yrs::updates::encoder::Encode;
+use yrs::{ClientID, Doc, OffsetKind, Options, ReadTxn, StateVector, Transact, Update};
+use yuntiao_signaling::document::{DocAccess, DocName, DocPolicy};
+use yuntiao_signaling::protocol::{ErrorCode, ProtocolError};
+
+use super::DocManager;
+use crate::store::StoreError;
+
+/// Commands queued to one document task.
+pub const DOC_QUEUE: usize = 1024;
+/// Messages a connection's outbox holds before it counts as too slow and is closed.
+pub const DOC_OUTBOX: usize = 4096;
+/// A task with no connections stops after this long.
+pub const DOC_IDLE: Duration = Duration::from_secs(30);
+/// Bytes of updates after which the log is compacted into a snapshot.
+pub const SNAPSHOT_BYTES: u64 = 4 * 1024 * 1024;
+/// Awareness client ids one connection may announce (a browser tab uses one).
+const MAX_AWARENESS_IDS: usize = 8;
+/// Commands drained into one group commit.
+const MAX_BATCH: usize = 512;
+
+/// What a document connection's writer sends.
+#[derive(Debug)]
+pub enum DocOut {
+    Binary(Bytes),
+    /// Close the websocket with this error code (see [`super::close_code`]).
+    Close(ErrorCode),
+}
+
+/// A connection joining a document.
+pub struct DocConn {
+    pub id: u64,
+    pub participant: String,
+    pub jti: String,
+    pub outbox: mpsc::Sender<DocOut>,
+}
+
+/// Commands to a document task.
+pub enum DocCommand {
+    Connect {
+        conn: DocConn,
+        reply: oneshot::Sender<Result<(), ProtocolError>>,
+    },
+    /// One binary websocket frame (one or more y-protocol messages).
+    Frame {
+        conn: u64,
+        data: Bytes,
+    },
+    Disconnect {
+        conn: u64,
+    },
+}
+
+struct Conn {
+    participant: String,
+    jti: String,
+    access: DocAccess,
+    outbox: mpsc::Sender<DocOut>,
+    awareness_ids: HashSet<ClientID>,
+}
+
+/// An edit applied in memory but not yet stored.
+struct Pending {
+    from: u64,
+    update: Vec<u8>,
+}
+
+pub struct DocTask {
+    manager: DocManager,
+    case: String,
+    name: DocName,
+    key: String,
+    awareness: Awareness,
+    policy: watch::Receiver<Arc<DocPolicy>>,
+    conns: HashMap<u64, Conn>,
+    /// Seq of the last stored update.
+    head: u64,
+    /// Seq the stored snapshot includes.
+    snapshot_upto: u64,
+    bytes_since_snapshot: u64,
+    compacting: bool,
+    pending: Vec<Pending>,
+    /// Set when the document could not be loaded; every connection is refused with it.
+    load_error: Option<ProtocolError>,
+}
+
+fn new_doc() -> Doc {
+    Doc::with_options(Options {
+        offset_kind: OffsetKind::Utf16,
+        ..Options::default()
+    })
+}
+
+fn store_error(e: &StoreError) -> ProtocolError {
+    match e {
+        StoreError::Conflict { .. } => ProtocolError::new(
+            ErrorCode::Conflict,
+            "the document changed elsewhere; reconnect",
+        ),
+        _ => ProtocolError::new(ErrorCode::StoreUnavailable, "the store is unavailable"),
+    }
+}
+
+/// Would `update` change a document in state `txn`: insert something it lacks, or delete
+/// something it has not deleted?
+fn would_write<T: ReadTxn>(txn: &T, update: &Update) -> bool {
+    let sv = txn.state_vector();
+    if update.extends(&sv) {
+        return true;
+    }
+    if update
+        .state_vector_lower()
+        .iter()
+        .any(|(client, clock)| *clock >= sv.get(client))
+    {
+        return true;
+    }
+    if update.delete_set().is_empty() {
+        return false;
+    }
+    let deleted = txn.snapshot().delete_set;
+    !update.delete_set().diff(&deleted).is_empty()
+}
+
+fn encode(msg: &Message) -> Bytes {
+    Bytes::from(msg.encode_v1())
+}
+
+impl DocTask {
+    pub fn new(
+        manager: DocManager,
+        case: &str,
+        name: DocName,
+        policy: watch::Receiver<Arc<DocPolicy>>,
+    ) -> DocTask {
+        DocTask {
+            manager,
+            case: case.to_owned(),
+            key: name.as_string(),
+            name,
+            awareness: Awareness::new(new_doc()),
+            policy,
+            conns: HashMap::new(),
+            head: 0,
+            snapshot_upto: 0,
+            bytes_since_snapshot: 0,
+            compacting: false,
+            pending: Vec::new(),
+            load_error: None,
+        }
+    }
+
+    /// Rebuilds the document from the store: snapshot, then the updates after it.
+    async fn load(&mut self) -> Result<(), ProtocolError> {
+        let stored = self
+            .manager
+            .store()
+            .load(&self.case, &self.key)
+            .await
+            .map_err(|e| store_error(&e))?;
+        let doc = new_doc();
+        {
+            let mut txn = doc.transact_mut();
+            let parts = stored
+                .snapshot
+                .iter()
+                .map(|(_, s)| s)
+                .chain(stored.updates.iter().map(|(_, u)| u));
+            for bytes in parts {
+                let update = Update::decode_v1(bytes).map_err(|_| {
+                    ProtocolError::new(ErrorCode::Internal, "a stored update is unreadable")
+                })?;
+                txn.apply_update(update).map_err(|_| {
+                    ProtocolError::new(ErrorCode::Internal, "a stored update does not apply")
+                })?;
+            }
+        }
+        self.awareness = Awareness::new(doc);
+        self.head = stored.head();
+        self.snapshot_upto = stored.snapshot.as_ref().map_or(0, |(s, _)| *s);
+        self.bytes_since_snapshot = stored.updates.iter().map(|(_, u)| u.len() as u64).sum();
+        self.pending.clear();
+        Ok(())
+    }
+
+    pub async fn run(mut self, mut rx: mpsc::Receiver<DocCommand>) {
+        let metrics = Arc::clone(self.manager.metrics());
+        metrics.open_documents.fetch_add(1, Ordering::Relaxed);
+        if let Err(e) = self.load().await {
+            warn!(error = %e.message, "could not load document");
+            self.load_error = Some(e);
+        }
+        let (snap_tx, mut snap_rx) = mpsc::channel::<(u64, u64, Result<(), StoreError>)>(4);
+        let mut batch = Vec::with_capacity(MAX_BATCH);
+        loop {
+            tokio::select! {
+                cmd = rx.recv() => {
+                    let Some(cmd) = cmd else { break };
+                    batch.push(cmd);
+                    while batch.len() < MAX_BATCH {
+                        match rx.try_recv() {
+                            Ok(c) => batch.push(c),
+                            Err(_) => break,
+                        }
+                    }
+                    for cmd in batch.drain(..) {
+                        self.handle(cmd).await;
+                    }
+                    self.flush().await;
+                    self.maybe_compact(&snap_tx);
+                }
+                changed = self.policy.changed() => {
+                    if changed.is_err() {
+                        // The room manager dropped the policy: the server is shutting down.
+                        self.close_all(ErrorCode::Internal);
+                        break;
+                    }
+                    self.follow_policy();
+                }
+                Some((upto, bytes, result)) = snap_rx.recv() => {
+                    self.compacting = false;
+                    match result {
+                        Ok(()) => {
+                            metrics.snapshots.fetch_add(1, Ordering::Relaxed);
+                            self.snapshot_upto = self.snapshot_upto.max(upto);
+                            self.bytes_since_snapshot =
+                                self.bytes_since_snapshot.saturating_sub(bytes);
+                        }
+                        Err(e) => warn!(error = %e, "compaction failed; will retry"),
+                    }
+                }
+                _ = tokio::time::sleep(DOC_IDLE), if self.conns.is_empty() => {
+                    rx.close();
+                    while let Ok(cmd) = rx.try_recv() {
+                        self.handle(cmd).await;
+                    }
+                    self.flush().await;
+                    if self.conns.is_empty() {
+                        break;
+                    }
+                }
+            }
+        }
+        // Leave a compact document behind for the next load.
+        if self.load_error.is_none() && self.head > self.snapshot_upto {
+            let state = self.encode_state();
+            if let Err(e) = self
+                .manager
+                .store()
+                .snapshot(&self.case, &self.key, self.head, &state)
+                .await
+            {
+                debug!(error = %e, "final snapshot failed");
+            } else {
+                metrics.snapshots.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+        metrics.open_documents.fetch_sub(1, Ordering::Relaxed);
+        self.manager.unregister(&self.case, &self.key);
+        info!("document task stopped");
+    }
+
+    fn encode_state(&self) -> Vec<u8> {
+        self.awareness
+            .doc()
+            .transact()
+            .encode_state_as_update_v1(&StateVector::default())
+    }
+
+    async fn handle(&mut self, cmd: DocCommand) {
+        match cmd {
+            DocCommand::Connect { conn, reply } => {
+                let r = self.connect(conn).await;
+                let _ = reply.send(r);
+            }
+            DocCommand::Frame { conn, data } => self.frame(conn, data).await,
+            DocCommand::Disconnect { conn } => self.disconnect(conn),
+        }
+    }
+
+    async fn connect(&mut self, conn: DocConn) -> Result<(), ProtocolError> {
+        if let Some(e) = &self.load_error {
+            // Try again: the store may be back.
+            let e = e.clone();
+            if self.load().await.is_err() {
+                return Err(e);
+            }
+            self.load_error = None;
+        }
+        let policy = self.policy.borrow().clone();
+        let access = policy.access(&conn.participant, &self.name);
+        if access == DocAccess::None {
+            return Err(ProtocolError::new(
+                ErrorCode::Forbidden,
+                "you may not open this document",
+            ));
+        }
+        // The newcomer's sync must not include edits that are not stored yet.
+        self.flush().await;
+        let sv = self.awareness.doc().transact().state_vector();
+        let mut opening = vec![encode(&Message::Sync(SyncMessage::SyncStep1(sv)))];
+        if let Ok(update) = self.awareness.update() {
+            if !update.clients.is_empty() {
+                opening.push(encode(&Message::Awareness(update)));
+            }
+        }
+        for m in opening {
+            let _ = conn.outbox.try_send(DocOut::Binary(m));
+        }
+        self.conns.insert(
+            conn.id,
+            Conn {
+                participant: conn.participant,
+                jti: conn.jti,
+                access,
+                outbox: conn.outbox,
+                awareness_ids: HashSet::new(),
+            },
+        );
+        Ok(())
+    }
+
+    fn disconnect(&mut self, id: u64) {
+        let Some(conn) = self.conns.remove(&id) else {
+            return;
+        };
+        let ids: Vec<ClientID> = conn.awareness_ids.into_iter().collect();
+        if ids.is_empty() {
+            return;
+        }
+        for client in &ids {
+            self.awareness.remove_state(*client);
+        }
+        if let Ok(update) = self.awareness.update_with_clients(ids) {
+            self.broadcast(encode(&Message::Awareness(update)), None);
+        }
+    }
+
+    /// Closes one connection with an error code.
+    fn close(&mut self, id: u64, code: ErrorCode) {
+        if let Some(conn) = self.conns.get(&id) {
+            let _ = conn.outbox.try_send(DocOut::Close(code));
+        }
+        self.disconnect(id);
+    }
+
+    fn close_all(&mut self, code: ErrorCode) {
+        let ids: Vec<u64> = self.conns.keys().copied().collect();
+        for id in ids {
+            self.close(id, code);
+        }
+    }
+
+    /// Sends `msg` to every connection but `except`; a connection too slow to take it is closed
+    /// (its client reconnects and resyncs).
+    fn broadcast(&mut self, msg: Bytes, except: Option<u64>) {
+        let mut slow = Vec::new();
+        for (id, c) in &self.conns {
+            if Some(*id) == except {
+                continue;
+            }
+            if c.outbox.try_send(DocOut::Binary(msg.clone())).is_err() {
+                slow.push(*id);
+            }
+        }
+        for id in slow {
+            self.close(id, ErrorCode::RateLimited);
+        }
+    }
+
+    fn send_to(&mut self, id: u64, msg: Bytes) {
+        let ok = self
+            .conns
+            .get(&id)
+            .is_some_and(|c| c.outbox.try_send(DocOut::Binary(msg)).is_ok());
+        if !ok {
+            self.close(id, ErrorCode::RateLimited);
+        }
+    }
+
+    /// Handles one frame: every message in it is decoded before any takes effect, so a frame
+    /// with a malformed message changes nothing (the connection is closed with
+    /// `invalid_message` or `unknown_type`).
+    async fn frame(&mut self, id: u64, data: Bytes) {
+        let Some(access) = self.conns.get(&id).map(|c| c.access) else {
+            return;
+        };
+        let frames = match split_messages(&data) {
+            Ok(f) => f,
+            Err(code) => return self.reject(id, code),
+        };
+        let mut messages = Vec::with_capacity(frames.len());
+        for bytes in frames {
+            match Message::decode_v1(bytes) {
+                Ok(m) => messages.push(m),
+                Err(_) => return self.reject(id, ErrorCode::InvalidMessage),
+            }
+        }
+        // Decode the updates up front, too.
+        let mut decoded = Vec::with_capacity(messages.len());
+        for m in messages {
+            match m {
+                Message::Sync(SyncMessage::SyncStep2(u))
+                | Message::Sync(SyncMessage::Update(u)) => match Update::decode_v1(&u) {
+                    Ok(update) => decoded.push(Step::Edit(u, update)),
+                    Err(_) => return self.reject(id, ErrorCode::InvalidMessage),
+                },
+                Message::Sync(SyncMessage::SyncStep1(sv)) => decoded.push(Step::Sync(sv)),
+                Message::Awareness(update) => decoded.push(Step::Awareness(update)),
+                Message::AwarenessQuery => decoded.push(Step::AwarenessQuery),
+                // Clients do not send auth messages; one is ignored.
+                Message::Auth(_) => {}
+                Message::Custom(..) => return self.reject(id, ErrorCode::UnknownType),
+            }
+        }
+        for step in decoded {
+            if !self.conns.contains_key(&id) {
+                return;
+            }
+            match step {
+                Step::Sync(sv) => {
+                    // Answer from stored state only.
+                    self.flush().await;
+                    let update = self
+                        .awareness
+                        .doc()
+                        .transact()
+                        .encode_state_as_update_v1(&sv);
+                    self.send_to(id, encode(&Message::Sync(SyncMessage::SyncStep2(update))));
+                }
+                Step::Edit(raw, update) => {
+                    if access != DocAccess::Write {
+                        if would_write(&self.awareness.doc().transact(), &update) {
+                            self.manager
+                                .metrics()
+                                .dropped_read_only
+                                .fetch_add(1, Ordering::Relaxed);
+                            debug!("dropped an edit from a read-only participant");
+                        }
+                        continue;
+                    }
+                    if update.is_empty() {
+                        continue;
+                    }
+                    let applied = self.awareness.doc().transact_mut().apply_update(update);
+                    if applied.is_err() {
+                        // The document may hold part of it: rebuild from the store plus the
+                        // pending edits that did apply, and drop this connection.
+                        self.rollback_to_pending().await;
+                        return self.reject(id, ErrorCode::InvalidMessage);
+                    }
+                    self.pending.push(Pending {
+                        from: id,
+                        update: raw,
+                    });
+                }
+                Step::Awareness(update) => self.awareness_update(id, update),
+                Step::AwarenessQuery => {
+                    if let Ok(update) = self.awareness.update() {
+                        self.send_to(id, encode(&Message::Awareness(update)));
+                    }
+                }
+            }
+        }
+    }
+
+    fn reject(&mut self, id: u64, code: ErrorCode) {
+        self.manager
+            .metrics()
+            .rejected_messages
+            .fetch_add(1, Ordering::Relaxed);
+        debug!(
+            code = code.as_str(),
+            "closing a document connection for a bad message"
+        );
+        self.close(id, code);
+    }
+
+    fn awareness_update(&mut self, id: u64, update: AwarenessUpdate) {
+        let Some(conn) = self.conns.get_mut(&id) else {
+            return;
+        };
+        let new: Vec<ClientID> = update
+            .clients
+            .keys()
+            .filter(|c| !conn.awareness_ids.contains(c))
+            .copied()
+            .collect();
+        if conn.awareness_ids.len() + new.len() > MAX_AWARENESS_IDS {
+            return self.reject(id, ErrorCode::InvalidMessage);
+        }
+        // Nobody may speak for the server's own (unused) awareness id.
+        if update.clients.contains_key(&self.awareness.client_id()) {
+            return self.reject(id, ErrorCode::InvalidMessage);
+        }
+        conn.awareness_ids.extend(new);
+        let msg = encode(&Message::Awareness(update.clone()));
+        if self.awareness.apply_update(update).is_err() {
+            return self.reject(id, ErrorCode::InvalidMessage);
+        }
+        self.broadcast(msg, Some(id));
+    }
+
+    /// Rebuilds the document from the store and re-applies the pending edits (all of which
+    /// applied before).
+    async fn rollback_to_pending(&mut self) {
+        let pending = std::mem::take(&mut self.pending);
+        if let Err(e) = self.load().await {
+            warn!(error = %e.message, "reload after a failed edit failed");
+            self.load_error = Some(e.clone());
+            self.close_all(e.code);
+            return;
+        }
+        let mut txn_ok = true;
+        {
+            let doc = self.awareness.doc();
+            let mut txn = doc.transact_mut();
+            for p in &pending {
+                let applied = Update::decode_v1(&p.update)
+                    .ok()
+                    .is_some_and(|u| txn.apply_update(u).is_ok());
+                txn_ok &= applied;
+            }
+        }
+        if txn_ok {
+            self.pending = pending;
+        } else {
+            // Should not happen; start clean from the store and let everyone resync.
+            let _ = self.load().await;
+            self.close_all(ErrorCode::Internal);
+        }
+    }
+
+    /// Appends the pending edits to the store in one write, then broadcasts them.
+    async fn flush(&mut self) {
+        if self.pending.is_empty() {
+            return;
+        }
+        let pending = std::mem::take(&mut self.pending);
+        let updates: Vec<Vec<u8>> = pending.iter().map(|p| p.update.clone()).collect();
+        let first = self.head + 1;
+        let result = self
+            .manager
+            .store()
+            .append(&self.case, &self.key, first, &updates)
+            .await;
+        if let Err(e) = result {
+            warn!(error = %e, "storing document edits failed; reloading");
+            let pe = store_error(&e);
+            if let Err(le) = self.load().await {
+                self.load_error = Some(le);
+            }
+            self.close_all(pe.code);
+            return;
+        }
+        self.head += updates.len() as u64;
+        let bytes: u64 = updates.iter().map(|u| u.len() as u64).sum();
+        self.bytes_since_snapshot += bytes;
+        let m = self.manager.metrics();
+        m.updates_stored
+            .fetch_add(updates.len() as u64, Ordering::Relaxed);
+        m.update_bytes.fetch_add(bytes, Ordering::Relaxed);
+        for (p, u) in pending.into_iter().zip(updates) {
+            let msg = encode(&Message::Sync(SyncMessage::Update(u)));
+            self.broadcast(msg, Some(p.from));
+        }
+    }
+
+    /// Starts a background compaction when enough was appended since the last snapshot.
+    fn maybe_compact(&mut self, done: &mpsc::Sender<(u64, u64, Result<(), StoreError>)>) {
+        let since = self.head - self.snapshot_upto;
+        if self.compacting || since == 0 {
+            return;
+        }
+        if since < self.manager.snapshot_every() && self.bytes_since_snapshot < SNAPSHOT_BYTES {
+            return;
+        }
+        self.compacting = true;
+        let state = self.encode_state();
+        let (upto, bytes) = (self.head, self.bytes_since_snapshot);
+        let store = Arc::clone(self.manager.store());
+        let (case, key, done) = (self.case.clone(), self.key.clone(), done.clone());
+        tokio::spawn(async move {
+            let r = store.snapshot(&case, &key, upto, &state).await;
+            let _ = done.send((upto, bytes, r)).await;
+        });
+    }
+
+    /// Applies a new policy to the open connections: revoked invites and lost access close the
+    /// connection at once; a changed write grant takes effect on the next message.
+    fn follow_policy(&mut self) {
+        let policy = self.policy.borrow_and_update().clone();
+        let mut closing = Vec::new();
+        for (id, c) in self.conns.iter_mut() {
+            if policy.is_revoked(&c.jti) {
+                closing.push((*id, ErrorCode::TokenRevoked));
+                continue;
+            }
+            match policy.access(&c.participant, &self.name) {
+                DocAccess::None => closing.push((*id, ErrorCode::Forbidden)),
+                a => c.access = a,
+            }
+        }
+        for (id, code) in closing {
+            self.close(id, code);
+        }
+    }
+}
+
+/// Reads a lib0 variable-length unsigned integer at `*pos`.
+fn read_var(data: &[u8], pos: &mut usize) -> Option<u64> {
+    let mut value = 0u64;
+    for shift in (0..64).step_by(7) {
+        let b = *data.get(*pos)?;
+        *pos += 1;
+        value |= u64::from(b & 0x7f) << shift;
+        if b & 0x80 == 0 {
+            return Some(value);
+        }
+    }
+    None
+}
+
+/// Skips a lib0 length-prefixed buffer at `*pos`.
+fn skip_buf(data: &[u8], pos: &mut usize) -> Option<()> {
+    let len = usize::try_from(read_var(data, pos)?).ok()?;
+    let end = pos.checked_add(len)?;
+    (end <= data.len()).then(|| *pos = end)
+}
+
+/// Splits a frame into its y-protocol messages, strictly: a truncated message, trailing bytes or
+/// an empty frame is `invalid_message`, a message type the protocol does not have is
+/// `unknown_type`. (yrs's own reader treats a truncated last message as the end of the frame,
+/// which would apply the messages before it.)
+pub fn split_messages(data: &[u8]) -> Result<Vec<&[u8]>, ErrorCode> {
+    const SYNC: u64 = 0;
+    const AWARENESS: u64 = 1;
+    const AUTH: u64 = 2;
+    const QUERY_AWARENESS: u64 = 3;
+    let mut out = Vec::new();
+    let mut pos = 0;
+    while pos < data.len() {
+        let start = pos;
+        let invalid = ErrorCode::InvalidMessage;
+        let kind = read_var(data, &mut pos).ok_or(invalid)?;
+        match kind {
+            SYNC => {
+                let step = read_var(data, &mut pos).ok_or(invalid)?;
+                if step > 2 {
+                    return Err(invalid);
+                }
+                skip_buf(data, &mut pos).ok_or(invalid)?;
+            }
+            AWARENESS => skip_buf(data, &mut pos).ok_or(invalid)?,
+            AUTH => {
+                if read_var(data, &mut pos).ok_or(invalid)? == 0 {
+                    skip_buf(data, &mut pos).ok_or(invalid)?;
+                }
+            }
+            QUERY_AWARENESS => {}
+            _ => return Err(ErrorCode::UnknownType),
+        }
+        out.push(&data[start..pos]);
+    }
+    if out.is_empty() {
+        return Err(ErrorCode::InvalidMessage);
+    }
+    Ok(out)
+}
+
+/// One decoded message of a frame.
+enum Step {
+    Sync(StateVector),
+    Edit(Vec<u8>, Update),
+    Awareness(AwarenessUpdate),
+    AwarenessQuery,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn frames_split_strictly() {
+        let update = Message::Sync(SyncMessage::Update(vec![0, 0])).encode_v1();
+        let query = Message::AwarenessQuery.encode_v1();
+        let mut two = update.clone();
+        two.extend_from_slice(&query);
+        assert_eq!(split_messages(&two).unwrap(), vec![&update[..], &query[..]]);
+        let mut truncated = update.clone();
+        truncated.extend_from_slice(&[0, 2, 200]);
+        assert_eq!(split_messages(&truncated), Err(ErrorCode::InvalidMessage));
+        for bad in [
+            &[][..],
+            &[0],
+            &[0, 2],
+            &[0, 2, 5, 1],
+            &[0, 9, 0],
+            &[1],
+            &[0xff; 12],
+        ] {
+            assert_eq!(
+                split_messages(bad),
+                Err(ErrorCode::InvalidMessage),
+                "{bad:?}"
+            );
+        }
+        assert_eq!(split_messages(&[7, 0]), Err(ErrorCode::UnknownType));
+        assert_eq!(split_messages(&[3]).unwrap().len(), 1);
+    }
+}
