@@ -14,7 +14,8 @@ use axum::routing::{delete, get, post};
 use axum::{Json, Router};
 use serde::Deserialize;
 use serde_json::json;
-use yuntiao_signaling::event::{verify_chain, CaseParticipant};
+use yuntiao_signaling::document::DocName;
+use yuntiao_signaling::event::{sha256_hex, verify_chain, CaseParticipant};
 use yuntiao_signaling::protocol::{ErrorCode, ProtocolError};
 use yuntiao_signaling::{Event, InviteClaims, Role};
 
@@ -49,6 +50,8 @@ pub fn router(state: AppState) -> Router {
         .route("/admin/cases", post(create_case).get(list_cases))
         .route("/admin/cases/{case}", get(case_record))
         .route("/admin/cases/{case}/verify", get(verify_case))
+        .route("/admin/cases/{case}/export", get(export_case))
+        .route("/admin/cases/{case}/documents/{doc}", get(read_document))
         .route("/admin/cases/{case}/invites", post(mint_invite))
         .route("/admin/cases/{case}/invites/{jti}", delete(revoke_invite))
         .with_state(state)
@@ -200,6 +203,81 @@ async fn case_record(
         "events": events,
     }))
     .into_response())
+}
+
+/// A shared document's current text, its hash and state vector.
+async fn read_document(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    Path((case, doc)): Path<(String, String)>,
+) -> Result<Response, ApiError> {
+    check_admin(&state, &headers)?;
+    let name = DocName::parse(&doc)
+        .ok_or_else(|| ProtocolError::new(ErrorCode::NotFound, "this case has no such document"))?;
+    let v = state.docs.version(&state.rooms, &case, &name).await?;
+    Ok(Json(json!({
+        "case": case,
+        "doc": name.as_string(),
+        "text": v.text,
+        "text_hash": sha256_hex(v.text.as_bytes()),
+        "state_vector": v.state_vector,
+        "head": v.head,
+    }))
+    .into_response())
+}
+
+/// The case record as one printable, self-contained HTML page (see [`crate::export`]).
+async fn export_case(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    Path(case): Path<String>,
+) -> Result<Response, ApiError> {
+    check_admin(&state, &headers)?;
+    let AdminReply::Record {
+        title,
+        events,
+        roster,
+    } = state.rooms.admin(&case, AdminCommand::Record).await?
+    else {
+        return Err(ProtocolError::new(ErrorCode::Internal, "unexpected reply").into());
+    };
+    // Verify the log as stored, not the room's copy.
+    let stored = state.rooms.store().read(&case, 0).await.map_err(|_| {
+        ProtocolError::new(ErrorCode::StoreUnavailable, "the case store is unavailable")
+    })?;
+    let parsed: Result<Vec<Event>, String> = stored
+        .iter()
+        .map(|s| Event::from_json(&s.data).map_err(|_| format!("event {} is unreadable", s.seq)))
+        .collect();
+    let chain = parsed.and_then(|evs| verify_chain(&evs).map_err(|e| e.to_string()));
+    let agreement = state
+        .docs
+        .version(&state.rooms, &case, &DocName::Agreement)
+        .await
+        .ok();
+    let page = crate::export::render(&crate::export::ExportInput {
+        case: &case,
+        title: &title,
+        events: &events,
+        roster: &roster,
+        chain,
+        agreement,
+        generated_ms: SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map(|d| d.as_millis() as i64)
+            .unwrap_or(0),
+    });
+    Ok((
+        [
+            (axum::http::header::CONTENT_TYPE, "text/html; charset=utf-8"),
+            (
+                axum::http::header::CONTENT_SECURITY_POLICY,
+                "default-src 'none'; style-src 'unsafe-inline'",
+            ),
+        ],
+        page,
+    )
+        .into_response())
 }
 
 /// Verifies the hash chain of the log *as stored* (not the room's in-memory copy).

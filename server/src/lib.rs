@@ -13,6 +13,7 @@
 //! * [`docs`]: shared documents (agreement draft, caucus notes) over the y-websocket protocol
 //!   on `yrs`, stored before broadcast.
 //! * [`media`]: the SFU on str0m: one UDP port, forwarding by the room's media plan.
+//! * [`export`]: the printable, self-contained HTML case record.
 //! * [`metrics`]: Prometheus text on `/metrics`.
 //! * [`http`]: health checks, the websocket route and the admin API.
 //! * [`server`]: wiring it together and serving until shutdown.
@@ -20,6 +21,7 @@
 pub mod auth;
 pub mod config;
 pub mod docs;
+pub mod export;
 pub mod http;
 pub mod ids;
 pub mod media;

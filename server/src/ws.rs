@@ -12,8 +12,9 @@ use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket};
 use futures_util::{SinkExt, StreamExt};
 use tokio::sync::mpsc;
 use tracing::{debug, Instrument};
+use yuntiao_signaling::document::DocName;
 use yuntiao_signaling::protocol::{
-    parse_client_message, ErrorCode, ProtocolError, Request, ServerMessage,
+    parse_client_message, DocVersion, ErrorCode, ProtocolError, Request, ServerMessage,
 };
 
 use crate::rooms::{ConnInfo, Outbound};
@@ -263,7 +264,30 @@ async fn serve_inner(socket: WebSocket, state: AppState, conn_id: u64) {
             (_, None) => {
                 refuse(&out_tx, id, ErrorCode::NotJoined, "join first");
             }
-            (request, Some((case, _))) => {
+            (mut request, Some((case, _))) => {
+                // Terms taken from the agreement: read it now, so the room binds exactly this
+                // text and state vector.
+                if let Request::ProposeTerms {
+                    document: Some(doc),
+                    text,
+                    version,
+                } = &mut request
+                {
+                    if let (Some(name), true) = (DocName::parse(doc), text.is_empty()) {
+                        match state.docs.version(&state.rooms, case, &name).await {
+                            Ok(v) => {
+                                *version = Some(DocVersion {
+                                    text: v.text,
+                                    state_vector: v.state_vector,
+                                })
+                            }
+                            Err(e) => {
+                                send_now(&out_tx, ServerMessage::error(id, e));
+                                continue;
+                            }
+                        }
+                    }
+                }
                 if let Err(e) = state
                     .rooms
                     .request(case, conn_id, id.clone(), request)

@@ -155,6 +155,12 @@ pub enum EventBody {
         text: String,
         /// SHA-256 (hex) of `text`: what an acceptance binds to.
         text_hash: String,
+        /// The shared document the text was taken from, if any.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        document: Option<String>,
+        /// That document's state vector (Yjs v1, base64) when the text was taken.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        doc_state: Option<String>,
     },
     TermsAccepted {
         terms: String,

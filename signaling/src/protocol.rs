@@ -222,11 +222,24 @@ pub enum Request {
         text: String,
         scope: NoteScope,
     },
+    /// Put terms to the parties: either `text`, or the current text of shared document
+    /// `document` (`agreement`), which the server reads at that moment and binds, with the
+    /// document's state vector, to the terms.
     ProposeTerms {
+        #[serde(default)]
         text: String,
+        #[serde(default)]
+        document: Option<String>,
+        /// Filled by the server from the document (never read from the client).
+        #[serde(skip)]
+        version: Option<DocVersion>,
     },
+    /// Accept (sign) terms. `text_hash`, when given, must be the SHA-256 of the terms' text as
+    /// the client shows it: a party signs exactly the text on their screen, or nothing.
     AcceptTerms {
         terms: String,
+        #[serde(default)]
+        text_hash: Option<String>,
     },
     RejectTerms {
         terms: String,
@@ -270,6 +283,14 @@ pub enum Request {
         participant: String,
         write: bool,
     },
+}
+
+/// A shared document's text at one moment, as the server read it for `propose_terms`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DocVersion {
+    pub text: String,
+    /// The document's state vector (Yjs v1 encoding), base64: which edits the text includes.
+    pub state_vector: String,
 }
 
 /// Audio or video.

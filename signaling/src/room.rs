@@ -601,8 +601,34 @@ impl Room {
                     },
                 )])
             }
-            Request::ProposeTerms { text } => {
+            Request::ProposeTerms {
+                text,
+                document,
+                version,
+            } => {
                 self.require_open()?;
+                let (text, doc_state) = match (document, version) {
+                    (None, _) => (text, None),
+                    (Some(_), _) if !text.is_empty() => {
+                        return Err(err(
+                            ErrorCode::InvalidMessage,
+                            "give either `text` or `document`, not both",
+                        ))
+                    }
+                    (Some(d), _) if DocName::parse(d) != Some(DocName::Agreement) => {
+                        return Err(err(
+                            ErrorCode::NotFound,
+                            "terms can be taken only from the agreement document",
+                        ))
+                    }
+                    (Some(_), None) => {
+                        return Err(err(
+                            ErrorCode::Internal,
+                            "the agreement document could not be read",
+                        ))
+                    }
+                    (Some(_), Some(v)) => (&v.text, Some(v.state_vector.clone())),
+                };
                 check_text("text", text, MAX_TEXT_CHARS)?;
                 Ok(vec![draft(
                     Visibility::Everyone,
@@ -611,12 +637,26 @@ impl Room {
                         by: actor_s,
                         text: text.clone(),
                         text_hash: sha256_hex(text.as_bytes()),
+                        document: document.clone(),
+                        doc_state,
                     },
                 )])
             }
-            Request::AcceptTerms { terms } | Request::RejectTerms { terms, .. } => {
+            Request::AcceptTerms { terms, .. } | Request::RejectTerms { terms, .. } => {
                 self.require_open()?;
                 let t = self.current(terms)?;
+                if let Request::AcceptTerms {
+                    text_hash: Some(seen),
+                    ..
+                } = request
+                {
+                    if *seen != t.text_hash {
+                        return Err(err(
+                            ErrorCode::Conflict,
+                            "the text you are signing is not the text of these terms",
+                        ));
+                    }
+                }
                 if t.decisions.contains_key(actor) {
                     return Err(err(
                         ErrorCode::Conflict,
@@ -966,6 +1006,7 @@ impl Room {
                 by,
                 text,
                 text_hash,
+                ..
             } => {
                 self.terms.insert(
                     terms.clone(),

@@ -555,3 +555,148 @@ async fn bad_input_closes_with_a_code_and_stores_nothing() {
         (4003, "forbidden".into())
     );
 }
+
+// ----- signed versions and the exported record ------------------------------------------------
+
+fn sha256_hex(s: &str) -> String {
+    yuntiao_signaling::event::sha256_hex(s.as_bytes())
+}
+
+#[tokio::test]
+async fn parties_sign_the_agreement_text_and_the_export_shows_which_version() {
+    let mut s = session(StoreKind::Embedded, &[]).await;
+    let mut editor = NodeYjsClient::start(&s.node_base(), "agreement", &s.case.mediator().token)
+        .await
+        .unwrap();
+    editor.wait_synced().await.unwrap();
+    let agreed = "调解协议\n一、商家于三日内退还货款1299元；\n二、消费者退回电视机。<b>Both parties agree.</b> ✅";
+    editor.insert(0, agreed).await.unwrap();
+    let mut consumer_doc = YrsClient::connect_synced(&s.url(s.case.consumer(), "agreement"))
+        .await
+        .unwrap();
+    consumer_doc.wait_text(|t| t == agreed).await.unwrap();
+
+    // The mediator puts the agreement document's current text to the parties.
+    s.mediator
+        .ok(json!({"type": "propose_terms", "document": "agreement"}))
+        .await
+        .unwrap();
+    let proposed = s.consumer.wait_event("terms_proposed").await.unwrap();
+    assert_eq!(proposed["text"], agreed);
+    assert_eq!(proposed["text_hash"], sha256_hex(agreed));
+    assert_eq!(proposed["document"], "agreement");
+    assert!(!proposed["doc_state"].as_str().unwrap().is_empty());
+    let terms = proposed["terms"].as_str().unwrap().to_owned();
+
+    // Each party signs exactly the text on their screen; a stale screen is refused.
+    let on_screen = sha256_hex(&consumer_doc.text());
+    s.consumer
+        .ok(json!({"type": "accept_terms", "terms": terms, "text_hash": on_screen}))
+        .await
+        .unwrap();
+    s.merchant
+        .err(
+            json!({"type": "accept_terms", "terms": terms, "text_hash": sha256_hex("旧版本")}),
+            "conflict",
+        )
+        .await
+        .unwrap();
+    s.merchant
+        .ok(json!({"type": "accept_terms", "terms": terms, "text_hash": sha256_hex(agreed)}))
+        .await
+        .unwrap();
+    s.mediator
+        .ok(json!({"type": "record_outcome", "outcome": "settled"}))
+        .await
+        .unwrap();
+
+    // Export now: the signed text, who signed which hash, and that the document matches.
+    let export = |s: &Session| {
+        let url = s.server.url(&format!("/admin/cases/{}/export", s.case.id));
+        let token = s.server.admin_token.clone();
+        async move {
+            let r = reqwest::Client::new()
+                .get(url)
+                .bearer_auth(token)
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(r.status(), 200);
+            assert!(r.headers()["content-type"]
+                .to_str()
+                .unwrap()
+                .starts_with("text/html"));
+            r.text().await.unwrap()
+        }
+    };
+    let page = export(&s).await;
+    assert!(page.starts_with("<!DOCTYPE html>"));
+    assert!(page.contains("<meta charset=\"utf-8\">"));
+    assert!(page.contains("调解记录 Mediation record"));
+    assert!(page.contains("网购退款纠纷 (refund dispute)"));
+    assert!(page.contains("张三") && page.contains("某某电器店"));
+    // The agreement text, escaped, with its hash and both signatures.
+    assert!(page.contains("二、消费者退回电视机。&lt;b&gt;Both parties agree.&lt;/b&gt; ✅"));
+    assert!(!page.contains("<b>Both"));
+    assert!(page.matches(&sha256_hex(agreed)).count() >= 3);
+    assert!(page.contains("接受并签署 Accepted and signed"));
+    assert!(page.contains("哈希链校验通过 hash chain verified"));
+    assert!(page.contains("still matches the signed text"));
+    // Self-contained: no scripts, no external resources.
+    assert!(!page.contains("<script"));
+    assert!(!page.contains("src=") && !page.contains("href=") && !page.contains("url("));
+
+    // A later edit shows that the signed version and the current one differ.
+    editor.insert(0, "【修改】").await.unwrap();
+    consumer_doc
+        .wait_text(|t| t.starts_with("【修改】"))
+        .await
+        .unwrap();
+    let (status, doc) = s
+        .server
+        .admin(
+            Method::GET,
+            &format!("/admin/cases/{}/documents/agreement", s.case.id),
+            None,
+        )
+        .await
+        .unwrap();
+    assert_eq!(status, 200, "{doc}");
+    assert_eq!(doc["text"], format!("【修改】{agreed}"));
+    assert_ne!(doc["text_hash"], sha256_hex(agreed));
+    let page = export(&s).await;
+    assert!(page.contains("was edited after signing"));
+    assert!(page.contains("【修改】调解协议"));
+    // The record still shows the version each party signed.
+    let (_, record) = s
+        .server
+        .admin(Method::GET, &format!("/admin/cases/{}", s.case.id), None)
+        .await
+        .unwrap();
+    let signed: Vec<&serde_json::Value> = record["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["kind"] == "terms_accepted")
+        .collect();
+    assert_eq!(signed.len(), 2);
+    for e in signed {
+        assert_eq!(e["text_hash"], sha256_hex(agreed));
+    }
+    // Unknown documents and unauthenticated exports are refused.
+    let (status, _) = s
+        .server
+        .admin(
+            Method::GET,
+            &format!("/admin/cases/{}/documents/minutes", s.case.id),
+            None,
+        )
+        .await
+        .unwrap();
+    assert_eq!(status, 404);
+    let r = reqwest::get(s.server.url(&format!("/admin/cases/{}/export", s.case.id)))
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 401);
+    editor.quit().await;
+}

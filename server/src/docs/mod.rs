@@ -218,6 +218,22 @@ impl DocManager {
             .map_err(|_| ProtocolError::new(ErrorCode::Internal, "the document stopped"))?
     }
 
+    /// The document's current stored text and state vector (starting its task if needed).
+    pub async fn version(
+        &self,
+        rooms: &crate::rooms::RoomManager,
+        case: &str,
+        doc: &DocName,
+    ) -> Result<task::DocSnapshot, ProtocolError> {
+        let policy = rooms.doc_policy(case).await?;
+        policy.borrow().check_exists(doc)?;
+        let (reply, rx) = oneshot::channel();
+        self.send(case, doc, &policy, DocCommand::Version { reply })
+            .await?;
+        rx.await
+            .map_err(|_| ProtocolError::new(ErrorCode::Internal, "the document stopped"))?
+    }
+
     /// Called by a task that is exiting: forget its (closed) channel.
     fn unregister(&self, case: &str, doc: &str) {
         if let Ok(mut tasks) = self.inner.tasks.lock() {

@@ -28,6 +28,7 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
+use base64::Engine;
 use bytes::Bytes;
 use tokio::sync::{mpsc, oneshot, watch};
 use tracing::{debug, info, warn};
@@ -35,7 +36,7 @@ use yrs::sync::protocol::SyncMessage;
 use yrs::sync::{Awareness, AwarenessUpdate, Message};
 use yrs::updates::decoder::Decode;
 use yrs::updates::encoder::Encode;
-use yrs::{ClientID, Doc, OffsetKind, Options, ReadTxn, StateVector, Transact, Update};
+use yrs::{ClientID, Doc, GetString, OffsetKind, Options, ReadTxn, StateVector, Transact, Update};
 use yuntiao_signaling::document::{DocAccess, DocName, DocPolicy};
 use yuntiao_signaling::protocol::{ErrorCode, ProtocolError};
 
@@ -85,7 +86,25 @@ pub enum DocCommand {
     Disconnect {
         conn: u64,
     },
+    /// Read the document's text and state vector as stored now.
+    Version {
+        reply: oneshot::Sender<Result<DocSnapshot, ProtocolError>>,
+    },
 }
+
+/// A document's text at one moment, with what identifies that moment.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct DocSnapshot {
+    /// The shared text (root [`TEXT`]).
+    pub text: String,
+    /// The state vector, Yjs v1 encoding, base64.
+    pub state_vector: String,
+    /// Seq of the last stored update.
+    pub head: u64,
+}
+
+/// The name of the shared text in every Yuntiao document (`ydoc.getText("text")`).
+pub const TEXT: &str = "text";
 
 struct Conn {
     participant: String,
@@ -311,7 +330,28 @@ impl DocTask {
             }
             DocCommand::Frame { conn, data } => self.frame(conn, data).await,
             DocCommand::Disconnect { conn } => self.disconnect(conn),
+            DocCommand::Version { reply } => {
+                let r = self.version().await;
+                let _ = reply.send(r);
+            }
         }
+    }
+
+    /// The stored text and state vector (pending edits are stored first).
+    async fn version(&mut self) -> Result<DocSnapshot, ProtocolError> {
+        self.flush().await;
+        if let Some(e) = &self.load_error {
+            return Err(e.clone());
+        }
+        let doc = self.awareness.doc();
+        let text = doc.get_or_insert_text(TEXT);
+        let txn = doc.transact();
+        Ok(DocSnapshot {
+            text: text.get_string(&txn),
+            state_vector: base64::engine::general_purpose::STANDARD
+                .encode(txn.state_vector().encode_v1()),
+            head: self.head,
+        })
     }
 
     async fn connect(&mut self, conn: DocConn) -> Result<(), ProtocolError> {

@@ -124,12 +124,17 @@ fn note(text: &str, scope: NoteScope) -> Request {
 }
 
 fn propose(text: &str) -> Request {
-    Request::ProposeTerms { text: text.into() }
+    Request::ProposeTerms {
+        text: text.into(),
+        document: None,
+        version: None,
+    }
 }
 
 fn accept(terms: &str) -> Request {
     Request::AcceptTerms {
         terms: terms.into(),
+        text_hash: None,
     }
 }
 
@@ -1311,6 +1316,8 @@ fn decision_flow_to_a_confirmed_settlement() {
             by: MEDIATOR.into(),
             text: TERMS.into(),
             text_hash: sha256_of(TERMS),
+            document: None,
+            doc_state: None,
         }
     );
     assert_eq!(fx.room.current_terms(), Some(t.as_str()));
@@ -2122,4 +2129,94 @@ fn the_policy_checks_invites_like_join() {
         Some(ErrorCode::TokenUnknown)
     );
     assert_eq!(code("j-unknown", MERCHANT), Some(ErrorCode::TokenUnknown));
+}
+
+// ----- terms taken from the agreement document ------------------------------------------------
+
+fn propose_from_agreement(version: Option<(&str, &str)>) -> Request {
+    Request::ProposeTerms {
+        text: String::new(),
+        document: Some("agreement".into()),
+        version: version.map(|(text, sv)| crate::protocol::DocVersion {
+            text: text.into(),
+            state_vector: sv.into(),
+        }),
+    }
+}
+
+#[test]
+fn terms_from_the_agreement_bind_its_text_and_state_vector() {
+    let mut fx = Fx::admitted();
+    let e = only(&fx.act(MEDIATOR, propose_from_agreement(Some((TERMS, "AQKz")))));
+    match &e.body {
+        EventBody::TermsProposed {
+            text,
+            text_hash,
+            document,
+            doc_state,
+            ..
+        } => {
+            assert_eq!(text, TERMS);
+            assert_eq!(*text_hash, sha256_of(TERMS));
+            assert_eq!(document.as_deref(), Some("agreement"));
+            assert_eq!(doc_state.as_deref(), Some("AQKz"));
+        }
+        other => panic!("{other:?}"),
+    }
+    // Rebuilt from the log, the room has the same terms.
+    let rebuilt = Room::from_events(fx.room.events().to_vec()).unwrap();
+    let t = terms_id(&e);
+    assert_eq!(rebuilt.terms(&t), fx.room.terms(&t));
+}
+
+#[test]
+fn terms_from_a_document_are_checked() {
+    let fx = Fx::admitted();
+    let mut both = propose_from_agreement(Some((TERMS, "AQKz")));
+    if let Request::ProposeTerms { text, .. } = &mut both {
+        *text = "另一段文字".into();
+    }
+    fx.refuse(MEDIATOR, both, ErrorCode::InvalidMessage);
+    let other = Request::ProposeTerms {
+        text: String::new(),
+        document: Some("caucus-k3".into()),
+        version: None,
+    };
+    fx.refuse(MEDIATOR, other, ErrorCode::NotFound);
+    // The server did not read the document: refused, nothing changes.
+    fx.refuse(MEDIATOR, propose_from_agreement(None), ErrorCode::Internal);
+    // An empty agreement cannot be put to the parties.
+    fx.refuse(
+        MEDIATOR,
+        propose_from_agreement(Some(("  ", "AA=="))),
+        ErrorCode::InvalidMessage,
+    );
+    // Clients cannot supply the version themselves.
+    let msg = crate::protocol::parse_client_message(
+        r#"{"type":"propose_terms","document":"agreement","version":{"text":"伪造","state_vector":"AA=="}}"#,
+    )
+    .unwrap();
+    assert_eq!(msg.request, propose_from_agreement(None));
+}
+
+#[test]
+fn a_party_signs_exactly_the_text_on_screen() {
+    let mut fx = Fx::admitted();
+    let t = terms_id(&only(&fx.act(MEDIATOR, propose(TERMS))));
+    let stale = Request::AcceptTerms {
+        terms: t.clone(),
+        text_hash: Some(sha256_of("商家于三日内退还货款人民币999元")),
+    };
+    fx.refuse(CONSUMER, stale, ErrorCode::Conflict);
+    let e = only(&fx.act(
+        CONSUMER,
+        Request::AcceptTerms {
+            terms: t.clone(),
+            text_hash: Some(sha256_of(TERMS)),
+        },
+    ));
+    assert!(matches!(
+        &e.body,
+        EventBody::TermsAccepted { text_hash, .. } if *text_hash == sha256_of(TERMS)
+    ));
 }
