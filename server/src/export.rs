@@ -150,10 +150,10 @@ pub fn render(input: &ExportInput<'_>) -> String {
             );
         }
         Err(why) => {
-            let _ = write!(
+            let _ = writeln!(
                 h,
                 "<tr><th>完整性 Integrity</th><td class=\"bad\">哈希链校验失败 hash chain \
-                 verification FAILED: {}</td></tr>\n",
+                 verification FAILED: {}</td></tr>",
                 escape(why)
             );
         }
