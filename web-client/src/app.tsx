@@ -1,0 +1,514 @@
+/**
+ * The views: the join/lobby/session pages, all driven by the reducer's state. Every control is
+ * a native button, input, select or checkbox with a visible <label> or an aria-label, so it is
+ * reachable by keyboard and named for screen readers.
+ */
+import { useEffect, useMemo, useReducer, useRef, useState } from 'preact/hooks';
+import type { ComponentChildren } from 'preact';
+import { Connection, wsUrl } from './connection';
+import { STRINGS, fatalText, initialLang, saveLang, type Lang, type T } from './i18n';
+import type { NoteScope, Outcome, Request } from './protocol';
+import {
+  amStaff,
+  currentTerms,
+  inRoom,
+  initialState,
+  lobby,
+  myCaucus,
+  outsideCaucus,
+  parties,
+  people,
+  reduce,
+  type Person,
+  type State,
+} from './state';
+import { forgetToken } from './token';
+import { noteLabel } from './notes';
+
+type Send = (r: Request) => void;
+
+function storage(kind: 'local' | 'session'): Storage | undefined {
+  try {
+    return kind === 'local' ? window.localStorage : window.sessionStorage;
+  } catch {
+    return undefined;
+  }
+}
+
+export function App({ token }: { token?: string }) {
+  const [lang, setLang] = useState<Lang>(() => initialLang(storage('local'), navigator.language));
+  const [large, setLarge] = useState<boolean>(() => storage('local')?.getItem('yuntiao.large') === '1');
+  const [state, dispatch] = useReducer(reduce, initialState);
+  const stateRef = useRef(state);
+  stateRef.current = state;
+  const conn = useRef<Connection>();
+  const t = STRINGS[lang];
+
+  useEffect(() => {
+    document.documentElement.lang = lang === 'zh' ? 'zh-CN' : 'en';
+    saveLang(storage('local'), lang);
+  }, [lang]);
+  useEffect(() => {
+    document.documentElement.classList.toggle('large', large);
+    try {
+      storage('local')?.setItem('yuntiao.large', large ? '1' : '0');
+    } catch {
+      // not remembered
+    }
+  }, [large]);
+  useEffect(() => {
+    if (!token) return;
+    const c = new Connection(wsUrl(location), token, () => stateRef.current.lastSeq, dispatch);
+    conn.current = c;
+    c.start();
+    return () => c.stop();
+  }, [token]);
+  useEffect(() => {
+    if (state.fatal) forgetToken(storage('session'));
+  }, [state.fatal]);
+  useEffect(() => {
+    document.title = state.title ? `${state.title} · ${t.appName}` : t.appName;
+  }, [state.title, t]);
+
+  const send: Send = (r) => {
+    conn.current?.send(r);
+  };
+
+  let body: ComponentChildren;
+  if (!token) body = <Notice title={t.appName} text={t.noToken} />;
+  else if (state.fatal)
+    body = (
+      <Notice title={t.linkProblemTitle} text={fatalText(t, state.fatal)} contact={t.contact} testid="link-problem" />
+    );
+  else if (!state.me) body = <p class="card" aria-busy="true">{t.conn[state.conn]}</p>;
+  else if (state.me.status === 'lobby') body = <Lobby t={t} s={state} />;
+  else body = <Session t={t} s={state} send={send} />;
+
+  return (
+    <div class="app">
+      <header class="top">
+        <h1 class="brand">{t.appName}</h1>
+        {token && !state.fatal && (
+          <span class={`conn conn-${state.conn}`} role="status" aria-label={t.connLabel} data-testid="conn">
+            {t.conn[state.conn]}
+          </span>
+        )}
+        <div class="tools">
+          <label class="toggle">
+            <input type="checkbox" checked={large} onChange={(e) => setLarge(e.currentTarget.checked)} aria-label={t.largeTextLabel} />
+            {t.largeText}
+          </label>
+          <button type="button" lang={lang === 'zh' ? 'en' : 'zh-CN'} aria-label={t.switchLangLabel} onClick={() => setLang(lang === 'zh' ? 'en' : 'zh')}>
+            {t.switchLang}
+          </button>
+        </div>
+      </header>
+      {state.lastError && (
+        <div class="error" role="alert">
+          {t.errorPrefix}
+          {state.lastError.message}
+          <button type="button" aria-label={t.dismiss} onClick={() => dispatch({ type: 'dismiss_error' })}>
+            ×
+          </button>
+        </div>
+      )}
+      <main>{body}</main>
+    </div>
+  );
+}
+
+function Notice({ title, text, contact, testid }: { title: string; text: string; contact?: string; testid?: string }) {
+  return (
+    <section class="card notice" data-testid={testid}>
+      <h2>{title}</h2>
+      <p>{text}</p>
+      {contact && <p>{contact}</p>}
+    </section>
+  );
+}
+
+function roleName(t: T, p: Person | undefined): string {
+  return p?.role ? t.roles[p.role] : '';
+}
+
+function nameOf(t: T, s: State, id: string): string {
+  const p = s.people[id];
+  const name = p?.name ?? t.unknownPerson;
+  return id === s.me?.participant ? name + t.you : name;
+}
+
+function Lobby({ t, s }: { t: T; s: State }) {
+  return (
+    <section class="card lobby" data-testid="lobby" aria-live="polite">
+      <h2>{t.lobbyTitle}</h2>
+      <p>
+        {t.caseLabel}：<strong data-testid="case-title">{s.title}</strong>
+      </p>
+      <p>{t.lobbyHint}</p>
+      <h3>{t.whoWillBeThere}</h3>
+      <ul>
+        {people(s).map((p) => (
+          <li key={p.participant}>
+            {nameOf(t, s, p.participant)} · {roleName(t, p)}
+          </li>
+        ))}
+      </ul>
+    </section>
+  );
+}
+
+function Session({ t, s, send }: { t: T; s: State; send: Send }) {
+  const staff = amStaff(s);
+  const mine = myCaucus(s);
+  return (
+    <div class="session">
+      <p class="case-title">
+        {t.caseLabel}：<strong data-testid="case-title">{s.title}</strong>
+      </p>
+      {outsideCaucus(s) && (
+        <div class="banner" role="status" data-testid="caucus-banner">
+          {t.caucusBanner}
+        </div>
+      )}
+      {mine && (
+        <div class="banner banner-in" role="status" data-testid="in-caucus">
+          {t.inCaucus}
+        </div>
+      )}
+      <div class="cols">
+        <div class="col-main">
+          {/* Placeholder: media (camera, microphone, video tiles) comes in the next slice. */}
+          <section class="placeholder" data-testid="media-placeholder" aria-label={t.mediaPlaceholder}>
+            {t.mediaPlaceholder}
+          </section>
+          {/* Placeholder: the agreement editor (Yjs) comes in the next slice. */}
+          <section class="placeholder" data-testid="agreement-placeholder" aria-label={t.agreementPlaceholder}>
+            {t.agreementPlaceholder}
+          </section>
+          <TermsPanel t={t} s={s} send={send} />
+          <ChatPanel t={t} s={s} send={send} />
+        </div>
+        <div class="col-side">
+          <Participants t={t} s={s} />
+          {staff && <LobbyPanel t={t} s={s} send={send} />}
+          {staff && <CaucusPanel t={t} s={s} send={send} />}
+          <NotesPanel t={t} s={s} send={send} />
+          {staff && <OutcomePanel t={t} s={s} send={send} />}
+          {staff && <Timeline t={t} s={s} />}
+        </div>
+      </div>
+    </div>
+  );
+}
+
+function Panel({ title, testid, children }: { title: string; testid: string; children: ComponentChildren }) {
+  const id = `h-${testid}`;
+  return (
+    <section class="card" data-testid={testid} aria-labelledby={id}>
+      <h2 id={id}>{title}</h2>
+      {children}
+    </section>
+  );
+}
+
+function Participants({ t, s }: { t: T; s: State }) {
+  const shown = amStaff(s) ? people(s) : inRoom(s);
+  return (
+    <Panel title={t.participants} testid="participants">
+      <ul class="plain">
+        {shown.map((p) => (
+          <li key={p.participant}>
+            <span class={`dot ${p.online ? 'on' : 'off'}`} aria-hidden="true" />
+            <strong>{nameOf(t, s, p.participant)}</strong> {roleName(t, p)} · {t.status[p.status]} ·{' '}
+            {p.online ? t.online : t.offline}
+          </li>
+        ))}
+      </ul>
+    </Panel>
+  );
+}
+
+function ChatPanel({ t, s, send }: { t: T; s: State; send: Send }) {
+  const [text, setText] = useState('');
+  const submit = (e: Event) => {
+    e.preventDefault();
+    const v = text.trim();
+    if (!v) return;
+    send({ type: 'chat', text: v });
+    setText('');
+  };
+  return (
+    <Panel title={t.chat} testid="chat">
+      <ol class="chat-log plain" aria-live="polite">
+        {s.chat.map((c) => (
+          <li key={c.seq} data-testid="chat-line">
+            <strong>{nameOf(t, s, c.from)}</strong>
+            {c.caucus && <em class="tag">{t.caucusTag}</em>}：{c.text}
+          </li>
+        ))}
+      </ol>
+      <form onSubmit={submit} class="row">
+        <label class="sr-only" for="chat-input">
+          {t.chatInput}
+        </label>
+        <input id="chat-input" value={text} maxLength={4000} placeholder={t.chatInput} onInput={(e) => setText(e.currentTarget.value)} />
+        <button type="submit">{t.send}</button>
+      </form>
+    </Panel>
+  );
+}
+
+function LobbyPanel({ t, s, send }: { t: T; s: State; send: Send }) {
+  const waiting = lobby(s);
+  return (
+    <Panel title={t.lobbyPanel} testid="lobby-panel">
+      {waiting.length === 0 && <p>{t.lobbyEmpty}</p>}
+      <ul class="plain">
+        {waiting.map((p) => {
+          const who = `${nameOf(t, s, p.participant)} (${roleName(t, p)})`;
+          return (
+            <li key={p.participant} class="row">
+              <span>{who}</span>
+              <button type="button" aria-label={`${t.admit}: ${who}`} onClick={() => send({ type: 'admit', participant: p.participant })}>
+                {t.admit}
+              </button>
+              <button type="button" aria-label={`${t.deny}: ${who}`} onClick={() => send({ type: 'deny', participant: p.participant })}>
+                {t.deny}
+              </button>
+            </li>
+          );
+        })}
+      </ul>
+    </Panel>
+  );
+}
+
+function CaucusPanel({ t, s, send }: { t: T; s: State; send: Send }) {
+  const [chosen, setChosen] = useState<Record<string, boolean>>({});
+  const me = s.me?.participant;
+  const mine = myCaucus(s);
+  const others = inRoom(s).filter((p) => p.participant !== me);
+  const members = others.filter((p) => chosen[p.participant]).map((p) => p.participant);
+  return (
+    <Panel title={t.caucus} testid="caucus-panel">
+      {mine ? (
+        <div>
+          <p>
+            {t.caucusRunning}：{mine.members.map((m) => nameOf(t, s, m)).join('、')}
+          </p>
+          <button type="button" onClick={() => send({ type: 'caucus_end', caucus: mine.caucus })}>
+            {t.caucusEnd}
+          </button>
+        </div>
+      ) : (
+        <fieldset>
+          <legend>{t.caucusChoose}</legend>
+          {others.map((p) => (
+            <label key={p.participant} class="check">
+              <input
+                type="checkbox"
+                checked={!!chosen[p.participant]}
+                onChange={(e) => setChosen({ ...chosen, [p.participant]: e.currentTarget.checked })}
+              />
+              {nameOf(t, s, p.participant)} ({roleName(t, p)})
+            </label>
+          ))}
+          <button
+            type="button"
+            disabled={members.length === 0}
+            onClick={() => {
+              send({ type: 'caucus_start', members });
+              setChosen({});
+            }}
+          >
+            {t.caucusStart}
+          </button>
+        </fieldset>
+      )}
+    </Panel>
+  );
+}
+
+function NotesPanel({ t, s, send }: { t: T; s: State; send: Send }) {
+  const [text, setText] = useState('');
+  const [scope, setScope] = useState<NoteScope>('shared');
+  const staff = amStaff(s);
+  if (!staff && s.notes.length === 0) return null;
+  return (
+    <Panel title={t.notes} testid="notes">
+      {s.notes.length === 0 && <p>{t.noNotes}</p>}
+      <ul class="plain">
+        {s.notes.map((n) => (
+          <li key={n.seq} data-testid="note" data-scope={n.scope}>
+            <em class={`tag scope-${n.scope}`}>{noteLabel(t, n.scope)}</em> <strong>{nameOf(t, s, n.author)}</strong>：{n.text}
+          </li>
+        ))}
+      </ul>
+      {staff && (
+        <form
+          onSubmit={(e) => {
+            e.preventDefault();
+            if (!text.trim()) return;
+            send({ type: 'note', text: text.trim(), scope });
+            setText('');
+          }}
+        >
+          <label for="note-text">{t.noteInput}</label>
+          <textarea id="note-text" rows={3} maxLength={20000} value={text} onInput={(e) => setText(e.currentTarget.value)} />
+          <label for="note-scope">{t.noteScope}</label>
+          <select id="note-scope" value={scope} onChange={(e) => setScope(e.currentTarget.value as NoteScope)}>
+            {(['shared', 'staff', 'private'] as NoteScope[]).map((sc) => (
+              <option key={sc} value={sc}>
+                {t.scopes[sc]}
+              </option>
+            ))}
+          </select>
+          <button type="submit">{t.addNote}</button>
+        </form>
+      )}
+    </Panel>
+  );
+}
+
+/** SHA-256 (hex) of the text as shown, so a party signs exactly what is on the screen. */
+export async function sha256Hex(text: string): Promise<string | undefined> {
+  // crypto.subtle exists only in secure contexts (https, or localhost); elsewhere the server
+  // binds the acceptance to its own copy of the text.
+  if (!globalThis.crypto?.subtle) return undefined;
+  const digest = await crypto.subtle.digest('SHA-256', new TextEncoder().encode(text));
+  return Array.from(new Uint8Array(digest), (b) => b.toString(16).padStart(2, '0')).join('');
+}
+
+function TermsPanel({ t, s, send }: { t: T; s: State; send: Send }) {
+  const [draft, setDraft] = useState('');
+  const cur = currentTerms(s);
+  const me = s.me!;
+  const staff = amStaff(s);
+  const isParty = me.role === 'consumer' || me.role === 'merchant';
+  const theParties = parties(s);
+  const allAccepted = !!cur && theParties.length > 0 && theParties.every((p) => cur.accepted[p.participant]);
+  const closed = !!s.outcome;
+  return (
+    <Panel title={t.terms} testid="terms">
+      {!cur && <p>{t.noTerms}</p>}
+      {cur && (
+        <div>
+          <p class="small">
+            {t.by}：{nameOf(t, s, cur.by)}
+          </p>
+          <blockquote class="terms-text" data-testid="terms-text">
+            {cur.text}
+          </blockquote>
+          <ul class="plain">
+            {theParties.map((p) => (
+              <li key={p.participant} data-testid="terms-answer">
+                {nameOf(t, s, p.participant)}：
+                {cur.accepted[p.participant] ? t.accepted : cur.rejected[p.participant] !== undefined ? t.rejected : t.pending}
+              </li>
+            ))}
+          </ul>
+          {cur.confirmedBy && (
+            <p class="confirmed" role="status" data-testid="terms-confirmed">
+              ✔ {t.confirmed}（{nameOf(t, s, cur.confirmedBy)}）
+            </p>
+          )}
+          {isParty && cur.accepted[me.participant] && <p>{t.youAccepted}</p>}
+          {isParty && cur.rejected[me.participant] !== undefined && <p>{t.youRejected}</p>}
+          {isParty && !cur.accepted[me.participant] && cur.rejected[me.participant] === undefined && (
+            <div class="row big-buttons">
+              <button
+                type="button"
+                class="primary"
+                onClick={async () => {
+                  const hash = await sha256Hex(cur.text);
+                  send(hash ? { type: 'accept_terms', terms: cur.terms, text_hash: hash } : { type: 'accept_terms', terms: cur.terms });
+                }}
+              >
+                {t.accept}
+              </button>
+              <button type="button" onClick={() => send({ type: 'reject_terms', terms: cur.terms })}>
+                {t.reject}
+              </button>
+            </div>
+          )}
+          {me.role === 'judge' && !cur.confirmedBy && allAccepted && (
+            <button type="button" class="primary" onClick={() => send({ type: 'confirm_terms', terms: cur.terms })}>
+              {t.confirm}
+            </button>
+          )}
+        </div>
+      )}
+      {staff && !closed && (
+        <form
+          onSubmit={(e) => {
+            e.preventDefault();
+            if (!draft.trim()) return;
+            send({ type: 'propose_terms', text: draft.trim() });
+            setDraft('');
+          }}
+        >
+          <label for="terms-text">{t.termsInput}</label>
+          <textarea id="terms-text" rows={3} maxLength={20000} value={draft} onInput={(e) => setDraft(e.currentTarget.value)} />
+          <button type="submit">{t.propose}</button>
+        </form>
+      )}
+    </Panel>
+  );
+}
+
+function OutcomePanel({ t, s, send }: { t: T; s: State; send: Send }) {
+  const [outcome, setOutcome] = useState<Outcome>('settled');
+  const [reason, setReason] = useState('');
+  if (s.outcome)
+    return (
+      <Panel title={t.outcome} testid="outcome">
+        <p>
+          {t.outcomeRecorded}
+          {t.outcomes[s.outcome.outcome]}
+          {s.outcome.reason ? `（${s.outcome.reason}）` : ''}
+        </p>
+      </Panel>
+    );
+  return (
+    <Panel title={t.outcome} testid="outcome">
+      <form
+        onSubmit={(e) => {
+          e.preventDefault();
+          send({ type: 'record_outcome', outcome, reason: reason.trim() || undefined });
+        }}
+      >
+        <label for="outcome">{t.outcomeChoose}</label>
+        <select id="outcome" value={outcome} onChange={(e) => setOutcome(e.currentTarget.value as Outcome)}>
+          {(Object.keys(t.outcomes) as Outcome[]).map((o) => (
+            <option key={o} value={o}>
+              {t.outcomes[o]}
+            </option>
+          ))}
+        </select>
+        <label for="outcome-reason">{t.reason}</label>
+        <input id="outcome-reason" value={reason} onInput={(e) => setReason(e.currentTarget.value)} />
+        <button type="submit">{t.record}</button>
+      </form>
+    </Panel>
+  );
+}
+
+function Timeline({ t, s }: { t: T; s: State }) {
+  const fmt = useMemo(() => new Intl.DateTimeFormat(undefined, { hour: '2-digit', minute: '2-digit', second: '2-digit' }), []);
+  return (
+    <Panel title={t.timeline} testid="timeline">
+      <details>
+        <summary>
+          {t.timeline} ({s.timeline.length})
+        </summary>
+        <ol class="plain small">
+          {s.timeline.map((e) => (
+            <li key={e.seq}>
+              #{e.seq} {fmt.format(new Date(e.ts))} {e.kind}
+            </li>
+          ))}
+        </ol>
+      </details>
+    </Panel>
+  );
+}

@@ -1,0 +1,108 @@
+/**
+ * The signaling websocket: connects to `/ws` on the page's own origin, joins with the invite
+ * token, and reconnects by itself with `resume_from` = the last event seq seen, so the room
+ * continues where it left off. Everything it receives goes to the reducer (`state.ts`).
+ */
+import type { ClientMessage, Request, ServerMessage } from './protocol';
+import { FATAL_CODES } from './protocol';
+import type { Action } from './state';
+
+export function wsUrl(loc: Location): string {
+  const scheme = loc.protocol === 'https:' ? 'wss:' : 'ws:';
+  return `${scheme}//${loc.host}/ws`;
+}
+
+/** Backoff between reconnect attempts, in ms: quick at first, then at most every 10 s. */
+export function backoff(attempt: number): number {
+  return Math.min(10_000, 500 * 2 ** Math.min(attempt, 5));
+}
+
+const PING_EVERY_MS = 15_000;
+/** No message for this long: the connection is presumed dead and is replaced. */
+const SILENCE_MS = 40_000;
+
+export class Connection {
+  private ws?: WebSocket;
+  private nextId = 1;
+  private attempt = 0;
+  private stopped = false;
+  private timer?: ReturnType<typeof setTimeout>;
+  private pinger?: ReturnType<typeof setInterval>;
+  private lastHeard = 0;
+
+  constructor(
+    private readonly url: string,
+    private readonly token: string,
+    private readonly lastSeq: () => number,
+    private readonly dispatch: (a: Action) => void,
+  ) {}
+
+  start(): void {
+    this.stopped = false;
+    this.open();
+  }
+
+  stop(): void {
+    this.stopped = true;
+    clearTimeout(this.timer);
+    clearInterval(this.pinger);
+    this.ws?.close(1000);
+  }
+
+  /** Sends a request; returns its id (or undefined when not connected). */
+  send(req: Request): string | undefined {
+    if (!this.ws || this.ws.readyState !== WebSocket.OPEN) return undefined;
+    const id = `r${this.nextId++}`;
+    const msg: ClientMessage = { ...req, id };
+    this.ws.send(JSON.stringify(msg));
+    return id;
+  }
+
+  private open(): void {
+    this.dispatch({ type: 'connecting' });
+    const ws = new WebSocket(this.url);
+    this.ws = ws;
+    ws.onopen = () => {
+      this.lastHeard = Date.now();
+      this.dispatch({ type: 'open' });
+      const resume = this.lastSeq();
+      const join: ClientMessage = { type: 'join', id: `join${this.nextId++}`, token: this.token };
+      if (resume > 0) join.resume_from = resume;
+      ws.send(JSON.stringify(join));
+      clearInterval(this.pinger);
+      this.pinger = setInterval(() => {
+        if (Date.now() - this.lastHeard > SILENCE_MS) {
+          ws.close();
+          return;
+        }
+        if (ws.readyState === WebSocket.OPEN) ws.send(JSON.stringify({ type: 'ping' }));
+      }, PING_EVERY_MS);
+    };
+    ws.onmessage = (ev: MessageEvent) => {
+      this.lastHeard = Date.now();
+      let msg: ServerMessage;
+      try {
+        msg = JSON.parse(String(ev.data)) as ServerMessage;
+      } catch {
+        return;
+      }
+      if (msg.type === 'welcome') this.attempt = 0;
+      if ((msg.type === 'error' || msg.type === 'closed') && FATAL_CODES.has(msg.code)) {
+        // This link cannot be used any more: do not retry.
+        this.stopped = true;
+      }
+      this.dispatch({ type: 'server', msg });
+    };
+    ws.onclose = () => {
+      if (this.ws !== ws) return;
+      clearInterval(this.pinger);
+      this.dispatch({ type: 'disconnected' });
+      if (this.stopped) return;
+      const delay = backoff(this.attempt++);
+      this.timer = setTimeout(() => this.open(), delay);
+    };
+    ws.onerror = () => {
+      // onclose follows and schedules the retry.
+    };
+  }
+}

@@ -1,0 +1,174 @@
+import { describe, expect, it } from 'vitest';
+import type { Event, EventBody, ServerMessage, Welcome } from './protocol';
+import { noteLabel } from './notes';
+import { STRINGS, initialLang } from './i18n';
+import { initialState, inRoom, lobby, outsideCaucus, myCaucus, reduce, currentTerms, type Action, type State } from './state';
+
+const GENESIS = '0'.repeat(64);
+
+function ev(seq: number, body: EventBody, visibility: Event['visibility'] = { to: 'everyone' }): ServerMessage {
+  return { type: 'event', seq, ts: 1_700_000_000_000 + seq, visibility, prev_hash: GENESIS, hash: GENESIS, ...body } as ServerMessage;
+}
+
+function welcome(w: Partial<Welcome>): ServerMessage {
+  return {
+    type: 'welcome',
+    protocol: 1,
+    case: 'c1',
+    title: '网购退款纠纷',
+    participant: 'p_me',
+    role: 'consumer',
+    name: '张三',
+    status: 'lobby',
+    head_seq: 0,
+    roster: [],
+    caucuses: [],
+    ...w,
+  };
+}
+
+function run(msgs: (ServerMessage | Action)[], from: State = initialState): State {
+  return msgs.reduce<State>((s, m) => reduce(s, isAction(m) ? m : { type: 'server', msg: m }), from);
+}
+
+function isAction(m: ServerMessage | Action): m is Action {
+  return m.type === 'connecting' || m.type === 'open' || m.type === 'disconnected' || m.type === 'dismiss_error' || m.type === 'server';
+}
+
+const mediator = { participant: 'p_med', role: 'mediator' as const, name: '王调解员', status: 'admitted' as const, online: true };
+
+describe('lobby and admit', () => {
+  it('a party waits in the lobby, then enters when admitted', () => {
+    let s = run([
+      { type: 'connecting' },
+      welcome({ roster: [mediator, { participant: 'p_me', role: 'consumer', name: '张三', status: 'lobby', online: true }] }),
+    ]);
+    expect(s.conn).toBe('open');
+    expect(s.me?.status).toBe('lobby');
+    expect(s.title).toBe('网购退款纠纷');
+    expect(s.people['p_med']?.name).toBe('王调解员');
+    // Admitted: a fresh welcome, then the events this party may see.
+    s = run([welcome({ status: 'admitted', head_seq: 5, roster: [mediator, { participant: 'p_me', role: 'consumer', name: '张三', status: 'admitted', online: true }] }), ev(5, { kind: 'admitted', participant: 'p_me', by: 'p_med' })], s);
+    expect(s.me?.status).toBe('admitted');
+    expect(inRoom(s).map((p) => p.participant)).toEqual(['p_med', 'p_me']);
+  });
+
+  it('staff see the lobby from participant_joined and it empties on admit and deny', () => {
+    let s = run([
+      welcome({ participant: 'p_med', role: 'mediator', name: '王调解员', status: 'admitted', roster: [mediator] }),
+      ev(3, { kind: 'participant_joined', participant: 'p_c', role: 'consumer', name: '张三', joined_as: 'lobby' }, { to: 'staff' }),
+      ev(4, { kind: 'participant_joined', participant: 'p_m', role: 'merchant', name: '某店', joined_as: 'lobby' }, { to: 'staff' }),
+      { type: 'presence', participant: 'p_c', online: true },
+    ]);
+    expect(lobby(s).map((p) => p.name)).toEqual(['张三', '某店']);
+    expect(s.people['p_c']?.online).toBe(true);
+    s = run([ev(5, { kind: 'admitted', participant: 'p_c', by: 'p_med' }), ev(6, { kind: 'denied', participant: 'p_m', by: 'p_med' }, { to: 'staff' })], s);
+    expect(lobby(s)).toEqual([]);
+    expect(s.people['p_c']?.status).toBe('admitted');
+    expect(s.people['p_m']?.status).toBe('denied');
+  });
+
+  it('a denied link ends in the link-problem state, not a retry', () => {
+    const s = run([{ type: 'connecting' }, { type: 'error', id: 'join1', code: 'denied', message: 'denied' }, { type: 'disconnected' }]);
+    expect(s.fatal).toBe('denied');
+    expect(s.conn).toBe('closed');
+    const expired = run([{ type: 'error', code: 'token_expired', message: 'expired' }]);
+    expect(expired.fatal).toBe('token_expired');
+    // An ordinary refusal is not fatal.
+    const refused = run([{ type: 'error', code: 'forbidden', message: 'no' }]);
+    expect(refused.fatal).toBeUndefined();
+    expect(refused.lastError?.code).toBe('forbidden');
+  });
+});
+
+describe('caucus banner', () => {
+  const admittedMerchant = welcome({ participant: 'p_m', role: 'merchant', name: '某店', status: 'admitted', roster: [mediator] });
+
+  it('the side outside a caucus sees the banner until it ends', () => {
+    let s = run([admittedMerchant, ev(7, { kind: 'caucus_started', caucus: 'k1' })]);
+    expect(outsideCaucus(s)).toBe(true);
+    expect(myCaucus(s)).toBeUndefined();
+    s = run([ev(9, { kind: 'caucus_ended', caucus: 'k1' })], s);
+    expect(outsideCaucus(s)).toBe(false);
+  });
+
+  it('members see no banner, and their caucus chat is tagged', () => {
+    const s = run([
+      welcome({ participant: 'p_c', status: 'admitted', roster: [mediator] }),
+      ev(7, { kind: 'caucus_started', caucus: 'k1', by: 'p_med', members: ['p_med', 'p_c'] }),
+      ev(8, { kind: 'chat', from: 'p_med', text: '私下说' }, { to: 'caucus', caucus: 'k1' }),
+    ]);
+    expect(outsideCaucus(s)).toBe(false);
+    expect(myCaucus(s)?.caucus).toBe('k1');
+    expect(s.chat[0]?.caucus).toBe('k1');
+  });
+
+  it('a caucus already running at join (from welcome) shows the banner', () => {
+    const s = run([welcome({ participant: 'p_m', role: 'merchant', status: 'admitted', caucuses: [{ caucus: 'k2' }] })]);
+    expect(outsideCaucus(s)).toBe(true);
+  });
+});
+
+describe('resume without duplicates', () => {
+  it('replayed events at or below the last seq are ignored', () => {
+    let s = run([
+      welcome({ status: 'admitted', roster: [mediator] }),
+      ev(1, { kind: 'chat', from: 'p_med', text: '一' }),
+      ev(2, { kind: 'chat', from: 'p_me', text: '二' }),
+    ]);
+    expect(s.lastSeq).toBe(2);
+    s = run([{ type: 'disconnected' }], s);
+    expect(s.conn).toBe('reconnecting');
+    s = run([{ type: 'connecting' }], s);
+    expect(s.conn).toBe('reconnecting');
+    // The server replays after resume_from=2, but an overlap (seq 2) must not double a line.
+    s = run([
+      welcome({ status: 'admitted', roster: [mediator], head_seq: 3 }),
+      ev(2, { kind: 'chat', from: 'p_me', text: '二' }),
+      ev(3, { kind: 'chat', from: 'p_med', text: '三' }),
+      ev(3, { kind: 'chat', from: 'p_med', text: '三' }),
+    ], s);
+    expect(s.conn).toBe('open');
+    expect(s.chat.map((c) => c.text)).toEqual(['一', '二', '三']);
+    expect(s.timeline.map((e) => e.seq)).toEqual([1, 2, 3]);
+  });
+});
+
+describe('notes visibility display', () => {
+  it('keeps each note with its scope and labels it in both languages', () => {
+    const s = run([
+      welcome({ participant: 'p_med', role: 'mediator', status: 'admitted', roster: [mediator] }),
+      ev(4, { kind: 'note_added', author: 'p_med', scope: 'shared', text: '双方同意退货' }),
+      ev(5, { kind: 'note_added', author: 'p_med', scope: 'staff', text: '商家态度积极' }, { to: 'staff' }),
+      ev(6, { kind: 'note_added', author: 'p_med', scope: 'private', text: '下次核对发票' }, { to: 'participant', participant: 'p_med' }),
+    ]);
+    expect(s.notes.map((n) => n.scope)).toEqual(['shared', 'staff', 'private']);
+    expect(s.notes.map((n) => noteLabel(STRINGS.zh, n.scope))).toEqual(['所有人可见', '仅调解员和法官', '仅自己']);
+    expect(noteLabel(STRINGS.en, 'staff')).toBe('Mediators and judges only');
+  });
+});
+
+describe('terms', () => {
+  it('tracks acceptances and the confirmation of the current terms', () => {
+    const s = run([
+      welcome({ status: 'admitted', roster: [mediator, { participant: 'p_me', role: 'consumer', name: '张三', status: 'admitted', online: true }, { participant: 'p_m', role: 'merchant', name: '某店', status: 'admitted', online: true }] }),
+      ev(10, { kind: 'terms_proposed', terms: 't1', by: 'p_med', text: '退款500元', text_hash: 'h' }),
+      ev(11, { kind: 'terms_accepted', terms: 't1', by: 'p_me', text_hash: 'h' }),
+      ev(12, { kind: 'terms_accepted', terms: 't1', by: 'p_m', text_hash: 'h' }),
+      ev(13, { kind: 'terms_confirmed', terms: 't1', by: 'p_j', text_hash: 'h' }),
+    ]);
+    const t = currentTerms(s)!;
+    expect(Object.keys(t.accepted)).toEqual(['p_me', 'p_m']);
+    expect(t.confirmedBy).toBe('p_j');
+  });
+});
+
+describe('language', () => {
+  it('is Chinese unless the browser asks for English, and a saved choice wins', () => {
+    expect(initialLang(undefined, 'zh-CN')).toBe('zh');
+    expect(initialLang(undefined, 'en-US')).toBe('en');
+    expect(initialLang(undefined, 'fr')).toBe('zh');
+    expect(initialLang({ getItem: () => 'en' }, 'zh-CN')).toBe('en');
+    expect(STRINGS.zh.lobbyTitle).toContain('调解员将很快让您进入');
+  });
+});
