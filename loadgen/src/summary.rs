@@ -253,6 +253,15 @@ fn print_media(rows: &[Value]) {
         if d > 0 {
             errs.push(format!("server_dropped:{d}"));
         }
+        let rf = r["rooms_failed"].as_u64().unwrap_or(0);
+        if rf > 0 {
+            errs.push(format!("rooms_failed_setup:{rf}"));
+        }
+        let c = r["connected"].as_u64().unwrap_or(0);
+        let n = r["participants"].as_u64().unwrap_or(0);
+        if c < n {
+            errs.push(format!("not_connected:{}", n - c));
+        }
         let (heard, want) = (&r["flows"]["heard"], &r["flows"]["expected"]);
         if heard != want {
             errs.push(format!("flows:{heard}/{want}"));
