@@ -1,9 +1,8 @@
 #!/usr/bin/env bash
 # Media benchmark (docs/benchmarks.md, "Media (issue 3)").
 #
-# Builds the release load generator (this checkout) and the release server (by default from a
-# clean export of a commit, SERVER_REV, so that uncommitted edits in the checkout are not what is
-# measured), then for each phase starts a fresh `yuntiao serve` (embedded store, free port,
+# Builds the release server and load generator (by default from a clean export of a commit, REV,
+# so that uncommitted edits in a shared checkout are not what is measured), then for each phase starts a fresh `yuntiao serve` (embedded store, free port,
 # 127.0.0.1 only) and drives it with `yuntiao-loadgen --media`: N rooms of four webrtc-crate
 # peers, audio only, then audio + video. Prints a Markdown summary and stops everything it
 # started.
@@ -12,7 +11,8 @@
 # Environment (optional):
 #   AUDIO_ROOMS ("5 10 20"), AV_ROOMS ("2 5 10"): room counts of the audio-only and A/V phases;
 #   DURATION (20s): length of each measured phase;
-#   SERVER_REV (HEAD): commit the server is built from; "worktree" builds the checkout as it is;
+#   REV (HEAD): commit the server and the load generator are built from; "worktree" builds the
+#     checkout as it is;
 #   NICE (0; e.g. -10 as root): nice level of the server and the load generator;
 #   KEEP (target/bench-media): where the results (JSON lines) and logs are kept;
 #   LOADGEN_ARGS: extra options for every loadgen run (e.g. "--video-kbps 1000").
@@ -22,7 +22,7 @@ ROOT=$(cd "$(dirname "$0")/.." && pwd)
 AUDIO_ROOMS=${AUDIO_ROOMS-"5 10 20"}
 AV_ROOMS=${AV_ROOMS-"2 5 10"}
 DURATION=${DURATION:-20s}
-SERVER_REV=${SERVER_REV:-HEAD}
+REV=${REV:-HEAD}
 NICE=${NICE:-0}
 KEEP=${KEEP:-$ROOT/target/bench-media}
 LOADGEN_ARGS=${LOADGEN_ARGS:-}
@@ -55,20 +55,20 @@ trap 'exit 130' INT TERM
 
 cd "$ROOT"
 mkdir -p "$WORK/bin"
-cargo build --release -p yuntiao-loadgen
-cp target/release/yuntiao-loadgen "$WORK/bin/"
-if [[ $SERVER_REV == worktree ]]; then
-    cargo build --release -p yuntiao-server --bin yuntiao
-    cp target/release/yuntiao "$WORK/bin/"
-    SERVER_DESC="working tree at $(git rev-parse --short HEAD)$(git diff --quiet HEAD -- server signaling || echo ' + uncommitted changes')"
+if [[ $REV == worktree ]]; then
+    cargo build --release -p yuntiao-server --bin yuntiao -p yuntiao-loadgen
+    cp target/release/yuntiao target/release/yuntiao-loadgen "$WORK/bin/"
+    DIRTY=$(git diff --quiet HEAD -- server signaling loadgen || echo ' + uncommitted changes')
+    BUILD_DESC="working tree at $(git rev-parse --short HEAD)$DIRTY"
 else
     # A clean export of the commit, built into the shared target directory (so dependencies are
     # not rebuilt) and copied out at once.
     mkdir -p "$WORK/src"
-    git archive "$SERVER_REV" | tar -x -C "$WORK/src"
-    (cd "$WORK/src" && CARGO_TARGET_DIR="$ROOT/target" cargo build --release -p yuntiao-server --bin yuntiao)
-    cp target/release/yuntiao "$WORK/bin/"
-    SERVER_DESC="commit $(git rev-parse --short "$SERVER_REV")"
+    git archive "$REV" | tar -x -C "$WORK/src"
+    (cd "$WORK/src" && CARGO_TARGET_DIR="$ROOT/target" cargo build --release \
+        -p yuntiao-server --bin yuntiao -p yuntiao-loadgen)
+    cp target/release/yuntiao target/release/yuntiao-loadgen "$WORK/bin/"
+    BUILD_DESC="commit $(git rev-parse --short "$REV")"
 fi
 BIN=$WORK/bin/yuntiao
 LOADGEN=$WORK/bin/yuntiao-loadgen
@@ -150,7 +150,7 @@ for rooms in $AV_ROOMS; do
 done
 
 echo
-echo "## Media summary (started $STARTED_AT; server: $SERVER_DESC; loadgen: $(git rev-parse --short HEAD)$(git diff --quiet HEAD -- loadgen || echo ' + uncommitted changes'); nice $NICE; $(nproc) cores: $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ //'); server and loadgen share them)"
+echo "## Media summary (started $STARTED_AT; server and loadgen: $BUILD_DESC; nice $NICE; $(nproc) cores: $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ //'); server and loadgen share them)"
 echo
 "$LOADGEN" --summarize "$RESULTS"
 echo "(results kept in $KEEP/results.jsonl)"
