@@ -15,7 +15,9 @@
 #     checkout as it is;
 #   NICE (0; e.g. -10 as root): nice level of the server and the load generator;
 #   KEEP (target/bench-media): where the results (JSON lines) and logs are kept;
-#   LOADGEN_ARGS: extra options for every loadgen run (e.g. "--video-kbps 1000").
+#   LOADGEN_ARGS: extra options for every loadgen run (e.g. "--video-kbps 1000");
+#   QUIET_WAIT (0): before each phase, wait up to this many seconds for a quiet machine (less
+#     than QUIET_BUSY percent, default 25, of all cores busy over 5 s), for a shared machine.
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
@@ -26,6 +28,8 @@ REV=${REV:-HEAD}
 NICE=${NICE:-0}
 KEEP=${KEEP:-$ROOT/target/bench-media}
 LOADGEN_ARGS=${LOADGEN_ARGS:-}
+QUIET_WAIT=${QUIET_WAIT:-0}
+QUIET_BUSY=${QUIET_BUSY:-25}
 RUN=(nice -n "$NICE")
 
 ulimit -n 65536 2>/dev/null || ulimit -n "$(ulimit -Hn)"
@@ -129,9 +133,31 @@ stop_server() {
     forget "$SERVER_PID"
 }
 
+busy_ticks() { # busy CPU ticks of the whole machine (all but idle and iowait)
+    awk '/^cpu /{print $2+$3+$4+$7+$8+$9}' /proc/stat
+}
+
+wait_quiet() { # waits (up to QUIET_WAIT s) until the machine is less than QUIET_BUSY % busy
+    local deadline=$((SECONDS + QUIET_WAIT)) b0 b1 pct
+    while ((QUIET_WAIT > 0)); do
+        b0=$(busy_ticks)
+        sleep 5
+        b1=$(busy_ticks)
+        pct=$(((b1 - b0) * 100 / (5 * $(getconf CLK_TCK) * $(nproc))))
+        if ((pct < QUIET_BUSY)); then
+            return 0
+        fi
+        if ((SECONDS >= deadline)); then
+            echo "machine still ${pct} % busy after ${QUIET_WAIT} s; measuring anyway" >&2
+            return 0
+        fi
+    done
+}
+
 phase() { # $1 = run name, then loadgen options
     local name=$1
     shift
+    wait_quiet
     echo "--- $name ($(date -u +%H:%M:%S) UTC, load average $(cut -d' ' -f1-3 /proc/loadavg))" >&2
     start_server "$name"
     # shellcheck disable=SC2086 # LOADGEN_ARGS is a list of options
