@@ -54,6 +54,7 @@ pub fn router(state: AppState) -> Router {
         .route("/admin/cases/{case}/documents/{doc}", get(read_document))
         .route("/admin/cases/{case}/invites", post(mint_invite))
         .route("/admin/cases/{case}/invites/{jti}", delete(revoke_invite))
+        .merge(crate::web::routes())
         .with_state(state)
 }
 

@@ -17,6 +17,7 @@
 //! * [`metrics`]: Prometheus text on `/metrics`.
 //! * [`http`]: health checks, the websocket route and the admin API.
 //! * [`server`]: wiring it together and serving until shutdown.
+//! * [`web`]: the built web client (`web-client/dist`), embedded in release builds.
 
 pub mod auth;
 pub mod config;
@@ -31,4 +32,5 @@ pub mod secrets;
 pub mod server;
 pub mod state;
 pub mod store;
+pub mod web;
 pub mod ws;

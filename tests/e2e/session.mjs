@@ -1,0 +1,162 @@
+// Browser end-to-end test of the web client, like four people would use it.
+//
+//   node tests/e2e/session.mjs <base url> <consumer link> <merchant link> <mediator link> <judge link>
+//
+// Opens the four invite links in four browser contexts of Debian's headless Chromium (driven
+// by playwright-core, fake camera and microphone), then: the parties wait in the lobby; the
+// mediator admits both from the lobby panel; the consumer's chat reaches the other three; the
+// mediator holds a caucus with the consumer, the merchant sees the banner and not the caucus
+// chat; the mediator proposes terms, both parties accept, the judge confirms and all four see
+// the confirmation. A screenshot of each step goes to test-artifacts/e2e/. Exits non-zero with
+// the failing step on failure. Run by tests/tests/browser.rs.
+import { mkdirSync } from 'node:fs';
+import { fileURLToPath } from 'node:url';
+import { chromium } from 'playwright-core';
+
+const [base, ...links] = process.argv.slice(2);
+if (!base || links.length !== 4) {
+  console.error('usage: node session.mjs <base url> <consumer> <merchant> <mediator> <judge>');
+  process.exit(2);
+}
+const ARTIFACTS = fileURLToPath(new URL('../../test-artifacts/e2e/', import.meta.url));
+mkdirSync(ARTIFACTS, { recursive: true });
+const TIMEOUT = 15_000;
+const origin = new URL(base).origin;
+const wsOrigin = origin.replace(/^http/, 'ws');
+
+let step = 'launch';
+const problems = [];
+const browser = await chromium.launch({
+  executablePath: process.env.CHROMIUM ?? '/usr/bin/chromium',
+  args: ['--use-fake-ui-for-media-stream', '--use-fake-device-for-media-stream'],
+});
+
+/** One person: their own context (cookies, storage), page and screen size. */
+async function person(label, link, opts) {
+  const context = await browser.newContext(opts);
+  const page = await context.newPage();
+  // Nothing may be fetched from anywhere but our server.
+  page.on('request', (r) => {
+    const u = r.url();
+    if (!u.startsWith(origin) && !u.startsWith(wsOrigin) && !u.startsWith('data:') && !u.startsWith('blob:'))
+      problems.push(`${label}: third-party request to ${u}`);
+  });
+  page.on('pageerror', (e) => problems.push(`${label}: page error: ${e.message}`));
+  page.on('console', (m) => {
+    if (m.text().includes('eyJ')) problems.push(`${label}: something like a token was logged to the console`);
+  });
+  await page.goto(link);
+  return { label, page, context };
+}
+
+async function shot(name, who) {
+  await who.page.screenshot({ path: `${ARTIFACTS}${name}-${who.label}.png`, fullPage: true });
+}
+
+async function visible(who, locator, what) {
+  try {
+    await locator.first().waitFor({ state: 'visible', timeout: TIMEOUT });
+  } catch {
+    throw new Error(`${who.label} does not see ${what}`);
+  }
+}
+
+async function chatLine(who, text) {
+  await visible(who, who.page.getByTestId('chat-line').filter({ hasText: text }), `the chat line "${text}"`);
+}
+
+let everyone = [];
+try {
+  step = 'staff open their links';
+  const mediator = await person('mediator', links[2], { locale: 'zh-CN', viewport: { width: 1280, height: 900 } });
+  const judge = await person('judge', links[3], { locale: 'en-US', viewport: { width: 1280, height: 900 } });
+  everyone = [mediator, judge];
+  for (const who of everyone) {
+    await visible(who, who.page.getByTestId('participants'), 'the session');
+    const url = who.page.url();
+    const hash = await who.page.evaluate(() => location.hash);
+    if (url.includes('token') || hash !== '') throw new Error(`${who.label}: the token is still in the address bar (${url.split('#')[0]}#…)`);
+  }
+
+  step = 'parties wait in the lobby';
+  const consumer = await person('consumer', links[0], { locale: 'zh-CN', viewport: { width: 360, height: 740 }, isMobile: true, hasTouch: true });
+  const merchant = await person('merchant', links[1], { locale: 'zh-CN', viewport: { width: 1024, height: 768 } });
+  everyone = [consumer, merchant, mediator, judge];
+  for (const who of [consumer, merchant]) {
+    await visible(who, who.page.getByText('调解员将很快让您进入'), 'the lobby ("the mediator will let you in")');
+    await visible(who, who.page.getByTestId('case-title').filter({ hasText: '网购退款纠纷' }), 'the case title in the lobby');
+    await shot('01-lobby', who);
+  }
+
+  step = 'the mediator admits both from the lobby panel';
+  const lobbyPanel = mediator.page.getByTestId('lobby-panel');
+  await visible(mediator, lobbyPanel.getByRole('button', { name: /准许进入: 张三/ }), 'the consumer in the lobby panel');
+  await visible(mediator, lobbyPanel.getByRole('button', { name: /准许进入: 某某电器店/ }), 'the merchant in the lobby panel');
+  await shot('02-lobby-panel', mediator);
+  await lobbyPanel.getByRole('button', { name: /准许进入: 张三/ }).click();
+  await lobbyPanel.getByRole('button', { name: /准许进入: 某某电器店/ }).click();
+  for (const who of [consumer, merchant]) {
+    await visible(who, who.page.getByTestId('participants'), 'the session after being admitted');
+    await visible(who, who.page.getByTestId('conn').filter({ hasText: '已连接' }), 'the connected state');
+    await shot('03-admitted', who);
+  }
+
+  step = "the consumer's chat reaches the other three";
+  await consumer.page.getByLabel('输入消息').fill('我要求全额退款');
+  await consumer.page.getByLabel('输入消息').press('Enter');
+  for (const who of everyone) await chatLine(who, '我要求全额退款');
+  for (const who of everyone) await shot('04-chat', who);
+
+  step = 'the mediator starts a caucus with the consumer';
+  const caucusPanel = mediator.page.getByTestId('caucus-panel');
+  await caucusPanel.getByLabel(/张三/).check();
+  await caucusPanel.getByRole('button', { name: '开始单独沟通' }).click();
+  await visible(consumer, consumer.page.getByTestId('in-caucus'), 'that they are in a private talk');
+  await visible(merchant, merchant.page.getByText('调解员正在与另一方单独沟通'), 'the caucus banner');
+  await visible(judge, judge.page.getByText('the mediator is talking privately with the other side', { exact: false }).or(judge.page.getByTestId('caucus-banner')), 'the caucus banner');
+  await mediator.page.getByLabel('输入消息').fill('单独沟通：可以接受退款八成吗？');
+  await mediator.page.getByLabel('输入消息').press('Enter');
+  await chatLine(consumer, '单独沟通：可以接受退款八成吗？');
+  // Give the server time to (wrongly) deliver it to the merchant, then check it did not.
+  await merchant.page.waitForTimeout(700);
+  if ((await merchant.page.getByText('可以接受退款八成吗').count()) > 0) throw new Error('the merchant sees the caucus chat');
+  if ((await judge.page.getByText('可以接受退款八成吗').count()) > 0) throw new Error('the judge (outside the caucus) sees the caucus chat');
+  await shot('05-caucus', merchant);
+  await shot('05-caucus', consumer);
+  await shot('05-caucus', mediator);
+  await mediator.page.getByTestId('caucus-panel').getByRole('button', { name: '结束单独沟通' }).click();
+  try {
+    await merchant.page.getByTestId('caucus-banner').waitFor({ state: 'hidden', timeout: TIMEOUT });
+  } catch {
+    throw new Error('the merchant still sees the caucus banner after the caucus ended');
+  }
+
+  step = 'terms: the mediator proposes, both parties accept, the judge confirms';
+  const termsText = '商家于七日内退还货款人民币 800 元，消费者退回商品。';
+  await mediator.page.getByLabel('方案内容').fill(termsText);
+  await mediator.page.getByRole('button', { name: '提出方案' }).click();
+  for (const who of [consumer, merchant]) {
+    await visible(who, who.page.getByTestId('terms-text').filter({ hasText: termsText }), 'the proposed terms');
+    await shot('06-terms', who);
+    await who.page.getByRole('button', { name: '同意此方案' }).click();
+    await visible(who, who.page.getByText('您已同意此方案'), 'their own acceptance');
+  }
+  await visible(judge, judge.page.getByRole('button', { name: 'Give judicial confirmation' }), 'the confirm button once both accepted');
+  await shot('07-before-confirm', judge);
+  await judge.page.getByRole('button', { name: 'Give judicial confirmation' }).click();
+  for (const who of everyone) {
+    await visible(who, who.page.getByTestId('terms-confirmed'), 'the judicial confirmation');
+    await shot('08-confirmed', who);
+  }
+
+  step = 'no third-party requests, no page errors';
+  if (problems.length) throw new Error(problems.join('; '));
+  console.log('e2e: 1 passed, 0 failed (lobby, admit, chat, caucus, terms, confirmation; screenshots in test-artifacts/e2e/)');
+  await browser.close();
+} catch (e) {
+  console.error(`e2e FAILED at step "${step}": ${e instanceof Error ? e.message : e}`);
+  if (problems.length) console.error(`also: ${problems.join('; ')}`);
+  for (const who of everyone) await shot('failure', who).catch(() => {});
+  await browser.close().catch(() => {});
+  process.exit(1);
+}
