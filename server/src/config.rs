@@ -114,6 +114,10 @@ pub struct ServeArgs {
     /// --media-listen binds 0.0.0.0 or ::).
     #[arg(long, env = "YUNTIAO_MEDIA_PUBLIC_IP")]
     pub media_public_ip: Option<std::net::IpAddr>,
+    /// TCP address for ICE-TCP (RFC 6544), for clients on networks that block UDP; off unless
+    /// set (e.g. 0.0.0.0:7881 with --media-public-ip).
+    #[arg(long, env = "YUNTIAO_MEDIA_TCP_LISTEN")]
+    pub media_tcp_listen: Option<std::net::SocketAddr>,
     /// TURN server URLs handed to clients (e.g. turn:turn.example.org:3478?transport=udp);
     /// repeat the flag or separate with commas.
     #[arg(long, env = "YUNTIAO_TURN_URL", value_delimiter = ',')]

@@ -69,6 +69,7 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let media = MediaHandle::start(MediaConfig {
         listen: args.media_listen,
         public_ip: args.media_public_ip,
+        tcp_listen: args.media_tcp_listen,
     })
     .await
     .with_context(|| format!("binding the media socket {}", args.media_listen))?;

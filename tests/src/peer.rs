@@ -56,9 +56,9 @@ use webrtc::media_stream::track_local::{TrackLocal, TrackLocalEvent};
 use webrtc::media_stream::track_remote::{TrackRemote, TrackRemoteEvent};
 use webrtc::peer_connection::{
     register_default_interceptors, MediaEngine, PeerConnection, PeerConnectionBuilder,
-    PeerConnectionEventHandler, RTCConfigurationBuilder, RTCIceConnectionState,
-    RTCIceGatheringState, RTCPeerConnectionIceEvent, RTCPeerConnectionState, RTCSessionDescription,
-    Registry, SettingEngineBuilder,
+    PeerConnectionEventHandler, RTCConfigurationBuilder, RTCIceCandidateInit,
+    RTCIceConnectionState, RTCIceGatheringState, RTCPeerConnectionIceEvent, RTCPeerConnectionState,
+    RTCSessionDescription, Registry, SettingEngineBuilder,
 };
 use yuntiao_signaling::protocol::TrackInfo;
 
@@ -724,7 +724,22 @@ struct Built {
     video: Arc<TrackLocalStaticRTP>,
 }
 
-async fn build(shared: Arc<Shared>, audio_ssrc: u32, video_ssrc: u32) -> anyhow::Result<Built> {
+/// How a test peer reaches the server's media plane.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Transport {
+    /// UDP only (the default).
+    Udp,
+    /// TCP only, as an *active* ICE-TCP candidate (RFC 6544): a client on a network that blocks
+    /// UDP.
+    Tcp,
+}
+
+async fn build(
+    shared: Arc<Shared>,
+    audio_ssrc: u32,
+    video_ssrc: u32,
+    transport: Transport,
+) -> anyhow::Result<Built> {
     let mut media = MediaEngine::default();
     media.register_codec(
         RTCRtpCodecParameters {
@@ -752,10 +767,18 @@ async fn build(shared: Arc<Shared>, audio_ssrc: u32, video_ssrc: u32) -> anyhow:
     // Loopback only: the socket is bound to 127.0.0.1 (a configured address is bound as given,
     // loopback included), IPv4 UDP only. webrtc 0.21 has no IP filter setter (it is a TODO in
     // its SettingEngine); binding one address has the same effect.
+    let network = match transport {
+        Transport::Udp => NetworkType::Udp4,
+        Transport::Tcp => NetworkType::Tcp4,
+    };
     let settings = SettingEngineBuilder::new()
         .with_include_loopback_candidate(true)
-        .with_network_types(vec![NetworkType::Udp4])
+        .with_network_types(vec![network])
         .build();
+    let (udp, tcp) = match transport {
+        Transport::Udp => (vec!["127.0.0.1:0".to_owned()], vec![]),
+        Transport::Tcp => (vec![], vec!["127.0.0.1:0".to_owned()]),
+    };
     let pc = PeerConnectionBuilder::new()
         .with_configuration(RTCConfigurationBuilder::new().build())
         .with_media_engine(media)
@@ -764,7 +787,8 @@ async fn build(shared: Arc<Shared>, audio_ssrc: u32, video_ssrc: u32) -> anyhow:
         .with_handler(Arc::new(Handler {
             shared: Arc::clone(&shared),
         }))
-        .with_udp_addrs(vec!["127.0.0.1:0".to_owned()])
+        .with_udp_addrs(udp)
+        .with_tcp_addrs(tcp)
         .build()
         .await?;
     let pc: Arc<dyn PeerConnection> = Arc::new(pc);
@@ -888,6 +912,24 @@ async fn negotiate(
             pc.set_remote_description(answer),
         )
         .await?;
+        // webrtc 0.21 dials a passive TCP candidate only when it is added as a trickled
+        // candidate, not when it comes inside the SDP: hand it over again (a browser needs no
+        // such step; the server's answer is the same either way).
+        let passive: BTreeSet<String> = candidate_lines(sdp)
+            .into_iter()
+            .filter(|l| l.contains("tcptype passive"))
+            .collect();
+        for line in passive {
+            {
+                let init = RTCIceCandidateInit {
+                    candidate: line,
+                    sdp_mid: Some("0".into()),
+                    sdp_mline_index: Some(0),
+                    ..Default::default()
+                };
+                with_timeout("add_ice_candidate(tcp)", pc.add_ice_candidate(init)).await?;
+            }
+        }
         learn_payload_types(pc, shared).await;
     }
     Ok(reply)
@@ -1051,7 +1093,12 @@ impl Peer {
     /// Takes over a joined and admitted client, publishes audio and video, negotiates with the
     /// server and waits until the connection is up.
     pub async fn connect(client: Client) -> anyhow::Result<Peer> {
-        let peer = Peer::new(client).await?;
+        Peer::connect_with(client, Transport::Udp).await
+    }
+
+    /// [`connect`](Self::connect) over the given transport.
+    pub async fn connect_with(client: Client, transport: Transport) -> anyhow::Result<Peer> {
+        let peer = Peer::new_with(client, transport).await?;
         let reply = peer.negotiate().await?;
         if reply["type"] != "media_answer" {
             bail!("media_offer was not answered: {reply}");
@@ -1063,6 +1110,11 @@ impl Peer {
     /// Takes over a joined client and builds the connection and its tracks, without offering it
     /// to the server yet (see [`negotiate`](Self::negotiate)).
     pub async fn new(client: Client) -> anyhow::Result<Peer> {
+        Peer::new_with(client, Transport::Udp).await
+    }
+
+    /// [`new`](Self::new) over the given transport.
+    pub async fn new_with(client: Client, transport: Transport) -> anyhow::Result<Peer> {
         static SEQ: AtomicU64 = AtomicU64::new(0);
         let participant = client
             .participant
@@ -1112,7 +1164,12 @@ impl Peer {
             .enable_all()
             .build()?;
         let built = media
-            .spawn(build(Arc::clone(&shared), audio_ssrc, video_ssrc))
+            .spawn(build(
+                Arc::clone(&shared),
+                audio_ssrc,
+                video_ssrc,
+                transport,
+            ))
             .await
             .context("building the peer connection panicked")?;
         let built = match built {

@@ -2,7 +2,8 @@
 //! `yuntiao_tests::peer`) against the real binary: four participants hear and see each other
 //! with payloads forwarded byte for byte; a caucus cuts the other side off and ending it restores
 //! the flows; the lobby gets nothing; clients only ever see the server's address; a peer that
-//! vanishes is cleaned up; bad SDP and garbage UDP get an error or a silent drop, never a crash.
+//! vanishes is cleaned up; bad SDP and garbage UDP get an error or a silent drop, never a crash;
+//! a client that cannot use UDP reaches the same SFU over ICE-TCP.
 //!
 //! Each test starts its own server with `--media-listen 127.0.0.1:<free port>`. The tests take a
 //! shared lock so that only one set of peers streams at a time: on a two-core machine, parallel
@@ -15,7 +16,7 @@ use std::time::Duration;
 use reqwest::Method;
 use serde_json::json;
 use yuntiao_tests::peer::{
-    candidate_addr, candidate_lines, eventually, Kind, Peer, Tag, CONNECT_TIMEOUT,
+    candidate_addr, candidate_lines, eventually, Kind, Peer, Tag, Transport, CONNECT_TIMEOUT,
 };
 use yuntiao_tests::{Case, Client, Server, StoreKind};
 
@@ -791,6 +792,84 @@ async fn keyframe_requests_reach_the_publisher() {
         merchant.rtcp_received()
     );
     for p in peers {
+        p.close().await;
+    }
+}
+
+/// ICE-TCP: with `--media-tcp-listen`, the answer carries a passive TCP candidate on that port
+/// next to the UDP one, and a peer that may only use TCP (an active candidate) publishes to and
+/// receives from peers on UDP through the same SFU, payloads intact. Strangers' TCP connections
+/// that speak no ICE are closed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ice_tcp_carries_media_for_clients_without_udp() {
+    let _serial = SERIAL.lock().await;
+    let udp = free_udp_port();
+    let tcp = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let server = Server::start(
+        StoreKind::Embedded,
+        &[
+            "--media-listen",
+            &format!("127.0.0.1:{udp}"),
+            "--media-tcp-listen",
+            &format!("127.0.0.1:{tcp}"),
+        ],
+    )
+    .await
+    .unwrap();
+    let (_case, mut clients) = four_admitted(&server).await;
+    let _judge = clients.pop().unwrap();
+    let mediator = clients.pop().unwrap();
+    let merchant = clients.pop().unwrap();
+    let consumer = clients.pop().unwrap();
+
+    // The consumer's network blocks UDP: TCP only.
+    let consumer = Peer::new_with(consumer, Transport::Tcp).await.unwrap();
+    let answer = consumer.negotiate().await.unwrap();
+    assert_eq!(answer["type"], "media_answer", "{answer}");
+    let sdp = answer["sdp"].as_str().unwrap();
+    let lines = candidate_lines(sdp);
+    assert!(
+        lines.iter().any(|l| l.to_lowercase().contains(" tcp ")
+            && l.contains("tcptype passive")
+            && candidate_addr(l) == Some(("127.0.0.1".into(), tcp))),
+        "no passive TCP candidate on port {tcp}: {lines:?}"
+    );
+    assert!(
+        lines.iter().any(|l| l.to_lowercase().contains(" udp ")
+            && candidate_addr(l) == Some(("127.0.0.1".into(), udp))),
+        "{lines:?}"
+    );
+    consumer.wait_connected(CONNECT_TIMEOUT).await.unwrap();
+    let merchant = Peer::connect(merchant).await.unwrap();
+    let mediator = Peer::connect_with(mediator, Transport::Tcp).await.unwrap();
+    let all = [&consumer, &merchant, &mediator];
+    wait_all_flowing(&all, START).await;
+    assert_exact(&all);
+    assert_eq!(consumer.bad_payloads(), 0);
+
+    // A stranger's connection that sends a non-ICE frame is closed by the server.
+    use std::io::{Read, Write};
+    let mut stranger = std::net::TcpStream::connect(("127.0.0.1", tcp)).unwrap();
+    stranger
+        .set_read_timeout(Some(Duration::from_secs(5)))
+        .unwrap();
+    stranger.write_all(&[0, 4, 1, 2, 3, 4]).unwrap();
+    let mut buf = [0u8; 16];
+    let n = stranger.read(&mut buf).unwrap_or(usize::MAX);
+    assert_eq!(
+        n, 0,
+        "the server should close a connection that speaks no ICE"
+    );
+    // The media still flows.
+    for p in all {
+        p.reset_counters();
+    }
+    wait_all_flowing(&all, START).await;
+    for p in [consumer, merchant, mediator] {
         p.close().await;
     }
 }

@@ -17,9 +17,10 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use bytes::Bytes;
 use str0m::change::{SdpAnswer, SdpOffer, SdpPendingOffer};
 use str0m::media::{Direction, KeyframeRequestKind, MediaKind as Kind, Mid, Pt};
-use str0m::net::{Protocol, Receive};
+use str0m::net::{Protocol, Receive, TcpType};
 use str0m::rtp::{ExtensionValues, RtpWrite};
 use str0m::{Candidate, Event, IceConnectionState, Input, Output, Rtc};
 use tokio::net::UdpSocket;
@@ -27,6 +28,7 @@ use tokio::sync::mpsc;
 use tracing::{debug, info, warn};
 use yuntiao_signaling::protocol::{ErrorCode, MediaKind, ProtocolError, ServerMessage, TrackInfo};
 
+use super::tcp::{self, TcpEvent};
 use super::{Command, MediaPlan, MediaStats, PeerKey, PeerStats};
 use crate::rooms::Outbound;
 
@@ -83,6 +85,10 @@ struct Forward {
 /// The engine state; see the module docs.
 pub struct Engine {
     advertised: SocketAddr,
+    /// The passive ICE-TCP candidate's address, when ICE-TCP is on.
+    advertised_tcp: Option<SocketAddr>,
+    /// Open ICE-TCP connections by the client's address.
+    tcp: HashMap<SocketAddr, TcpConn>,
     stats: Arc<MediaStats>,
     peers: Vec<Peer>,
     plans: HashMap<String, MediaPlan>,
@@ -90,6 +96,21 @@ pub struct Engine {
     forwards: VecDeque<Forward>,
     keyframes: VecDeque<(usize, Mid, KeyframeRequestKind)>,
     last_stats: Instant,
+}
+
+/// One ICE-TCP connection as the engine sees it.
+struct TcpConn {
+    writer: mpsc::Sender<Bytes>,
+    /// Some peer accepted a frame from it (until then, a frame nobody accepts closes it).
+    accepted: bool,
+}
+
+/// The next ICE-TCP event, or never when ICE-TCP is off.
+async fn next_tcp(rx: &mut Option<mpsc::Receiver<TcpEvent>>) -> Option<TcpEvent> {
+    match rx {
+        Some(rx) => rx.recv().await,
+        None => std::future::pending().await,
+    }
 }
 
 fn kind_of(k: Kind) -> MediaKind {
@@ -110,9 +131,15 @@ fn bad_sdp(detail: impl std::fmt::Display) -> ProtocolError {
 }
 
 impl Engine {
-    pub fn new(advertised: SocketAddr, stats: Arc<MediaStats>) -> Engine {
+    pub fn new(
+        advertised: SocketAddr,
+        advertised_tcp: Option<SocketAddr>,
+        stats: Arc<MediaStats>,
+    ) -> Engine {
         Engine {
             advertised,
+            advertised_tcp,
+            tcp: HashMap::new(),
             stats,
             peers: Vec::new(),
             plans: HashMap::new(),
@@ -124,7 +151,12 @@ impl Engine {
     }
 
     /// Runs until every [`super::MediaHandle`] is dropped.
-    pub(crate) async fn run(mut self, socket: UdpSocket, mut rx: mpsc::Receiver<Command>) {
+    pub(crate) async fn run(
+        mut self,
+        socket: UdpSocket,
+        mut rx: mpsc::Receiver<Command>,
+        mut tcp_rx: Option<mpsc::Receiver<TcpEvent>>,
+    ) {
         let mut buf = vec![0u8; 2048];
         info!(addr = %self.advertised, "media plane listening");
         loop {
@@ -132,9 +164,12 @@ impl Engine {
             let sleep = tokio::time::sleep_until(tokio::time::Instant::from_std(next));
             tokio::select! {
                 r = socket.recv_from(&mut buf) => match r {
-                    Ok((n, source)) => self.datagram(source, &buf[..n]),
+                    Ok((n, source)) => {
+                        self.datagram(Protocol::Udp, source, &buf[..n]);
+                    }
                     Err(e) => debug!(error = %e, "udp receive error"),
                 },
+                Some(ev) = next_tcp(&mut tcp_rx) => self.tcp_event(ev),
                 cmd = rx.recv() => match cmd {
                     Some(cmd) => self.command(cmd),
                     None => break,
@@ -150,10 +185,15 @@ impl Engine {
         }
     }
 
-    fn datagram(&mut self, source: SocketAddr, data: &[u8]) {
-        let Ok(receive) = Receive::new(Protocol::Udp, source, self.advertised, data) else {
+    /// A packet from a client, over UDP or ICE-TCP. Returns whether a peer took it.
+    fn datagram(&mut self, proto: Protocol, source: SocketAddr, data: &[u8]) -> bool {
+        let destination = match proto {
+            Protocol::Tcp => self.advertised_tcp.unwrap_or(self.advertised),
+            _ => self.advertised,
+        };
+        let Ok(receive) = Receive::new(proto, source, destination, data) else {
             MediaStats::add(&self.stats.udp_garbage, 1);
-            return;
+            return false;
         };
         let input = Input::Receive(Instant::now(), receive);
         match self.peers.iter_mut().find(|p| p.rtc.accepts(&input)) {
@@ -161,8 +201,43 @@ impl Engine {
                 if let Err(e) = p.rtc.handle_input(input) {
                     debug!(error = %e, "peer rejected input");
                 }
+                true
             }
-            None => MediaStats::add(&self.stats.udp_garbage, 1),
+            None => {
+                MediaStats::add(&self.stats.udp_garbage, 1);
+                false
+            }
+        }
+    }
+
+    fn tcp_event(&mut self, ev: TcpEvent) {
+        match ev {
+            TcpEvent::Opened { remote, writer } => {
+                self.tcp.insert(
+                    remote,
+                    TcpConn {
+                        writer,
+                        accepted: false,
+                    },
+                );
+            }
+            TcpEvent::Frame { remote, data } => {
+                if !self.tcp.contains_key(&remote) {
+                    return;
+                }
+                let taken = self.datagram(Protocol::Tcp, remote, &data);
+                if let Some(c) = self.tcp.get_mut(&remote) {
+                    if taken {
+                        c.accepted = true;
+                    } else if !c.accepted {
+                        // A stranger's connection: forgetting it closes it.
+                        self.tcp.remove(&remote);
+                    }
+                }
+            }
+            TcpEvent::Closed { remote } => {
+                self.tcp.remove(&remote);
+            }
         }
     }
 
@@ -216,9 +291,20 @@ impl Engine {
                     .set_rtp_mode(true)
                     .set_ice_lite(true)
                     .build(Instant::now());
-                let candidate = Candidate::host(self.advertised, "udp")
-                    .map_err(|e| ProtocolError::new(ErrorCode::Internal, e.to_string()))?;
+                let internal = |e: str0m::error::IceError| {
+                    ProtocolError::new(ErrorCode::Internal, e.to_string())
+                };
+                let candidate = Candidate::host(self.advertised, "udp").map_err(internal)?;
                 rtc.add_local_candidate(candidate);
+                if let Some(tcp) = self.advertised_tcp {
+                    let candidate = Candidate::builder()
+                        .tcp()
+                        .host(tcp)
+                        .tcptype(TcpType::Passive)
+                        .build()
+                        .map_err(internal)?;
+                    rtc.add_local_candidate(candidate);
+                }
                 self.peers.push(Peer {
                     key: key.clone(),
                     rtc,
@@ -376,7 +462,15 @@ impl Engine {
             match peer.rtc.poll_output() {
                 Ok(Output::Timeout(t)) => return t,
                 Ok(Output::Transmit(t)) => {
-                    if socket.try_send_to(&t.contents, t.destination).is_err() {
+                    let sent = match t.proto {
+                        Protocol::Tcp => self
+                            .tcp
+                            .get(&t.destination)
+                            .zip(tcp::frame(&t.contents))
+                            .is_some_and(|(c, f)| c.writer.try_send(f).is_ok()),
+                        _ => socket.try_send_to(&t.contents, t.destination).is_ok(),
+                    };
+                    if !sent {
                         MediaStats::add(&self.stats.packets_dropped, 1);
                     }
                 }

@@ -15,6 +15,7 @@
 //! Room tasks talk to the engine through a [`MediaHandle`].
 
 pub mod engine;
+pub mod tcp;
 pub mod turn;
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -34,6 +35,8 @@ pub struct MediaConfig {
     pub listen: SocketAddr,
     /// Address put in the server's ICE candidate, when it differs from `listen` (1:1 NAT).
     pub public_ip: Option<IpAddr>,
+    /// TCP address for ICE-TCP (a passive candidate), if enabled.
+    pub tcp_listen: Option<SocketAddr>,
 }
 
 /// A participant's peer connection is identified by case and participant.
@@ -109,8 +112,9 @@ impl MediaStats {
 pub struct MediaHandle {
     tx: mpsc::Sender<Command>,
     pub stats: Arc<MediaStats>,
-    /// The address clients connect to (in the server's candidates).
     pub advertised: SocketAddr,
+    /// The ICE-TCP candidate's address, when enabled.
+    pub advertised_tcp: Option<SocketAddr>,
 }
 
 fn stopped() -> ProtocolError {
@@ -128,12 +132,25 @@ impl MediaHandle {
         let advertised = SocketAddr::new(config.public_ip.unwrap_or(local.ip()), local.port());
         let stats = Arc::new(MediaStats::default());
         let (tx, rx) = mpsc::channel(4096);
-        let engine = engine::Engine::new(advertised, stats.clone());
-        tokio::spawn(engine.run(socket, rx));
+        let (advertised_tcp, tcp_rx) = match config.tcp_listen {
+            Some(addr) => {
+                let listener = tokio::net::TcpListener::bind(addr).await?;
+                let local = listener.local_addr()?;
+                let advertised =
+                    SocketAddr::new(config.public_ip.unwrap_or(local.ip()), local.port());
+                let (tcp_tx, tcp_rx) = mpsc::channel(4096);
+                tokio::spawn(tcp::accept_loop(listener, tcp_tx));
+                (Some(advertised), Some(tcp_rx))
+            }
+            None => (None, None),
+        };
+        let engine = engine::Engine::new(advertised, advertised_tcp, stats.clone());
+        tokio::spawn(engine.run(socket, rx, tcp_rx));
         Ok(MediaHandle {
             tx,
             stats,
             advertised,
+            advertised_tcp,
         })
     }
 
