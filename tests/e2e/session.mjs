@@ -7,7 +7,7 @@
 // mediator admits both from the lobby panel; the consumer's chat reaches the other three; the
 // mediator holds a caucus with the consumer, the merchant sees the banner and not the caucus
 // chat; the mediator proposes terms, both parties accept, the judge confirms and all four see
-// the confirmation. A screenshot of each step goes to test-artifacts/e2e/. Exits non-zero with
+// the confirmation; a broken link shows the plain-language "cannot use this link" page. A screenshot of each step goes to test-artifacts/e2e/. Exits non-zero with
 // the failing step on failure. Run by tests/tests/browser.rs.
 import { mkdirSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
@@ -148,6 +148,12 @@ try {
     await visible(who, who.page.getByTestId('terms-confirmed'), 'the judicial confirmation');
     await shot('08-confirmed', who);
   }
+
+  step = 'a broken link shows a plain-language page';
+  const stranger = await person('broken-link', `${origin}/join#token=not-a-valid-token`, { locale: 'zh-CN', viewport: { width: 360, height: 740 } });
+  await visible(stranger, stranger.page.getByTestId('link-problem').filter({ hasText: '调解委员会' }), 'the link-problem page naming whom to contact');
+  await shot('09-link-problem', stranger);
+  await stranger.context.close();
 
   step = 'no third-party requests, no page errors';
   if (problems.length) throw new Error(problems.join('; '));

@@ -10,6 +10,7 @@ import { STRINGS, fatalText, initialLang, saveLang, type Lang, type T } from './
 import type { NoteScope, Outcome, Request } from './protocol';
 import {
   amStaff,
+  answerers,
   currentTerms,
   inRoom,
   initialState,
@@ -400,10 +401,9 @@ function TermsPanel({ t, s, send }: { t: T; s: State; send: Send }) {
             {cur.text}
           </blockquote>
           <ul class="plain">
-            {theParties.map((p) => (
-              <li key={p.participant} data-testid="terms-answer">
-                {nameOf(t, s, p.participant)}：
-                {cur.accepted[p.participant] ? t.accepted : cur.rejected[p.participant] !== undefined ? t.rejected : t.pending}
+            {answerers(s, cur).map((id) => (
+              <li key={id} data-testid="terms-answer">
+                {nameOf(t, s, id)}：{cur.accepted[id] ? t.accepted : cur.rejected[id] !== undefined ? t.rejected : t.pending}
               </li>
             ))}
           </ul>

@@ -2,7 +2,7 @@ import { describe, expect, it } from 'vitest';
 import type { Event, EventBody, ServerMessage, Welcome } from './protocol';
 import { noteLabel } from './notes';
 import { STRINGS, initialLang } from './i18n';
-import { initialState, inRoom, lobby, outsideCaucus, myCaucus, reduce, currentTerms, type Action, type State } from './state';
+import { answerers, initialState, inRoom, lobby, outsideCaucus, myCaucus, reduce, currentTerms, type Action, type State } from './state';
 
 const GENESIS = '0'.repeat(64);
 
@@ -78,6 +78,19 @@ describe('lobby and admit', () => {
     const refused = run([{ type: 'error', code: 'forbidden', message: 'no' }]);
     expect(refused.fatal).toBeUndefined();
     expect(refused.lastError?.code).toBe('forbidden');
+  });
+});
+
+describe('another party admitted later', () => {
+  it('appears in the room, online, and their answer to the terms is shown', () => {
+    const s = run([
+      welcome({ status: 'admitted', roster: [mediator, { participant: 'p_me', role: 'consumer', name: '张三', status: 'admitted', online: true }] }),
+      ev(6, { kind: 'admitted', participant: 'p_m', by: 'p_med' }),
+      ev(7, { kind: 'terms_proposed', terms: 't1', by: 'p_med', text: '退款', text_hash: 'h' }),
+      ev(8, { kind: 'terms_accepted', terms: 't1', by: 'p_m', text_hash: 'h' }),
+    ]);
+    expect(s.people['p_m']).toMatchObject({ status: 'admitted', online: true });
+    expect(answerers(s, currentTerms(s)!)).toEqual(['p_me', 'p_m']);
   });
 });
 

@@ -197,7 +197,9 @@ function onEvent(state: State, e: Event): State {
     case 'participant_joined':
       return upsert(s, { participant: e.participant, role: e.role, name: e.name, status: e.joined_as });
     case 'admitted':
-      return upsert(s, { participant: e.participant, status: 'admitted' });
+      // Someone we had not heard of was waiting in the lobby, so was connected: show them online
+      // (their presence message went out while we could not receive it).
+      return upsert(s, { participant: e.participant, status: 'admitted', online: s.people[e.participant]?.online ?? true });
     case 'denied':
       return upsert(s, { participant: e.participant, status: 'denied', online: false });
     case 'left':
@@ -277,6 +279,13 @@ export function parties(s: State): Person[] {
   return people(s).filter(
     (p) => (p.role === 'consumer' || p.role === 'merchant') && p.status !== 'denied' && p.status !== 'removed',
   );
+}
+
+/** Whose answer to the terms to show: the parties we know, and anyone who answered. */
+export function answerers(s: State, t: Terms): string[] {
+  const ids = parties(s).map((p) => p.participant);
+  for (const id of [...Object.keys(t.accepted), ...Object.keys(t.rejected)]) if (!ids.includes(id)) ids.push(id);
+  return ids;
 }
 
 export function amStaff(s: State): boolean {
