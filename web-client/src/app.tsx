@@ -143,7 +143,7 @@ function Lobby({ t, s }: { t: T; s: State }) {
     <section class="card lobby" data-testid="lobby" aria-live="polite">
       <h2>{t.lobbyTitle}</h2>
       <p>
-        {t.caseLabel}：<strong data-testid="case-title">{s.title}</strong>
+        {t.caseLabel}{t.colon}<strong data-testid="case-title">{s.title}</strong>
       </p>
       <p>{t.lobbyHint}</p>
       <h3>{t.whoWillBeThere}</h3>
@@ -164,7 +164,7 @@ function Session({ t, s, send }: { t: T; s: State; send: Send }) {
   return (
     <div class="session">
       <p class="case-title">
-        {t.caseLabel}：<strong data-testid="case-title">{s.title}</strong>
+        {t.caseLabel}{t.colon}<strong data-testid="case-title">{s.title}</strong>
       </p>
       {outsideCaucus(s) && (
         <div class="banner" role="status" data-testid="caucus-banner">
@@ -244,7 +244,7 @@ function ChatPanel({ t, s, send }: { t: T; s: State; send: Send }) {
         {s.chat.map((c) => (
           <li key={c.seq} data-testid="chat-line">
             <strong>{nameOf(t, s, c.from)}</strong>
-            {c.caucus && <em class="tag">{t.caucusTag}</em>}：{c.text}
+            {c.caucus && <em class="tag">{t.caucusTag}</em>}{t.colon}{c.text}
           </li>
         ))}
       </ol>
@@ -295,7 +295,7 @@ function CaucusPanel({ t, s, send }: { t: T; s: State; send: Send }) {
       {mine ? (
         <div>
           <p>
-            {t.caucusRunning}：{mine.members.map((m) => nameOf(t, s, m)).join('、')}
+            {t.caucusRunning}{t.colon}{mine.members.map((m) => nameOf(t, s, m)).join('、')}
           </p>
           <button type="button" onClick={() => send({ type: 'caucus_end', caucus: mine.caucus })}>
             {t.caucusEnd}
@@ -341,7 +341,7 @@ function NotesPanel({ t, s, send }: { t: T; s: State; send: Send }) {
       <ul class="plain">
         {s.notes.map((n) => (
           <li key={n.seq} data-testid="note" data-scope={n.scope}>
-            <em class={`tag scope-${n.scope}`}>{noteLabel(t, n.scope)}</em> <strong>{nameOf(t, s, n.author)}</strong>：{n.text}
+            <em class={`tag scope-${n.scope}`}>{noteLabel(t, n.scope)}</em> <strong>{nameOf(t, s, n.author)}</strong>{t.colon}{n.text}
           </li>
         ))}
       </ul>
@@ -395,7 +395,7 @@ function TermsPanel({ t, s, send }: { t: T; s: State; send: Send }) {
       {cur && (
         <div>
           <p class="small">
-            {t.by}：{nameOf(t, s, cur.by)}
+            {t.by}{t.colon}{nameOf(t, s, cur.by)}
           </p>
           <blockquote class="terms-text" data-testid="terms-text">
             {cur.text}
@@ -403,7 +403,7 @@ function TermsPanel({ t, s, send }: { t: T; s: State; send: Send }) {
           <ul class="plain">
             {answerers(s, cur).map((id) => (
               <li key={id} data-testid="terms-answer">
-                {nameOf(t, s, id)}：{cur.accepted[id] ? t.accepted : cur.rejected[id] !== undefined ? t.rejected : t.pending}
+                {nameOf(t, s, id)}{t.colon}{cur.accepted[id] ? t.accepted : cur.rejected[id] !== undefined ? t.rejected : t.pending}
               </li>
             ))}
           </ul>

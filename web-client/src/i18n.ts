@@ -26,6 +26,7 @@ export function saveLang(storage: Pick<Storage, 'setItem'> | undefined, lang: La
 
 const zh = {
   appName: '云调解',
+  colon: '：',
   switchLang: 'English',
   switchLangLabel: 'Switch to English',
   largeText: '大字',
@@ -120,6 +121,7 @@ type Strings = typeof zh;
 
 const en: Strings = {
   appName: 'Cloud mediation',
+  colon: ': ',
   switchLang: '中文',
   switchLangLabel: '切换到中文 (Switch to Chinese)',
   largeText: 'Large text',
