@@ -37,11 +37,13 @@ const CSP: &str = concat!(
 );
 
 /// Shown at `/` when the client was not built.
-const NOT_BUILT: &str = "The web client has not been built.\n\
-网页客户端尚未构建。\n\n\
-Build it, then restart the server (or just reload in a debug build):\n\
-  cd web-client && npm ci && npm run build\n\
-or start everything with ./scripts/run.sh\n";
+const NOT_BUILT: &str = concat!(
+    "The web client has not been built.\n",
+    "网页客户端尚未构建。\n\n",
+    "Build it, then restart the server (or just reload in a debug build):\n",
+    "    cd web-client && npm ci && npm run build\n",
+    "or start everything with ./scripts/run.sh\n",
+);
 
 /// The routes of the web client, merged into the main router.
 pub fn routes<S: Clone + Send + Sync + 'static>() -> Router<S> {
