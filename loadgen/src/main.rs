@@ -13,7 +13,10 @@
 //! * [`fsync_probe`]: `--fsync-probe`, the disk's durable-append latency, the floor under fan-out;
 //! * [`summary`]: `--summarize`, the Markdown tables of a whole benchmark run;
 //! * [`media`] and [`media_peer`]: `--media`, the media benchmark (issue 3): the same rooms, each
-//!   participant a `webrtc`-crate peer connection publishing audio (and video) through the SFU.
+//!   participant a `webrtc`-crate peer connection publishing audio (and video) through the SFU;
+//! * [`docs_bench`], [`docs_trace`] and [`ydoc_client`]: `yuntiao-loadgen docs-trace ...`, the
+//!   shared-document benchmark (issue 4): an editing trace replayed over y-websocket, against
+//!   Yuntiao or the stock `@y/websocket-server` (`loadgen/run-docs-bench.sh`).
 //!
 //! A run has three steps. *Setup*: create the cases and invites, then open and join the 4N
 //! websockets, at most `--concurrency` operations at a time, and let the mediators admit the
@@ -33,11 +36,14 @@
 
 mod admin;
 mod conn;
+mod docs_bench;
+mod docs_trace;
 mod fsync_probe;
 mod media;
 mod media_peer;
 mod procstat;
 mod summary;
+mod ydoc_client;
 
 use std::io::Write;
 use std::path::PathBuf;
@@ -368,6 +374,10 @@ fn print_timeline(samples: &[(u64, u32)], phase: Phase, duration: Duration) {
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
+    // `docs-trace`: the shared-document benchmark (issue 4), with its own options.
+    if std::env::args().nth(1).as_deref() == Some("docs-trace") {
+        return docs_bench::main(std::env::args().skip(1)).await;
+    }
     let args = Args::parse();
     conn::nanos(); // start the process-wide clock
     if let Some(path) = &args.summarize {
