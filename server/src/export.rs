@@ -353,7 +353,9 @@ fn timeline_section(h: &mut String, input: &ExportInput<'_>, who: &dyn Fn(&str) 
             EventBody::ParticipantJoined { participant, .. } => {
                 format!("加入 Joined: {}", who(participant))
             }
-            EventBody::Admitted { participant, by } => {
+            EventBody::Admitted {
+                participant, by, ..
+            } => {
                 format!("准入 Admitted: {} (by {})", who(participant), who(by))
             }
             EventBody::Denied {

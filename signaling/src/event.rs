@@ -111,6 +111,12 @@ pub enum EventBody {
     Admitted {
         participant: String,
         by: String,
+        /// The admitted participant's role and name, so that everyone in the room learns who
+        /// joined them (parties never saw the `participant_joined` from the lobby).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        role: Option<Role>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        name: Option<String>,
     },
     Denied {
         participant: String,

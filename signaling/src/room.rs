@@ -458,11 +458,14 @@ impl Room {
             }
             Request::Admit { participant } => {
                 self.waiting(participant)?;
+                let who = self.other(participant)?;
                 Ok(vec![draft(
                     Visibility::Everyone,
                     EventBody::Admitted {
                         participant: participant.clone(),
                         by: actor_s,
+                        role: Some(who.role),
+                        name: Some(who.name.clone()),
                     },
                 )])
             }

@@ -110,11 +110,15 @@ async fn scenario(store: StoreKind) {
         .unwrap();
     merchant.wait_for(|m| m["type"] == "welcome").await.unwrap();
     for c in [&mut judge, &mut consumer] {
-        c.wait_for(|m| {
-            m["kind"] == "admitted" && m["participant"] == case.merchant().participant.as_str()
-        })
-        .await
-        .unwrap();
+        let a = c
+            .wait_for(|m| {
+                m["kind"] == "admitted" && m["participant"] == case.merchant().participant.as_str()
+            })
+            .await
+            .unwrap();
+        // The consumer never saw the merchant in the lobby: the event says who came in.
+        assert_eq!(a["role"], "merchant");
+        assert_eq!(a["name"], "某某电器店");
     }
 
     // Chat fans out to all four.

@@ -641,6 +641,8 @@ fn staff_admit_and_deny_from_the_lobby() {
         EventBody::Admitted {
             participant: CONSUMER.into(),
             by: MEDIATOR.into(),
+            role: Some(Role::Consumer),
+            name: Some(name_of(CONSUMER).into()),
         }
     );
     assert_eq!(fx.status(CONSUMER), ParticipantStatus::Admitted);
