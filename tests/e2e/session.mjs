@@ -6,7 +6,8 @@
 // by playwright-core, fake camera and microphone), then: the parties wait in the lobby; the
 // mediator admits both from the lobby panel; the consumer's chat reaches the other three; the
 // mediator holds a caucus with the consumer, the merchant sees the banner and not the caucus
-// chat; the mediator proposes terms, both parties accept, the judge confirms and all four see
+// chat; the mediator types the agreement draft and everyone reads it live; the mediator puts
+// the draft to the parties as terms, both parties accept, the judge confirms and all four see
 // the confirmation; a broken link shows the plain-language "cannot use this link" page. A screenshot of each step goes to test-artifacts/e2e/. Exits non-zero with
 // the failing step on failure. Run by tests/tests/browser.rs.
 import { mkdirSync } from 'node:fs';
@@ -131,10 +132,24 @@ try {
     throw new Error('the merchant still sees the caucus banner after the caucus ended');
   }
 
-  step = 'terms: the mediator proposes, both parties accept, the judge confirms';
+  step = 'the mediator drafts the agreement; everyone reads it live, read-only';
   const termsText = '商家于七日内退还货款人民币 800 元，消费者退回商品。';
-  await mediator.page.getByLabel('方案内容').fill(termsText);
-  await mediator.page.getByRole('button', { name: '提出方案' }).click();
+  const draft = mediator.page.getByTestId('agreement-text');
+  await draft.click();
+  await draft.pressSequentially(termsText, { delay: 5 });
+  for (const who of [consumer, merchant, judge]) {
+    const box = who.page.getByTestId('agreement-text');
+    try {
+      await who.page.waitForFunction((t) => document.querySelector('[data-testid="agreement-text"]')?.value === t, termsText, { timeout: TIMEOUT });
+    } catch {
+      throw new Error(`${who.label} does not see the agreement draft as typed (has ${JSON.stringify(await box.inputValue())})`);
+    }
+    if (!(await box.evaluate((el) => el.readOnly))) throw new Error(`${who.label} may type into the agreement without permission`);
+    await shot('06-agreement', who);
+  }
+
+  step = 'terms: the mediator puts the draft to the parties, both accept, the judge confirms';
+  await mediator.page.getByTestId('propose-from-agreement').click();
   for (const who of [consumer, merchant]) {
     await visible(who, who.page.getByTestId('terms-text').filter({ hasText: termsText }), 'the proposed terms');
     await shot('06-terms', who);
@@ -148,6 +163,12 @@ try {
     await visible(who, who.page.getByTestId('terms-confirmed'), 'the judicial confirmation');
     await shot('08-confirmed', who);
   }
+
+  step = 'an edit after signing shows that the draft and the signed terms differ';
+  await draft.press('End');
+  await draft.pressSequentially('（补充）', { delay: 5 });
+  await visible(consumer, consumer.page.getByTestId('agreement-vs-terms').filter({ hasText: '已被修改' }), 'that the draft changed after the terms were put');
+  await shot('09-draft-changed', consumer);
 
   step = 'a broken link shows a plain-language page';
   const stranger = await person('broken-link', `${origin}/join#token=not-a-valid-token`, { locale: 'zh-CN', viewport: { width: 360, height: 740 } });

@@ -25,6 +25,7 @@ import {
 } from './state';
 import { forgetToken } from './token';
 import { noteLabel } from './notes';
+import { AgreementPanel } from './agreement';
 
 type Send = (r: Request) => void;
 
@@ -83,7 +84,7 @@ export function App({ token }: { token?: string }) {
     );
   else if (!state.me) body = <p class="card" aria-busy="true">{t.conn[state.conn]}</p>;
   else if (state.me.status === 'lobby') body = <Lobby t={t} s={state} />;
-  else body = <Session t={t} s={state} send={send} />;
+  else body = <Session t={t} s={state} send={send} lang={lang} token={token} />;
 
   return (
     <div class="app">
@@ -158,7 +159,7 @@ function Lobby({ t, s }: { t: T; s: State }) {
   );
 }
 
-function Session({ t, s, send }: { t: T; s: State; send: Send }) {
+function Session({ t, s, send, lang, token }: { t: T; s: State; send: Send; lang: Lang; token: string }) {
   const staff = amStaff(s);
   const mine = myCaucus(s);
   return (
@@ -182,10 +183,7 @@ function Session({ t, s, send }: { t: T; s: State; send: Send }) {
           <section class="placeholder" data-testid="media-placeholder" aria-label={t.mediaPlaceholder}>
             {t.mediaPlaceholder}
           </section>
-          {/* Placeholder: the agreement editor (Yjs) comes in the next slice. */}
-          <section class="placeholder" data-testid="agreement-placeholder" aria-label={t.agreementPlaceholder}>
-            {t.agreementPlaceholder}
-          </section>
+          <AgreementPanel lang={lang} s={s} send={send} token={token} />
           <TermsPanel t={t} s={s} send={send} />
           <ChatPanel t={t} s={s} send={send} />
         </div>

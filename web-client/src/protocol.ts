@@ -156,7 +156,7 @@ export type EventBody =
   | { kind: 'invite_issued'; jti: string; participant: string; role: Role; name: string; expires_at: number }
   | { kind: 'invite_revoked'; jti: string }
   | { kind: 'participant_joined'; participant: string; role: Role; name: string; joined_as: JoinedAs }
-  | { kind: 'admitted'; participant: string; by: string }
+  | { kind: 'admitted'; participant: string; by: string; role?: Role; name?: string }
   | { kind: 'denied'; participant: string; by: string; reason?: string }
   | { kind: 'left'; participant: string }
   | { kind: 'removed'; participant: string; by: string; reason?: string }

@@ -199,7 +199,14 @@ function onEvent(state: State, e: Event): State {
     case 'admitted':
       // Someone we had not heard of was waiting in the lobby, so was connected: show them online
       // (their presence message went out while we could not receive it).
-      return upsert(s, { participant: e.participant, status: 'admitted', online: s.people[e.participant]?.online ?? true });
+      // The event names who came in (role, name), for those who never saw them in the lobby.
+      return upsert(s, {
+        participant: e.participant,
+        ...(e.role ? { role: e.role } : {}),
+        ...(e.name ? { name: e.name } : {}),
+        status: 'admitted',
+        online: s.people[e.participant]?.online ?? true,
+      });
     case 'denied':
       return upsert(s, { participant: e.participant, status: 'denied', online: false });
     case 'left':
