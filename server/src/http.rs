@@ -16,7 +16,7 @@ use serde::Deserialize;
 use serde_json::json;
 use yuntiao_signaling::document::DocName;
 use yuntiao_signaling::event::{sha256_hex, verify_chain, CaseParticipant};
-use yuntiao_signaling::protocol::{ErrorCode, ProtocolError};
+use yuntiao_signaling::protocol::{ErrorCode, ProtocolError, RosterEntry};
 use yuntiao_signaling::{Event, InviteClaims, Role};
 
 use crate::rooms::{AdminCommand, AdminReply};
@@ -180,20 +180,28 @@ async fn list_cases(
     Ok(Json(json!({ "cases": cases })).into_response())
 }
 
+/// The case record as the room holds it: title, every event, the roster.
+async fn record(
+    state: &AppState,
+    case: &str,
+) -> Result<(String, Vec<Event>, Vec<RosterEntry>), ApiError> {
+    match state.rooms.admin(case, AdminCommand::Record).await? {
+        AdminReply::Record {
+            title,
+            events,
+            roster,
+        } => Ok((title, events, roster)),
+        _ => Err(ProtocolError::new(ErrorCode::Internal, "unexpected reply").into()),
+    }
+}
+
 async fn case_record(
     State(state): State<AppState>,
     headers: HeaderMap,
     Path(case): Path<String>,
 ) -> Result<Response, ApiError> {
     check_admin(&state, &headers)?;
-    let AdminReply::Record {
-        title,
-        events,
-        roster,
-    } = state.rooms.admin(&case, AdminCommand::Record).await?
-    else {
-        return Err(ProtocolError::new(ErrorCode::Internal, "unexpected reply").into());
-    };
+    let (title, events, roster) = record(&state, &case).await?;
     let head = events.last().map(|e| (e.seq, e.hash.clone()));
     Ok(Json(json!({
         "case": case,
@@ -234,14 +242,7 @@ async fn export_case(
     Path(case): Path<String>,
 ) -> Result<Response, ApiError> {
     check_admin(&state, &headers)?;
-    let AdminReply::Record {
-        title,
-        events,
-        roster,
-    } = state.rooms.admin(&case, AdminCommand::Record).await?
-    else {
-        return Err(ProtocolError::new(ErrorCode::Internal, "unexpected reply").into());
-    };
+    let (title, events, roster) = record(&state, &case).await?;
     // Verify the log as stored, not the room's copy.
     let stored = state.rooms.store().read(&case, 0).await.map_err(|_| {
         ProtocolError::new(ErrorCode::StoreUnavailable, "the case store is unavailable")
