@@ -4,9 +4,11 @@
 //
 // Opens the four invite links in four browser contexts of Debian's headless Chromium (driven
 // by playwright-core, fake camera and microphone), then: the parties wait in the lobby; the
-// mediator admits both from the lobby panel; the consumer's chat reaches the other three; the
-// mediator holds a caucus with the consumer, the merchant sees the banner and not the caucus
-// chat; the mediator types the agreement draft and everyone reads it live; the mediator puts
+// mediator admits both from the lobby panel; everyone sees the other three's video playing
+// (decoded frames advance); the consumer's chat reaches the other three; the mediator holds a
+// caucus with the consumer, the merchant sees the banner and not the caucus chat, and no longer
+// receives the consumer's and the mediator's video (back after the caucus, with the consumer's
+// mute made inside it); the mediator types the agreement draft and everyone reads it live; the mediator puts
 // the draft to the parties as terms, both parties accept, the judge confirms and all four see
 // the confirmation; a broken link shows the plain-language "cannot use this link" page. A screenshot of each step goes to test-artifacts/e2e/. Exits non-zero with
 // the failing step on failure. Run by tests/tests/browser.rs.
@@ -66,6 +68,49 @@ async function chatLine(who, text) {
   await visible(who, who.page.getByTestId('chat-line').filter({ hasText: text }), `the chat line "${text}"`);
 }
 
+// ---- media: remote video tiles that actually play (decoded frames advance) ----
+
+/** Decoded frames of each remote video tile (optionally only of one role), keyed by participant. */
+async function remoteFrames(who, role) {
+  return who.page.evaluate((role) => {
+    const sel = role ? `[data-testid="remote-tile"][data-role="${role}"]` : '[data-testid="remote-tile"]';
+    const out = {};
+    for (const tile of document.querySelectorAll(sel)) {
+      const v = tile.querySelector('video');
+      if (v) out[tile.dataset.participant] = v.getVideoPlaybackQuality().totalVideoFrames;
+    }
+    return out;
+  }, role);
+}
+
+/** Waits until the remote video of `role` (or of anyone, if none given) shows new frames. */
+async function videoPlaying(who, role, what) {
+  const deadline = Date.now() + 2 * TIMEOUT;
+  let before = await remoteFrames(who, role);
+  while (Date.now() < deadline) {
+    await who.page.waitForTimeout(500);
+    const now = await remoteFrames(who, role);
+    if (Object.entries(now).some(([p, f]) => before[p] !== undefined && f > before[p])) return;
+    before = now;
+  }
+  throw new Error(`${who.label} does not see ${what} playing (its decoded frames do not advance)`);
+}
+
+/** Checks that `who` no longer receives `role`'s video: no tile, or a tile whose frames stand still. */
+async function videoStopped(who, role, what) {
+  const tiles = who.page.locator(`[data-testid="remote-tile"][data-role="${role}"]`);
+  try {
+    await tiles.first().waitFor({ state: 'detached', timeout: TIMEOUT });
+    return;
+  } catch {
+    // A tile still there: its frames must not advance.
+  }
+  const a = await remoteFrames(who, role);
+  await who.page.waitForTimeout(1500);
+  const b = await remoteFrames(who, role);
+  if (Object.entries(b).some(([p, f]) => a[p] !== undefined && f > a[p])) throw new Error(`${who.label} still receives ${what}`);
+}
+
 let everyone = [];
 try {
   step = 'staff open their links';
@@ -102,6 +147,20 @@ try {
     await shot('03-admitted', who);
   }
 
+  step = "everyone sees the others' video playing";
+  for (const who of everyone) {
+    await visible(who, who.page.getByTestId('self-tile'), 'their own preview');
+    try {
+      await who.page.waitForFunction(() => document.querySelectorAll('[data-testid="remote-tile"] video').length >= 3, null, { timeout: 2 * TIMEOUT });
+    } catch {
+      throw new Error(`${who.label} does not get a video tile for each of the other three`);
+    }
+  }
+  for (const who of everyone) await videoPlaying(who, undefined, 'any remote video');
+  await videoPlaying(merchant, 'consumer', "the consumer's video");
+  await videoPlaying(consumer, 'mediator', "the mediator's video");
+  for (const who of everyone) await shot('03b-video', who);
+
   step = "the consumer's chat reaches the other three";
   await consumer.page.getByLabel('输入消息').fill('我要求全额退款');
   await consumer.page.getByLabel('输入消息').press('Enter');
@@ -125,12 +184,35 @@ try {
   await shot('05-caucus', merchant);
   await shot('05-caucus', consumer);
   await shot('05-caucus', mediator);
+
+  step = "during the caucus the merchant receives neither the consumer's nor the mediator's video";
+  await videoStopped(merchant, 'consumer', "the consumer's video");
+  await videoStopped(merchant, 'mediator', "the mediator's video");
+  await videoPlaying(merchant, 'judge', "the judge's video (outside the caucus too)");
+  await videoPlaying(consumer, 'mediator', "the mediator's video (in the caucus with them)");
+  await videoStopped(consumer, 'merchant', "the merchant's video");
+  // The consumer mutes inside the caucus: the merchant must learn it when media resumes.
+  await consumer.page.getByRole('button', { name: '静音麦克风' }).click();
+  await shot('05b-caucus-media', merchant);
+  await shot('05b-caucus-media', consumer);
   await mediator.page.getByTestId('caucus-panel').getByRole('button', { name: '结束单独沟通' }).click();
   try {
     await merchant.page.getByTestId('caucus-banner').waitFor({ state: 'hidden', timeout: TIMEOUT });
   } catch {
     throw new Error('the merchant still sees the caucus banner after the caucus ended');
   }
+
+  step = "after the caucus the merchant sees the consumer's and the mediator's video again";
+  await videoPlaying(merchant, 'consumer', "the consumer's video after the caucus");
+  await videoPlaying(merchant, 'mediator', "the mediator's video after the caucus");
+  await visible(merchant, merchant.page.locator('[data-testid="remote-tile"][data-role="consumer"]').filter({ hasText: '已静音' }), "that the consumer's microphone is muted");
+  await consumer.page.getByRole('button', { name: '静音麦克风' }).click();
+  try {
+    await merchant.page.locator('[data-testid="remote-tile"][data-role="consumer"]').filter({ hasText: '已静音' }).waitFor({ state: 'detached', timeout: TIMEOUT });
+  } catch {
+    throw new Error("the merchant still sees the consumer muted after they unmuted");
+  }
+  await shot('05c-after-caucus-media', merchant);
 
   step = 'the mediator drafts the agreement; everyone reads it live, read-only';
   const termsText = '商家于七日内退还货款人民币 800 元，消费者退回商品。';
@@ -178,7 +260,7 @@ try {
 
   step = 'no third-party requests, no page errors';
   if (problems.length) throw new Error(problems.join('; '));
-  console.log('e2e: 1 passed, 0 failed (lobby, admit, chat, caucus, terms, confirmation; screenshots in test-artifacts/e2e/)');
+  console.log('e2e: 1 passed, 0 failed (lobby, admit, video playing, chat, caucus hides media, terms, confirmation; screenshots in test-artifacts/e2e/)');
   await browser.close();
 } catch (e) {
   console.error(`e2e FAILED at step "${step}": ${e instanceof Error ? e.message : e}`);

@@ -6,6 +6,8 @@
 import { useEffect, useMemo, useReducer, useRef, useState } from 'preact/hooks';
 import type { ComponentChildren } from 'preact';
 import { Connection, wsUrl } from './connection';
+import { MediaSession } from './media';
+import { MediaArea, MediaContext } from './tiles';
 import { STRINGS, fatalText, initialLang, saveLang, type Lang, type T } from './i18n';
 import type { NoteScope, Outcome, Request } from './protocol';
 import {
@@ -44,6 +46,9 @@ export function App({ token }: { token?: string }) {
   const stateRef = useRef(state);
   stateRef.current = state;
   const conn = useRef<Connection>();
+  // Media: one peer connection with the server, fed by the signaling connection (media.ts).
+  const media = useMemo(() => new MediaSession((r) => conn.current?.send(r)), []);
+  useEffect(() => () => media.close(), [media]);
   const t = STRINGS[lang];
 
   useEffect(() => {
@@ -60,7 +65,10 @@ export function App({ token }: { token?: string }) {
   }, [large]);
   useEffect(() => {
     if (!token) return;
-    const c = new Connection(wsUrl(location), token, () => stateRef.current.lastSeq, dispatch);
+    const c = new Connection(wsUrl(location), token, () => stateRef.current.lastSeq, (a) => {
+      media.onAction(a);
+      dispatch(a);
+    });
     conn.current = c;
     c.start();
     return () => c.stop();
@@ -114,7 +122,9 @@ export function App({ token }: { token?: string }) {
           </button>
         </div>
       )}
-      <main>{body}</main>
+      <main>
+        <MediaContext.Provider value={media}>{body}</MediaContext.Provider>
+      </main>
     </div>
   );
 }
@@ -179,10 +189,7 @@ function Session({ t, s, send, lang, token }: { t: T; s: State; send: Send; lang
       )}
       <div class="cols">
         <div class="col-main">
-          {/* Placeholder: media (camera, microphone, video tiles) comes in the next slice. */}
-          <section class="placeholder" data-testid="media-placeholder" aria-label={t.mediaPlaceholder}>
-            {t.mediaPlaceholder}
-          </section>
+          <MediaArea t={t} s={s} />
           <AgreementPanel lang={lang} s={s} send={send} token={token} />
           <TermsPanel t={t} s={s} send={send} />
           <ChatPanel t={t} s={s} send={send} />

@@ -1,0 +1,95 @@
+import { describe, expect, it } from 'vitest';
+import type { TrackInfo } from './protocol';
+import { midMap, newSenders, nextCamera, onServerOffer, senders, speakingLevel, stalled, tiles } from './media-logic';
+
+const tracks: TrackInfo[] = [
+  { mid: '2', participant: 'p_med', kind: 'audio' },
+  { mid: '3', participant: 'p_med', kind: 'video' },
+  { mid: '4', participant: 'p_con', kind: 'audio' },
+  { mid: '5', participant: 'p_con', kind: 'video' },
+  { mid: '6', participant: 'p_judge', kind: 'audio' },
+];
+
+describe('media_tracks → participants', () => {
+  it('maps every mid to its participant and kind', () => {
+    const m = midMap(tracks);
+    expect(m.get('3')).toEqual({ participant: 'p_med', kind: 'video' });
+    expect(m.get('6')).toEqual({ participant: 'p_judge', kind: 'audio' });
+    expect(m.get('1')).toBeUndefined();
+  });
+
+  it('lists senders once each, in order', () => {
+    expect(senders(tracks)).toEqual(['p_med', 'p_con', 'p_judge']);
+  });
+
+  it('makes one tile per participant with audio and video mids and mute state', () => {
+    const list = tiles(tracks, { p_con: { audio: true }, p_med: { video: true } });
+    expect(list).toEqual([
+      { participant: 'p_med', audioMid: '2', videoMid: '3', micMuted: false, camOff: true },
+      { participant: 'p_con', audioMid: '4', videoMid: '5', micMuted: true, camOff: false },
+      // No video line at all: shown with the camera off.
+      { participant: 'p_judge', audioMid: '6', micMuted: false, camOff: true },
+    ]);
+  });
+
+  it('an unmute after a mute shows the track again', () => {
+    expect(tiles(tracks, { p_con: { audio: false } })[1]!.micMuted).toBe(false);
+  });
+
+  it('never shows ourselves', () => {
+    expect(tiles(tracks, {}, 'p_con').map((x) => x.participant)).toEqual(['p_med', 'p_judge']);
+  });
+
+  it('a caucus that hides the others removes their tiles; its end brings them back', () => {
+    const inCaucus = tracks.filter((t) => t.participant === 'p_judge');
+    expect(tiles(inCaucus, {}).map((x) => x.participant)).toEqual(['p_judge']);
+    expect(newSenders(tracks, inCaucus)).toEqual([]);
+    expect(newSenders(inCaucus, tracks)).toEqual(['p_med', 'p_con']);
+  });
+});
+
+describe('glare', () => {
+  it('answers a server offer when stable', () => {
+    expect(onServerOffer('stable', false)).toBe('answer');
+  });
+  it('drops the server offer while ours is outstanding (ours wins)', () => {
+    expect(onServerOffer('have-local-offer', false)).toBe('ignore');
+    expect(onServerOffer('stable', true)).toBe('ignore');
+  });
+  it('ignores offers without a connection', () => {
+    expect(onServerOffer(undefined, false)).toBe('ignore');
+    expect(onServerOffer('closed', false)).toBe('ignore');
+  });
+});
+
+describe('cameras', () => {
+  const devs = [
+    { kind: 'audioinput', deviceId: 'a' },
+    { kind: 'videoinput', deviceId: 'front' },
+    { kind: 'videoinput', deviceId: 'back' },
+  ];
+  it('cycles through the cameras', () => {
+    expect(nextCamera(devs, 'front')).toBe('back');
+    expect(nextCamera(devs, 'back')).toBe('front');
+    expect(nextCamera(devs, undefined)).toBe('front');
+  });
+  it('no switch with one camera, or labels hidden (empty ids)', () => {
+    expect(nextCamera(devs.slice(0, 2), 'front')).toBeUndefined();
+    expect(nextCamera([{ kind: 'videoinput', deviceId: '' }, { kind: 'videoinput', deviceId: '' }])).toBeUndefined();
+  });
+});
+
+describe('flow checks', () => {
+  it('stalled only when the counter has not moved over the window', () => {
+    expect(stalled([1, 1], 3)).toBe(false);
+    expect(stalled([5, 5, 5], 3)).toBe(true);
+    expect(stalled([1, 2, 3], 3)).toBe(false);
+    expect(stalled([1, 2, 9, 9, 9], 3)).toBe(true);
+  });
+  it('speaking level: silence is 0, a full-scale wave is loud', () => {
+    expect(speakingLevel(new Uint8Array(64).fill(128))).toBe(0);
+    const wave = Uint8Array.from({ length: 64 }, (_, i) => (i % 2 ? 255 : 1));
+    expect(speakingLevel(wave)).toBeGreaterThan(0.9);
+    expect(speakingLevel([])).toBe(0);
+  });
+});

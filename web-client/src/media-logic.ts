@@ -1,0 +1,119 @@
+/**
+ * The pure part of the media plane: which transceiver `mid` carries whose audio or video, the
+ * list of video tiles to show, who newly receives us, which camera comes next, and when video
+ * that should flow does not. No DOM, no WebRTC: `media.ts` feeds it, `media-logic.test.ts`
+ * drives it directly.
+ *
+ * The media flow in short (docs/protocol.md, "Media"): once admitted the client offers its
+ * microphone and camera on its one peer connection with the server (`media_offer`, answered by
+ * `media_answer`); the server adds a send-only line per track we may receive and renegotiates
+ * (`media_offer` from the server, our `media_answer`), and says in `media_tracks` which `mid`
+ * carries whose `audio`/`video`. `media_tracks` lists only the tracks flowing now: a caucus
+ * that hides someone from us removes their entries, so their tile goes away; they come back
+ * (same mids) when the caucus ends.
+ */
+import type { MediaKind, TrackInfo } from './protocol';
+
+/** What someone told us about their microphone and camera (`mute` messages). */
+export type MuteStates = Record<string, { audio?: boolean; video?: boolean }>;
+
+export interface Tile {
+  participant: string;
+  audioMid?: string;
+  videoMid?: string;
+  /** They muted their microphone (or send no audio at all). */
+  micMuted: boolean;
+  /** They turned their camera off (or send no video at all). */
+  camOff: boolean;
+}
+
+/** mid → whose track, of which kind. */
+export function midMap(tracks: readonly TrackInfo[]): Map<string, { participant: string; kind: MediaKind }> {
+  const m = new Map<string, { participant: string; kind: MediaKind }>();
+  for (const t of tracks) m.set(t.mid, { participant: t.participant, kind: t.kind });
+  return m;
+}
+
+/** Everyone whose media we receive now, in the order the server lists them. */
+export function senders(tracks: readonly TrackInfo[]): string[] {
+  const out: string[] = [];
+  for (const t of tracks) if (!out.includes(t.participant)) out.push(t.participant);
+  return out;
+}
+
+/**
+ * One tile per participant whose media we receive (never ourselves), with the mids of their
+ * audio and video and their mute states. Someone who publishes several tracks of one kind
+ * (not done by this client) is shown with the first.
+ */
+export function tiles(tracks: readonly TrackInfo[], mutes: MuteStates, me?: string): Tile[] {
+  const byWho = new Map<string, Tile>();
+  for (const t of tracks) {
+    if (t.participant === me) continue;
+    let tile = byWho.get(t.participant);
+    if (!tile) {
+      tile = { participant: t.participant, micMuted: false, camOff: false };
+      byWho.set(t.participant, tile);
+    }
+    if (t.kind === 'audio' && tile.audioMid === undefined) tile.audioMid = t.mid;
+    if (t.kind === 'video' && tile.videoMid === undefined) tile.videoMid = t.mid;
+  }
+  return [...byWho.values()].map((tile) => {
+    const m = mutes[tile.participant] ?? {};
+    return { ...tile, micMuted: tile.audioMid === undefined || !!m.audio, camOff: tile.videoMid === undefined || !!m.video };
+  });
+}
+
+/**
+ * Who receives us now but did not before. The room's rule is symmetric (whoever we receive
+ * receives us), so these are the people who have not heard our `mute` state yet: the server
+ * sends `mute` only to those receiving us at the time.
+ */
+export function newSenders(before: readonly TrackInfo[], after: readonly TrackInfo[]): string[] {
+  const had = new Set(senders(before));
+  return senders(after).filter((p) => !had.has(p));
+}
+
+/**
+ * What to do with a `media_offer` from the server. Our own offer outstanding (we sent it and
+ * await the answer): the server treats ours as the winner and offers again after it
+ * (docs/protocol.md, "Media" point 5), so its offer is dropped. No connection: nothing to
+ * answer.
+ */
+export function onServerOffer(signalingState: RTCSignalingState | undefined, makingOffer: boolean): 'answer' | 'ignore' {
+  if (signalingState === undefined || signalingState === 'closed') return 'ignore';
+  if (makingOffer || signalingState === 'have-local-offer') return 'ignore';
+  return 'answer';
+}
+
+/** The camera after `current` in the list (wrapping), or undefined when there is no other. */
+export function nextCamera(devices: readonly { kind: string; deviceId: string }[], current?: string): string | undefined {
+  const cams = devices.filter((d) => d.kind === 'videoinput' && d.deviceId !== '');
+  if (cams.length < 2) return undefined;
+  const i = cams.findIndex((d) => d.deviceId === current);
+  return cams[(i + 1) % cams.length]!.deviceId;
+}
+
+/**
+ * Video that should flow but does not: the counter (bytes sent, or frames decoded) has not
+ * moved over the last `window` samples, taken while the connection was up. Fewer samples than
+ * that: too early to tell.
+ */
+export function stalled(samples: readonly number[], window: number): boolean {
+  if (samples.length < window) return false;
+  const recent = samples.slice(-window);
+  return recent[recent.length - 1]! <= recent[0]!;
+}
+
+/** Speaking, from an analyser's time-domain bytes (128 = silence): RMS above a threshold. */
+export function speakingLevel(bytes: ArrayLike<number>): number {
+  if (bytes.length === 0) return 0;
+  let sum = 0;
+  for (let i = 0; i < bytes.length; i++) {
+    const v = (bytes[i]! - 128) / 128;
+    sum += v * v;
+  }
+  return Math.sqrt(sum / bytes.length);
+}
+
+export const SPEAKING_THRESHOLD = 0.04;
