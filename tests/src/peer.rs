@@ -293,6 +293,10 @@ struct Shared {
     /// Set by a keyframe request: the next video frame is a keyframe, as an encoder would do.
     force_keyframe: AtomicBool,
     ws_closed: AtomicBool,
+    /// While set, the server's `media_offer`s are kept in `held_offers` instead of being
+    /// answered (to put an offer of ours on the wire while one of the server's is outstanding).
+    hold_offers: AtomicBool,
+    held_offers: Mutex<Vec<String>>,
 }
 
 impl Shared {
@@ -904,6 +908,10 @@ async fn negotiate(
         .sdp;
     let reply = request_logged(client, shared, json!({"type": "media_offer", "sdp": sdp})).await?;
     if reply["type"] == "media_answer" {
+        // Our offer won: server offers held meanwhile are stale (the server discarded them and
+        // offers again); later ones are answered as usual.
+        shared.held_offers.lock().unwrap().clear();
+        shared.hold_offers.store(false, Ordering::Relaxed);
         let sdp = reply["sdp"].as_str().context("media_answer without sdp")?;
         let answer = RTCSessionDescription::answer(sdp.to_owned())
             .map_err(|e| anyhow!("server answer does not parse: {e}"))?;
@@ -980,6 +988,10 @@ async fn handle_server_message(
                 shared.error(format!("media_offer without sdp: {msg}"));
                 return;
             };
+            if shared.hold_offers.load(Ordering::Relaxed) {
+                shared.held_offers.lock().unwrap().push(sdp.to_owned());
+                return;
+            }
             if let Err(e) = answer_server_offer(client, pc, shared, sdp).await {
                 shared.error(format!("answering the server's offer: {e:#}"));
             }
@@ -1156,6 +1168,8 @@ impl Peer {
             own_ssrcs: [audio_ssrc, video_ssrc],
             rtcp: Mutex::new(BTreeMap::new()),
             force_keyframe: AtomicBool::new(false),
+            hold_offers: AtomicBool::new(false),
+            held_offers: Mutex::new(Vec::new()),
             ws_closed: AtomicBool::new(false),
         });
         let media = tokio::runtime::Builder::new_multi_thread()
@@ -1420,6 +1434,18 @@ impl Peer {
     }
 
     /// Pauses or resumes one of our senders.
+    /// Holds (`true`) or again answers (`false`) the server's offers; see [`Self::held_offers`].
+    /// Our own offer being answered drops the held ones and ends holding (a client whose offer
+    /// won the glare drops the server's, as docs/protocol.md "Media" says).
+    pub fn hold_server_offers(&self, on: bool) {
+        self.shared.hold_offers.store(on, Ordering::Relaxed);
+    }
+
+    /// How many server offers are held.
+    pub fn held_offers(&self) -> usize {
+        self.shared.held_offers.lock().unwrap().len()
+    }
+
     pub fn set_sending(&self, kind: Kind, on: bool) {
         match kind {
             Kind::Audio => self.shared.send_audio.store(on, Ordering::Relaxed),

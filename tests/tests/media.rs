@@ -873,3 +873,40 @@ async fn ice_tcp_carries_media_for_clients_without_udp() {
         p.close().await;
     }
 }
+
+/// Glare: the server has an offer outstanding (new tracks for this peer) when the client sends
+/// an offer of its own. The client's offer wins (docs/protocol.md "Media", point 5): it is
+/// answered, the client drops the server's stale offer, and the server offers the new tracks
+/// again, so the media arrives after all.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn client_offer_wins_glare_and_the_server_offers_again() {
+    let _serial = SERIAL.lock().await;
+    let (server, _port) = start().await;
+    let (_case, mut clients) = four_admitted(&server).await;
+    let _judge = clients.pop().unwrap();
+    let _mediator = clients.pop().unwrap();
+    let merchant = clients.pop().unwrap();
+    let consumer = clients.pop().unwrap();
+
+    let consumer = Peer::connect(consumer).await.unwrap();
+    consumer.hold_server_offers(true);
+    // The merchant publishes: the server offers the consumer lines for it, which the consumer
+    // holds unanswered.
+    let merchant = Peer::connect(merchant).await.unwrap();
+    assert!(
+        eventually(START, || consumer.held_offers() > 0).await,
+        "the server did not offer the merchant's tracks to the consumer"
+    );
+    // The consumer renegotiates on its own meanwhile; its offer wins, and the consumer drops
+    // the server's stale offer (the test peer does that when its own offer is answered).
+    let reply = consumer.negotiate().await.unwrap();
+    assert_eq!(reply["type"], "media_answer", "{reply}");
+    assert_eq!(consumer.held_offers(), 0);
+    // The server offers the merchant's tracks again; the consumer answers and receives them.
+    let pair = [&consumer, &merchant];
+    wait_all_flowing(&pair, START).await;
+    assert_exact(&pair);
+    for p in [consumer, merchant] {
+        p.close().await;
+    }
+}

@@ -65,6 +65,9 @@ struct Peer {
     pending: Option<SdpPendingOffer>,
     /// Renegotiate once the outstanding offer is answered.
     again: bool,
+    /// The send lines as last agreed with the client (mid → sending), to roll back to when a
+    /// client offer makes str0m discard our outstanding one.
+    negotiated: HashMap<Mid, bool>,
     tracks_sent: Option<Vec<TrackInfo>>,
     bytes_in: u64,
     bytes_out: u64,
@@ -313,6 +316,7 @@ impl Engine {
                     outbound: Vec::new(),
                     pending: None,
                     again: false,
+                    negotiated: HashMap::new(),
                     tracks_sent: None,
                     bytes_in: 0,
                     bytes_out: 0,
@@ -324,11 +328,26 @@ impl Engine {
                 self.peers.len() - 1
             }
         };
+        // Whatever happens below, this case's lines are checked again (reconcile is idempotent).
+        self.dirty.insert(key.case.clone());
         let peer = &mut self.peers[idx];
         peer.out = out;
-        // A client offer wins over ours: str0m invalidates our pending offer; redo it after.
+        // A client offer wins over ours: str0m discards our pending offer, with the lines it
+        // added and the directions it changed. Roll our bookkeeping back to what the client
+        // agreed to; the reconcile below (the case is marked dirty) then makes those changes
+        // again and offers them once this answer is out.
         if peer.pending.take().is_some() {
-            peer.again = true;
+            peer.again = false;
+            let negotiated = &peer.negotiated;
+            peer.outbound.retain(|t| negotiated.contains_key(&t.mid));
+            for t in &mut peer.outbound {
+                let active = negotiated[&t.mid];
+                if t.active != active {
+                    t.active = active;
+                    t.seq_offset = None;
+                }
+            }
+            peer.tracks_sent = None;
         }
         let answer = match peer.rtc.sdp_api().accept_offer(offer) {
             Ok(a) => a,
@@ -374,6 +393,7 @@ impl Engine {
             .sdp_api()
             .accept_answer(pending, answer)
             .map_err(bad_sdp)?;
+        peer.negotiated = peer.outbound.iter().map(|t| (t.mid, t.active)).collect();
         if std::mem::take(&mut peer.again) {
             self.dirty.insert(key.case.clone());
         }
