@@ -23,7 +23,7 @@ use tokio::sync::{mpsc, oneshot, watch};
 use tracing::{info, warn, Instrument};
 use yuntiao_signaling::document::DocPolicy;
 use yuntiao_signaling::event::CaseParticipant;
-use yuntiao_signaling::protocol::{ErrorCode, ProtocolError, Request, ServerMessage};
+use yuntiao_signaling::protocol::{ErrorCode, MediaKind, ProtocolError, Request, ServerMessage};
 use yuntiao_signaling::room::Effect;
 use yuntiao_signaling::{Draft, Event, InviteClaims, Role, Room};
 
@@ -304,6 +304,10 @@ struct RoomTask {
     conns: HashMap<u64, Conn>,
     /// The media plan last handed to the media plane.
     media_plan: MediaPlan,
+    /// Microphones and cameras muted right now (participant, kind), so that whoever starts
+    /// receiving someone later (after a caucus, on reconnect) learns it. Not part of the case
+    /// record: it is a state of the call, not of the case.
+    muted: std::collections::HashSet<(String, MediaKind)>,
 }
 
 impl RoomTask {
@@ -315,6 +319,7 @@ impl RoomTask {
             broken: None,
             conns: HashMap::new(),
             media_plan: MediaPlan::new(),
+            muted: std::collections::HashSet::new(),
         }
     }
 
@@ -636,7 +641,44 @@ impl RoomTask {
         let plan = self.room.media_plan();
         if plan != self.media_plan {
             self.manager.media().plan(&self.case, plan.clone()).await;
-            self.media_plan = plan;
+            // Receivers who now receive someone new learn that one's mute state.
+            let old = std::mem::replace(&mut self.media_plan, plan);
+            let empty = std::collections::BTreeSet::new();
+            let gained: Vec<(String, String)> = self
+                .media_plan
+                .iter()
+                .flat_map(|(receiver, senders)| {
+                    let before = old.get(receiver).unwrap_or(&empty);
+                    senders
+                        .difference(before)
+                        .map(move |s| (receiver.clone(), s.clone()))
+                })
+                .collect();
+            for (receiver, sender) in gained {
+                let conns: Vec<u64> = self
+                    .conns
+                    .iter()
+                    .filter(|(_, c)| c.participant == receiver)
+                    .map(|(id, _)| *id)
+                    .collect();
+                for conn in conns {
+                    self.send_mute_states(conn, &sender);
+                }
+            }
+        }
+    }
+
+    /// Tells one connection which of `sender`'s tracks are muted.
+    fn send_mute_states(&mut self, conn: u64, sender: &str) {
+        for kind in [MediaKind::Audio, MediaKind::Video] {
+            if self.muted.contains(&(sender.to_owned(), kind)) {
+                let msg = ServerMessage::Mute {
+                    participant: sender.to_owned(),
+                    kind,
+                    muted: true,
+                };
+                self.send_to(conn, msg);
+            }
         }
     }
 
@@ -800,6 +842,15 @@ impl RoomTask {
         }
         // After a restart nobody's admission is new: the plan must still reach the media plane.
         self.push_media_plan().await;
+        // A (re)connecting receiver learns the mute states of those it receives.
+        let senders: Vec<String> = self
+            .media_plan
+            .get(&participant)
+            .map(|s| s.iter().cloned().collect())
+            .unwrap_or_default();
+        for sender in senders {
+            self.send_mute_states(conn.id, &sender);
+        }
         self.catch_up(conn.id);
         if !was_online {
             self.presence(&participant, true);
@@ -872,6 +923,11 @@ impl RoomTask {
                 self.send_to(conn, ServerMessage::Ack { id, seq: None });
             }
             Request::Mute { kind, muted } => {
+                if muted {
+                    self.muted.insert((participant.to_owned(), kind));
+                } else {
+                    self.muted.remove(&(participant.to_owned(), kind));
+                }
                 let text: Utf8Bytes = ServerMessage::Mute {
                     participant: participant.to_owned(),
                     kind,

@@ -910,3 +910,85 @@ async fn client_offer_wins_glare_and_the_server_offers_again() {
         p.close().await;
     }
 }
+
+/// Mute states reach those who start receiving someone later: a participant muted inside a
+/// caucus is shown muted to the other side when the caucus ends, and a receiver that reconnects
+/// learns who is muted. (Signaling only: mute state is the room's, whether or not media flows.)
+#[tokio::test]
+async fn late_receivers_learn_who_is_muted() {
+    let (server, _port) = start().await;
+    let (case, mut clients) = four_admitted(&server).await;
+    let mut judge = clients.pop().unwrap();
+    let mut mediator = clients.pop().unwrap();
+    let mut merchant = clients.pop().unwrap();
+    let mut consumer = clients.pop().unwrap();
+    let consumer_id = case.consumer().participant.clone();
+    mediator
+        .ok(json!({"type": "caucus_start", "members": [consumer_id]}))
+        .await
+        .unwrap();
+    merchant.wait_event("caucus_started").await.unwrap();
+    // Muted inside the caucus: the mediator (who receives the consumer) is told; the merchant
+    // (who does not, now) is not.
+    consumer
+        .ok(json!({"type": "mute", "kind": "audio", "muted": true}))
+        .await
+        .unwrap();
+    let m = mediator
+        .wait_for(|m| m["type"] == "mute" && m["participant"] == consumer_id.as_str())
+        .await
+        .unwrap();
+    assert_eq!(m["muted"], true);
+    merchant.sync().await.unwrap();
+    let early = merchant.drain(Duration::from_millis(300)).await.unwrap();
+    assert!(
+        !early.iter().any(|m| m["type"] == "mute"),
+        "the merchant learned something of the caucus: {early:?}"
+    );
+    // The caucus ends: the merchant receives the consumer again and learns the mute.
+    let caucus = started_caucus(&mut judge).await;
+    mediator
+        .ok(json!({"type": "caucus_end", "caucus": caucus}))
+        .await
+        .unwrap();
+    let m = merchant
+        .wait_for(|m| m["type"] == "mute" && m["participant"] == consumer_id.as_str())
+        .await
+        .unwrap();
+    assert_eq!(
+        (m["kind"].as_str(), m["muted"].as_bool()),
+        (Some("audio"), Some(true))
+    );
+    // A reconnecting receiver learns it too, right after its welcome.
+    merchant.close().await;
+    let (mut again, _) = Client::join(&server.ws_url(), &case.merchant().token, None)
+        .await
+        .unwrap();
+    let m = again
+        .wait_for(|m| m["type"] == "mute" && m["participant"] == consumer_id.as_str())
+        .await
+        .unwrap();
+    assert_eq!(m["muted"], true);
+    // Unmuted: nobody is told it is muted any more.
+    consumer
+        .ok(json!({"type": "mute", "kind": "audio", "muted": false}))
+        .await
+        .unwrap();
+    again
+        .wait_for(|m| m["type"] == "mute" && m["muted"] == false)
+        .await
+        .unwrap();
+    again.close().await;
+    let (mut third, _) = Client::join(&server.ws_url(), &case.merchant().token, None)
+        .await
+        .unwrap();
+    third.sync().await.unwrap();
+    let seen = third.drain(Duration::from_millis(300)).await.unwrap();
+    assert!(!seen.iter().any(|m| m["type"] == "mute"), "{seen:?}");
+}
+
+/// The id of the caucus the judge (outside it) was told started.
+async fn started_caucus(judge: &mut Client) -> String {
+    let e = judge.wait_event("caucus_started").await.unwrap();
+    e["caucus"].as_str().unwrap().to_owned()
+}
