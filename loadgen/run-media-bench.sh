@@ -67,12 +67,13 @@ if [[ $REV == worktree ]]; then
 else
     # A clean export of the commit, built into the shared target directory (so dependencies are
     # not rebuilt) and copied out at once.
+    COMMIT=$(git rev-parse --short "$REV") # resolved once: HEAD may move during the build
     mkdir -p "$WORK/src"
-    git archive "$REV" | tar -x -C "$WORK/src"
+    git archive "$COMMIT" | tar -x -C "$WORK/src"
     (cd "$WORK/src" && CARGO_TARGET_DIR="$ROOT/target" cargo build --release \
         -p yuntiao-server --bin yuntiao -p yuntiao-loadgen)
     cp target/release/yuntiao target/release/yuntiao-loadgen "$WORK/bin/"
-    BUILD_DESC="commit $(git rev-parse --short "$REV")"
+    BUILD_DESC="commit $COMMIT"
 fi
 BIN=$WORK/bin/yuntiao
 LOADGEN=$WORK/bin/yuntiao-loadgen
