@@ -18,6 +18,7 @@ use crate::role::Role;
 pub const GENESIS_HASH: &str = "0000000000000000000000000000000000000000000000000000000000000000";
 
 /// Who may receive an event.
+#[cfg_attr(test, derive(ts_rs::TS))]
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "to", rename_all = "snake_case")]
 pub enum Visibility {
@@ -33,6 +34,7 @@ pub enum Visibility {
 }
 
 /// Scope of a case note, chosen by its author.
+#[cfg_attr(test, derive(ts_rs::TS))]
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum NoteScope {
@@ -45,6 +47,7 @@ pub enum NoteScope {
 }
 
 /// How a mediation ended.
+#[cfg_attr(test, derive(ts_rs::TS))]
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Outcome {
@@ -57,6 +60,7 @@ pub enum Outcome {
 }
 
 /// What a participant consents to.
+#[cfg_attr(test, derive(ts_rs::TS))]
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum ConsentKind {
@@ -67,6 +71,7 @@ pub enum ConsentKind {
 }
 
 /// A participant named when the case was created.
+#[cfg_attr(test, derive(ts_rs::TS))]
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct CaseParticipant {
     pub participant: String,
@@ -75,6 +80,7 @@ pub struct CaseParticipant {
 }
 
 /// Whether a newly joined participant waits in the lobby or entered directly.
+#[cfg_attr(test, derive(ts_rs::TS))]
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum JoinedAs {
@@ -83,6 +89,7 @@ pub enum JoinedAs {
 }
 
 /// The kinds of events, with their data.
+#[cfg_attr(test, derive(ts_rs::TS))]
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "kind", rename_all = "snake_case")]
 pub enum EventBody {
@@ -114,14 +121,17 @@ pub enum EventBody {
         /// The admitted participant's role and name, so that everyone in the room learns who
         /// joined them (parties never saw the `participant_joined` from the lobby).
         #[serde(default, skip_serializing_if = "Option::is_none")]
+        #[cfg_attr(test, ts(optional))]
         role: Option<Role>,
         #[serde(default, skip_serializing_if = "Option::is_none")]
+        #[cfg_attr(test, ts(optional))]
         name: Option<String>,
     },
     Denied {
         participant: String,
         by: String,
         #[serde(default, skip_serializing_if = "Option::is_none")]
+        #[cfg_attr(test, ts(optional))]
         reason: Option<String>,
     },
     Left {
@@ -131,6 +141,7 @@ pub enum EventBody {
         participant: String,
         by: String,
         #[serde(default, skip_serializing_if = "Option::is_none")]
+        #[cfg_attr(test, ts(optional))]
         reason: Option<String>,
     },
     Chat {
@@ -141,6 +152,7 @@ pub enum EventBody {
         caucus: String,
         /// Empty in the view of a non-member.
         #[serde(default, skip_serializing_if = "Option::is_none")]
+        #[cfg_attr(test, ts(optional))]
         by: Option<String>,
         #[serde(default, skip_serializing_if = "Vec::is_empty")]
         members: Vec<String>,
@@ -148,6 +160,7 @@ pub enum EventBody {
     CaucusEnded {
         caucus: String,
         #[serde(default, skip_serializing_if = "Option::is_none")]
+        #[cfg_attr(test, ts(optional))]
         by: Option<String>,
     },
     NoteAdded {
@@ -163,9 +176,11 @@ pub enum EventBody {
         text_hash: String,
         /// The shared document the text was taken from, if any.
         #[serde(default, skip_serializing_if = "Option::is_none")]
+        #[cfg_attr(test, ts(optional))]
         document: Option<String>,
         /// That document's state vector (Yjs v1, base64) when the text was taken.
         #[serde(default, skip_serializing_if = "Option::is_none")]
+        #[cfg_attr(test, ts(optional))]
         doc_state: Option<String>,
     },
     TermsAccepted {
@@ -177,6 +192,7 @@ pub enum EventBody {
         terms: String,
         by: String,
         #[serde(default, skip_serializing_if = "Option::is_none")]
+        #[cfg_attr(test, ts(optional))]
         reason: Option<String>,
     },
     TermsConfirmed {
@@ -188,8 +204,10 @@ pub enum EventBody {
         outcome: Outcome,
         by: String,
         #[serde(default, skip_serializing_if = "Option::is_none")]
+        #[cfg_attr(test, ts(optional))]
         reason: Option<String>,
         #[serde(default, skip_serializing_if = "Option::is_none")]
+        #[cfg_attr(test, ts(optional))]
         terms: Option<String>,
     },
     ConsentGiven {
@@ -215,6 +233,7 @@ pub struct Draft {
 }
 
 /// One sealed event of a case's log.
+#[cfg_attr(test, derive(ts_rs::TS))]
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Event {
     pub seq: u64,

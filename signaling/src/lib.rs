@@ -12,6 +12,7 @@
 //! * [`room`]: the room state machine, a fold of the case's events.
 //! * [`token`]: the claims of an invite token.
 //! * [`document`]: the shared documents of a case and who may read or write them.
+//! * `typescript` (tests only): generates the web client's protocol types from these ones.
 
 pub mod document;
 pub mod event;
@@ -19,6 +20,7 @@ pub mod protocol;
 pub mod role;
 pub mod room;
 pub mod token;
+mod typescript;
 
 pub use event::{Draft, Event, EventBody, Visibility};
 pub use protocol::{ErrorCode, ProtocolError, Request, ServerMessage};

@@ -18,6 +18,7 @@ use crate::role::{Action, Role};
 pub const PROTOCOL_VERSION: u32 = 1;
 
 /// Every error the server reports, on the websocket and in the admin API.
+#[cfg_attr(test, derive(ts_rs::TS))]
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum ErrorCode {
@@ -153,6 +154,7 @@ impl ErrorCode {
 }
 
 /// A typed error: a code and a human-readable message (never containing a token).
+#[cfg_attr(test, derive(ts_rs::TS))]
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, thiserror::Error)]
 #[error("{code:?}: {message}")]
 pub struct ProtocolError {
@@ -170,19 +172,23 @@ impl ProtocolError {
 }
 
 /// A client message: the envelope fields plus the request itself.
+#[cfg_attr(test, derive(ts_rs::TS))]
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct ClientMessage {
     /// Request id chosen by the client, echoed in the reply.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(test, ts(optional))]
     pub id: Option<String>,
     /// If present, must equal the joined case.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(test, ts(optional))]
     pub case: Option<String>,
     #[serde(flatten)]
     pub request: Request,
 }
 
 /// What a client can ask for.
+#[cfg_attr(test, derive(ts_rs::TS))]
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "type", rename_all = "snake_case")]
 pub enum Request {
@@ -191,6 +197,7 @@ pub enum Request {
     Join {
         token: String,
         #[serde(default)]
+        #[cfg_attr(test, ts(optional))]
         resume_from: Option<u64>,
     },
     Ping {},
@@ -203,11 +210,13 @@ pub enum Request {
     Deny {
         participant: String,
         #[serde(default)]
+        #[cfg_attr(test, ts(optional))]
         reason: Option<String>,
     },
     Remove {
         participant: String,
         #[serde(default)]
+        #[cfg_attr(test, ts(optional))]
         reason: Option<String>,
     },
     Leave {},
@@ -227,8 +236,10 @@ pub enum Request {
     /// document's state vector, to the terms.
     ProposeTerms {
         #[serde(default)]
+        #[cfg_attr(test, ts(as = "Option<String>", optional))]
         text: String,
         #[serde(default)]
+        #[cfg_attr(test, ts(optional))]
         document: Option<String>,
         /// Filled by the server from the document (never read from the client).
         #[serde(skip)]
@@ -239,11 +250,13 @@ pub enum Request {
     AcceptTerms {
         terms: String,
         #[serde(default)]
+        #[cfg_attr(test, ts(optional))]
         text_hash: Option<String>,
     },
     RejectTerms {
         terms: String,
         #[serde(default)]
+        #[cfg_attr(test, ts(optional))]
         reason: Option<String>,
     },
     ConfirmTerms {
@@ -252,6 +265,7 @@ pub enum Request {
     RecordOutcome {
         outcome: Outcome,
         #[serde(default)]
+        #[cfg_attr(test, ts(optional))]
         reason: Option<String>,
     },
     Consent {
@@ -286,6 +300,7 @@ pub enum Request {
 }
 
 /// A shared document's text at one moment, as the server read it for `propose_terms`.
+#[cfg_attr(test, derive(ts_rs::TS))]
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct DocVersion {
     pub text: String,
@@ -294,6 +309,7 @@ pub struct DocVersion {
 }
 
 /// Audio or video.
+#[cfg_attr(test, derive(ts_rs::TS))]
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum MediaKind {
@@ -435,6 +451,7 @@ pub fn parse_client_message(text: &str) -> Result<ClientMessage, (Option<String>
 }
 
 /// A participant as others see it.
+#[cfg_attr(test, derive(ts_rs::TS))]
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct RosterEntry {
     pub participant: String,
@@ -447,6 +464,7 @@ pub struct RosterEntry {
 
 /// A caucus as a participant sees it: members are listed only to its own members (staff outside
 /// the caucus see only that it runs, like everyone else outside it).
+#[cfg_attr(test, derive(ts_rs::TS))]
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct CaucusView {
     pub caucus: String,
@@ -455,6 +473,7 @@ pub struct CaucusView {
 }
 
 /// The answer to a successful `join`.
+#[cfg_attr(test, derive(ts_rs::TS))]
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Welcome {
     pub protocol: u32,
@@ -475,16 +494,20 @@ pub struct Welcome {
 }
 
 /// One entry of `RTCConfiguration.iceServers`.
+#[cfg_attr(test, derive(ts_rs::TS))]
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct IceServer {
     pub urls: Vec<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(test, ts(optional))]
     pub username: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(test, ts(optional))]
     pub credential: Option<String>,
 }
 
 /// A track the server sends to this participant: which participant's audio or video it carries.
+#[cfg_attr(test, derive(ts_rs::TS))]
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct TrackInfo {
     /// The media line (`a=mid`) in this participant's peer connection.
@@ -494,24 +517,29 @@ pub struct TrackInfo {
 }
 
 /// Everything the server sends.
+#[cfg_attr(test, derive(ts_rs::TS))]
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "type", rename_all = "snake_case")]
 pub enum ServerMessage {
     /// Request `id` was carried out; `seq` is the event it produced, if any.
     Ack {
         #[serde(default, skip_serializing_if = "Option::is_none")]
+        #[cfg_attr(test, ts(optional))]
         id: Option<String>,
         #[serde(default, skip_serializing_if = "Option::is_none")]
+        #[cfg_attr(test, ts(optional))]
         seq: Option<u64>,
     },
     Error {
         #[serde(default, skip_serializing_if = "Option::is_none")]
+        #[cfg_attr(test, ts(optional))]
         id: Option<String>,
         code: ErrorCode,
         message: String,
     },
     Welcome {
         #[serde(default, skip_serializing_if = "Option::is_none")]
+        #[cfg_attr(test, ts(optional))]
         id: Option<String>,
         #[serde(flatten)]
         welcome: Welcome,
@@ -525,6 +553,7 @@ pub enum ServerMessage {
     Presence { participant: String, online: bool },
     Pong {
         #[serde(default, skip_serializing_if = "Option::is_none")]
+        #[cfg_attr(test, ts(optional))]
         id: Option<String>,
     },
     /// The server is closing this connection, and why (denied, removed, revoked, ...).
@@ -532,6 +561,7 @@ pub enum ServerMessage {
     /// The server's SDP answer to the client's `media_offer`.
     MediaAnswer {
         #[serde(default, skip_serializing_if = "Option::is_none")]
+        #[cfg_attr(test, ts(optional))]
         id: Option<String>,
         sdp: String,
     },

@@ -7,6 +7,7 @@
 use serde::{Deserialize, Serialize};
 
 /// The four roles of a mediation.
+#[cfg_attr(test, derive(ts_rs::TS))]
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Role {

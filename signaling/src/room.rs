@@ -36,6 +36,7 @@ pub const MAX_SDP_BYTES: usize = 32 * 1024;
 pub const MAX_SHORT_CHARS: usize = 200;
 
 /// Where a participant stands in the case.
+#[cfg_attr(test, derive(ts_rs::TS))]
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum ParticipantStatus {
