@@ -1072,6 +1072,33 @@ impl Room {
         self.events.push(e);
     }
 
+    /// Whether `e` is a record only: applying it appends it to the log and changes nothing else
+    /// (participants, caucuses, invites, terms, outcome, and therefore every permission, view and
+    /// effect, are the same before and after). Chat messages and notes are; anything not listed
+    /// here is assumed to change the state.
+    ///
+    /// The server batches queued requests of one room into one store append (server/src/rooms.rs):
+    /// it applies record-only events before the batch is stored, so the next request of the batch
+    /// is checked against them, and refolds the log if the append fails. Events that change the
+    /// state are applied only once stored, so they end a batch.
+    pub fn is_record_only(e: &Event) -> bool {
+        matches!(e.body, EventBody::Chat { .. } | EventBody::NoteAdded { .. })
+    }
+
+    /// Undoes [`Room::apply`] of record-only events at the end of the log, keeping its first
+    /// `len` events. Exact, because such events changed nothing else ([`Room::is_record_only`]).
+    /// Returns `false` and changes nothing if one of the events to remove is not record-only (or
+    /// `len` is beyond the log): the caller must then rebuild the room from its stored log.
+    pub fn unapply_records(&mut self, len: usize) -> bool {
+        match self.events.get(len..) {
+            Some(tail) if tail.iter().all(Room::is_record_only) => {
+                self.events.truncate(len);
+                true
+            }
+            _ => false,
+        }
+    }
+
     fn set_status(&mut self, id: &str, status: ParticipantStatus) {
         if let Some(p) = self.participants.get_mut(id) {
             p.status = status;

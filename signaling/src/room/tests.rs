@@ -2222,3 +2222,51 @@ fn a_party_signs_exactly_the_text_on_screen() {
         EventBody::TermsAccepted { text_hash, .. } if *text_hash == sha256_of(TERMS)
     ));
 }
+
+/// What `is_record_only` promises the server's batching: applying such an event changes nothing
+/// but the log, has no effect, and every other event kind is not one.
+#[test]
+fn record_only_events_change_nothing_but_the_log() {
+    let mut fx = Fx::admitted();
+    let k = caucus_id(&only(&fx.act(MEDIATOR, caucus_start(&[CONSUMER]))));
+    let records = [
+        (MEDIATOR, chat("hello")),
+        (CONSUMER, chat("in the caucus")),
+        (MEDIATOR, note("shared", NoteScope::Shared)),
+        (MEDIATOR, note("staff", NoteScope::Staff)),
+        (JUDGE, note("private", NoteScope::Private)),
+    ];
+    for (actor, request) in records {
+        let drafts = fx.room.handle(actor, &request).unwrap();
+        let before = fx.room.clone();
+        let events = fx.commit(drafts);
+        for e in &events {
+            assert!(Room::is_record_only(e), "{:?}", e.body);
+            assert!(fx.room.effects(e).is_empty());
+        }
+        let mut without = fx.room.clone();
+        without.events.truncate(before.events.len());
+        assert_eq!(snapshot(&without), snapshot(&before));
+    }
+    // They can be taken back exactly; a state change cannot.
+    let before = snapshot(&fx.room);
+    let len = fx.room.events().len();
+    fx.act(MEDIATOR, chat("taken back"));
+    fx.act(JUDGE, note("taken back", NoteScope::Staff));
+    assert!(!fx.room.unapply_records(len + 3));
+    assert!(fx.room.unapply_records(len));
+    assert_eq!(snapshot(&fx.room), before);
+    // Everything else changes the state (or has effects), so it must not be batched ahead.
+    let others = [
+        fx.act(MEDIATOR, caucus_end(&k)),
+        fx.act(MEDIATOR, propose("terms")),
+        fx.act(CONSUMER, consent(ConsentKind::Recording, true)),
+        fx.act(MERCHANT, leave()),
+    ];
+    for e in others.iter().flatten() {
+        assert!(!Room::is_record_only(e), "{:?}", e.body);
+    }
+    let before = snapshot(&fx.room);
+    assert!(!fx.room.unapply_records(len));
+    assert_eq!(snapshot(&fx.room), before);
+}
