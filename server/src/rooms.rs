@@ -8,12 +8,35 @@
 //! `store_unavailable`; a conflicting one (someone else wrote the log) reloads the room from the
 //! store and reports `conflict`, so the client can retry.
 //!
+//! # Batches
+//!
+//! A durable append costs an fsync (Redis's or the embedded store's), so a room that stored each
+//! request on its own could acknowledge at most one request per append round trip, and would pay
+//! the append's fixed cost (a script call, a group-commit entry) per request. When several
+//! participant requests are queued for a room, the task therefore takes up to [`MAX_BATCH`] of
+//! them at once and stores all their events with ONE append, with exactly the outcome they would
+//! have had one after the other:
+//!
+//! * each request is checked against the room as the earlier requests of the batch left it. That
+//!   is possible without storing them first because only *record-only* events (chat, notes:
+//!   [`Room::is_record_only`]) are applied before the append; a request whose events change the
+//!   state (admit, caucus, terms, ...) ends the batch, and its events are applied only once stored;
+//! * a request refused by the room gets its typed error and adds nothing to the batch;
+//! * if the append fails, the record-only events are taken back ([`Room::unapply_records`]), so the
+//!   room is again the fold of the stored log, and every request of the batch that had events gets
+//!   `store_unavailable` (or `conflict`, after a reload): none of them is acknowledged;
+//! * once stored, the events are applied and fanned out, and the requests answered, in order, so
+//!   every connection sees the same sequence of events, acks and errors as without batching.
+//!
+//! Media requests, joins, disconnects and admin commands are never part of a batch: they run
+//! alone, in queue order, after the batch ahead of them.
+//!
 //! Connections receive [`Outbound`] messages through a bounded channel; a connection that cannot
 //! keep up is dropped (its client resumes from the last seq it saw) rather than slowing the room.
 //! A room task with no connections and no commands for [`IDLE_TIMEOUT`] exits; the manager
 //! starts a fresh one, rebuilt from the store, when the case is next used.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -35,6 +58,8 @@ use crate::store::{Store, StoreError, StoredEvent};
 pub const IDLE_TIMEOUT: Duration = Duration::from_secs(120);
 /// Queue of commands to one room task.
 const ROOM_QUEUE: usize = 1024;
+/// Most participant requests stored with one append (see "Batches" in the module docs).
+pub const MAX_BATCH: usize = 64;
 
 /// A message for one connection's writer.
 #[derive(Debug)]
@@ -308,6 +333,26 @@ struct RoomTask {
     /// receiving someone later (after a caucus, on reconnect) learns it. Not part of the case
     /// record: it is a state of the call, not of the case.
     muted: std::collections::HashSet<(String, MediaKind)>,
+    /// Commands taken off the queue while gathering a batch but not part of it; they run next,
+    /// before anything still in the queue.
+    backlog: VecDeque<Command>,
+}
+
+/// One participant request of a batch.
+struct Queued {
+    conn: u64,
+    id: Option<String>,
+    request: Request,
+}
+
+/// What a request of a batch produced, answered once the batch is stored (or failed).
+struct Answer {
+    conn: u64,
+    id: Option<String>,
+    /// Its sealed events (empty: nothing to store), or the room's refusal.
+    result: Result<Vec<Event>, ProtocolError>,
+    /// Whether its events were applied before the append (record-only events).
+    applied: bool,
 }
 
 impl RoomTask {
@@ -320,6 +365,7 @@ impl RoomTask {
             conns: HashMap::new(),
             media_plan: MediaPlan::new(),
             muted: std::collections::HashSet::new(),
+            backlog: VecDeque::new(),
         }
     }
 
@@ -359,26 +405,28 @@ impl RoomTask {
             warn!(error = %e.message, "could not load case");
         }
         loop {
-            let cmd = match tokio::time::timeout(IDLE_TIMEOUT, rx.recv()).await {
-                Ok(Some(cmd)) => cmd,
-                Ok(None) => break,
-                Err(_) if self.conns.is_empty() => {
-                    // Idle: stop taking commands, finish the queued ones, exit.
-                    rx.close();
-                    while let Ok(cmd) = rx.try_recv() {
-                        self.dispatch(cmd, &mut loaded).await;
+            let cmd = if let Some(cmd) = self.backlog.pop_front() {
+                cmd
+            } else {
+                match tokio::time::timeout(IDLE_TIMEOUT, rx.recv()).await {
+                    Ok(Some(cmd)) => cmd,
+                    Ok(None) => break,
+                    Err(_) if self.conns.is_empty() => {
+                        // Idle: stop taking commands, finish the queued ones, exit.
+                        self.finish(&mut rx, &mut loaded).await;
+                        break;
                     }
-                    break;
+                    Err(_) => continue,
                 }
-                Err(_) => continue,
             };
-            self.dispatch(cmd, &mut loaded).await;
+            self.dispatch(cmd, &mut loaded, &mut rx).await;
             // A case that does not exist and has nobody connected is not kept in memory.
-            if !self.room.exists() && self.conns.is_empty() && rx.is_empty() {
-                rx.close();
-                while let Ok(cmd) = rx.try_recv() {
-                    self.dispatch(cmd, &mut loaded).await;
-                }
+            if !self.room.exists()
+                && self.conns.is_empty()
+                && rx.is_empty()
+                && self.backlog.is_empty()
+            {
+                self.finish(&mut rx, &mut loaded).await;
                 break;
             }
         }
@@ -391,7 +439,36 @@ impl RoomTask {
         }
     }
 
-    async fn dispatch(&mut self, cmd: Command, loaded: &mut Result<(), ProtocolError>) {
+    /// Stops taking commands and runs the ones already queued.
+    async fn finish(
+        &mut self,
+        rx: &mut mpsc::Receiver<Command>,
+        loaded: &mut Result<(), ProtocolError>,
+    ) {
+        rx.close();
+        loop {
+            let cmd = match self.backlog.pop_front() {
+                Some(cmd) => cmd,
+                None => match rx.try_recv() {
+                    Ok(cmd) => cmd,
+                    Err(_) => break,
+                },
+            };
+            self.dispatch(cmd, loaded, rx).await;
+        }
+    }
+
+    /// The next queued command, without waiting.
+    fn next_queued(&mut self, rx: &mut mpsc::Receiver<Command>) -> Option<Command> {
+        self.backlog.pop_front().or_else(|| rx.try_recv().ok())
+    }
+
+    async fn dispatch(
+        &mut self,
+        cmd: Command,
+        loaded: &mut Result<(), ProtocolError>,
+        rx: &mut mpsc::Receiver<Command>,
+    ) {
         if loaded.is_err() {
             // The store was unreachable when the task started: try again now.
             *loaded = self.load().await;
@@ -434,7 +511,26 @@ impl RoomTask {
                 let r = self.join(claims, resume_from, conn).await;
                 let _ = reply.send(r);
             }
-            Command::Request { conn, id, request } => self.request(conn, id, request).await,
+            Command::Request { conn, id, request } if request.is_media() => {
+                self.request(conn, id, request).await
+            }
+            Command::Request { conn, id, request } => {
+                // Take the participant requests queued behind this one (see "Batches").
+                let mut batch = vec![Queued { conn, id, request }];
+                while batch.len() < MAX_BATCH {
+                    match self.next_queued(rx) {
+                        Some(Command::Request { conn, id, request }) if !request.is_media() => {
+                            batch.push(Queued { conn, id, request })
+                        }
+                        Some(other) => {
+                            self.backlog.push_front(other);
+                            break;
+                        }
+                        None => break,
+                    }
+                }
+                self.requests(batch).await;
+            }
             Command::Disconnect { conn } => self.disconnect(conn).await,
             Command::Admin { command, reply } => {
                 let r = self.admin(command).await;
@@ -460,39 +556,156 @@ impl RoomTask {
             })
             .collect();
         if let Err(e) = self.manager.store().append(&self.case, &stored).await {
-            if let StoreError::Conflict { .. } = e {
-                warn!("case log changed underneath this room; reloading");
-                if let Err(le) = self.load().await {
-                    warn!(error = %le.message, "reload failed");
-                }
-                return Err(ProtocolError::new(
-                    ErrorCode::Conflict,
-                    "the case changed meanwhile; please retry",
-                ));
-            }
-            return Err(store_error(e));
+            return Err(self.append_failed(e).await);
         }
         let last = events.last().map(|e| e.seq);
         for e in events {
             self.room.apply(e.clone());
-            // A participant who was just admitted is caught up (welcome, then every event up to
-            // and including this one) before the ordinary fan-out, which then skips them.
-            let (catch_up, others): (Vec<Effect>, Vec<Effect>) = self
-                .room
-                .effects(&e)
-                .into_iter()
-                .partition(|f| matches!(f, Effect::CatchUp { .. }));
-            for effect in catch_up {
-                self.carry_out(effect).await;
-            }
-            self.fan_out(&e);
-            for effect in others {
-                self.carry_out(effect).await;
-            }
+            self.deliver(&e).await;
         }
         self.push_media_plan().await;
         self.publish_doc_policy();
         Ok(last)
+    }
+
+    /// What a stored append error means for the requests that were in it. A conflict (another
+    /// writer moved the log) reloads the room from the store.
+    async fn append_failed(&mut self, e: StoreError) -> ProtocolError {
+        if let StoreError::Conflict { .. } = e {
+            warn!("case log changed underneath this room; reloading");
+            if let Err(le) = self.load().await {
+                warn!(error = %le.message, "reload failed");
+            }
+            return ProtocolError::new(
+                ErrorCode::Conflict,
+                "the case changed meanwhile; please retry",
+            );
+        }
+        store_error(e)
+    }
+
+    /// Carries out what a stored and applied event means: its effects and its fan-out.
+    async fn deliver(&mut self, e: &Event) {
+        // A participant who was just admitted is caught up (welcome, then every event up to
+        // and including this one) before the ordinary fan-out, which then skips them.
+        let (catch_up, others): (Vec<Effect>, Vec<Effect>) = self
+            .room
+            .effects(e)
+            .into_iter()
+            .partition(|f| matches!(f, Effect::CatchUp { .. }));
+        for effect in catch_up {
+            self.carry_out(effect).await;
+        }
+        self.fan_out(e);
+        for effect in others {
+            self.carry_out(effect).await;
+        }
+    }
+
+    /// Handles a batch of participant requests with one store append (see "Batches" in the
+    /// module docs). Requests behind one whose events change the state go back to the backlog.
+    async fn requests(&mut self, batch: Vec<Queued>) {
+        let base = self.room.events().len();
+        let now = now_ms();
+        let mut answers: Vec<Answer> = Vec::with_capacity(batch.len());
+        let mut stored: Vec<StoredEvent> = Vec::new();
+        let mut queue = batch.into_iter();
+        for Queued { conn, id, request } in queue.by_ref() {
+            let Some(participant) = self.conns.get(&conn).map(|c| c.participant.clone()) else {
+                continue; // closed meanwhile (removed, revoked, too slow)
+            };
+            let events = match self.room.handle(&participant, &request) {
+                Ok(drafts) => self.room.seal(drafts, now),
+                Err(e) => {
+                    answers.push(Answer {
+                        conn,
+                        id,
+                        result: Err(e),
+                        applied: false,
+                    });
+                    continue;
+                }
+            };
+            stored.extend(events.iter().map(|e| StoredEvent {
+                seq: e.seq,
+                data: e.to_json(),
+            }));
+            let record_only = events.iter().all(Room::is_record_only);
+            if record_only {
+                // Applied now so the next request is checked against it; taken back if the
+                // append fails.
+                for e in &events {
+                    self.room.apply(e.clone());
+                }
+            }
+            answers.push(Answer {
+                conn,
+                id,
+                result: Ok(events),
+                applied: record_only,
+            });
+            if !record_only {
+                break;
+            }
+        }
+        // Requests behind a state change wait for the next batch, ahead of the queue.
+        for rest in queue.rev() {
+            self.backlog.push_front(Command::Request {
+                conn: rest.conn,
+                id: rest.id,
+                request: rest.request,
+            });
+        }
+
+        let failed = if stored.is_empty() {
+            None
+        } else {
+            match self.manager.store().append(&self.case, &stored).await {
+                Ok(()) => None,
+                Err(e) => {
+                    // Take back what was applied ahead, so the room is the fold of the stored
+                    // log again (before a conflict's reload reads that log).
+                    if !self.room.unapply_records(base) {
+                        warn!("could not take back a failed batch; reloading");
+                        if let Err(le) = self.load().await {
+                            warn!(error = %le.message, "reload failed");
+                        }
+                    }
+                    Some(self.append_failed(e).await)
+                }
+            }
+        };
+
+        for answer in answers {
+            let Answer {
+                conn,
+                id,
+                result,
+                applied,
+            } = answer;
+            let events = match result {
+                Ok(events) => events,
+                Err(e) => {
+                    self.send_to(conn, ServerMessage::error(id, e));
+                    continue;
+                }
+            };
+            if let (Some(e), false) = (&failed, events.is_empty()) {
+                self.send_to(conn, ServerMessage::error(id, e.clone()));
+                continue;
+            }
+            let seq = events.last().map(|e| e.seq);
+            for e in events {
+                if !applied {
+                    self.room.apply(e.clone());
+                }
+                self.deliver(&e).await;
+            }
+            self.send_to(conn, ServerMessage::Ack { id, seq });
+        }
+        if failed.is_none() {
+            self.push_media_plan().await;
+        }
     }
 
     fn online(&self, participant: &str) -> bool {
@@ -859,30 +1072,21 @@ impl RoomTask {
         Ok(Joined { participant, role })
     }
 
+    /// A media request (never batched: it changes no event log, and the media plane must see
+    /// the room as stored).
     async fn request(&mut self, conn: u64, id: Option<String>, request: Request) {
         let Some(participant) = self.conns.get(&conn).map(|c| c.participant.clone()) else {
             return; // closed meanwhile (removed, revoked, too slow)
         };
-        if request.is_media() {
-            let r = match self.room.handle(&participant, &request) {
-                Ok(_) => {
-                    self.media_request(conn, &participant, id.clone(), request)
-                        .await
-                }
-                Err(e) => Err(e),
-            };
-            if let Err(e) = r {
-                self.send_to(conn, ServerMessage::error(id, e));
+        let r = match self.room.handle(&participant, &request) {
+            Ok(_) => {
+                self.media_request(conn, &participant, id.clone(), request)
+                    .await
             }
-            return;
-        }
-        let result = match self.room.handle(&participant, &request) {
-            Ok(drafts) => self.commit(drafts).await,
             Err(e) => Err(e),
         };
-        match result {
-            Ok(seq) => self.send_to(conn, ServerMessage::Ack { id, seq }),
-            Err(e) => self.send_to(conn, ServerMessage::error(id, e)),
+        if let Err(e) = r {
+            self.send_to(conn, ServerMessage::error(id, e));
         }
     }
 
