@@ -611,6 +611,170 @@ async fn embedded_group_commit_shares_fsyncs() {
     );
 }
 
+/// The write-ahead log's segments in an embedded data directory.
+fn wal_segments(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
+    let mut out: Vec<_> = std::fs::read_dir(dir.join("wal"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|x| x == "log"))
+        .collect();
+    out.sort();
+    out
+}
+
+/// Crash after the log's fsync, before any checkpoint copied the appends into redb: the appends
+/// were acknowledged, so reopening must replay them from the log, in order, with the
+/// conditional check picking up where the log ended.
+#[tokio::test]
+async fn embedded_replays_the_log_after_a_crash_before_the_checkpoint() {
+    let tmp = TempDir::new().unwrap();
+    let dir = tmp.path().join("data");
+    let (a, b) = ("c_wal_a", "c_wal_b");
+    {
+        // One checkpointed append first, so the replay continues a non-empty redb.
+        let store = EmbeddedStore::open(&dir).unwrap();
+        store.append(a, &events(a, 1, 2)).await.unwrap();
+    }
+    let store = EmbeddedStore::open(&dir).unwrap();
+    store.append(a, &events(a, 3, 4)).await.unwrap();
+    store.append(b, &events(b, 1, 1)).await.unwrap();
+    store.append(a, &events(a, 5, 5)).await.unwrap();
+    let stats = store.writer_stats();
+    store.close_without_checkpoint();
+    assert_eq!(
+        stats.checkpoints, 0,
+        "a checkpoint ran too early: {stats:?}"
+    );
+
+    let store = EmbeddedStore::open(&dir).unwrap();
+    assert_eq!(store.read(a, 0).await.unwrap(), events(a, 1, 5));
+    assert_eq!(store.read(a, 3).await.unwrap(), events(a, 4, 5));
+    assert_eq!(store.read(b, 0).await.unwrap(), events(b, 1, 1));
+    assert_eq!(store.list_cases().await.unwrap(), vec![a, b]);
+    assert_conflict(store.append(a, &events(a, 5, 5)).await, 4, 5);
+    store.append(a, &events(a, 6, 6)).await.unwrap();
+    // The replay itself was checkpointed: a second crash loses nothing either.
+    store.close_without_checkpoint();
+    let store = EmbeddedStore::open(&dir).unwrap();
+    assert_eq!(store.read(a, 0).await.unwrap(), events(a, 1, 6));
+}
+
+/// A crash in the middle of writing a record leaves a torn tail: that record was never
+/// acknowledged, so it is dropped (whatever is cut off: part of its header, of its payload, or a
+/// damaged byte), everything before it is kept, and new appends continue after the good part.
+#[tokio::test]
+async fn embedded_drops_a_torn_tail_and_keeps_everything_before_it() {
+    for cut in [1usize, 7, 20, 25, 60] {
+        let tmp = TempDir::new().unwrap();
+        let dir = tmp.path().join("data");
+        let case = "c_torn";
+        let store = EmbeddedStore::open(&dir).unwrap();
+        store.append(case, &events(case, 1, 2)).await.unwrap();
+        let segment = wal_segments(&dir).pop().unwrap();
+        let good = std::fs::metadata(&segment).unwrap().len();
+        store.append(case, &events(case, 3, 4)).await.unwrap();
+        store.close_without_checkpoint();
+
+        // Tear the last record: keep only its first `cut` bytes.
+        let bytes = std::fs::read(&segment).unwrap();
+        assert!(bytes.len() as u64 > good + cut as u64);
+        std::fs::write(&segment, &bytes[..good as usize + cut]).unwrap();
+
+        let store = EmbeddedStore::open(&dir).unwrap();
+        assert_eq!(
+            store.read(case, 0).await.unwrap(),
+            events(case, 1, 2),
+            "cut {cut}"
+        );
+        assert_conflict(store.append(case, &events(case, 4, 4)).await, 3, 2);
+        store.append(case, &events(case, 3, 3)).await.unwrap();
+        store.close_without_checkpoint();
+        let store = EmbeddedStore::open(&dir).unwrap();
+        assert_eq!(
+            store.read(case, 0).await.unwrap(),
+            events(case, 1, 3),
+            "cut {cut}"
+        );
+    }
+    // A damaged byte inside the last record (its bytes reached the disk out of order).
+    let tmp = TempDir::new().unwrap();
+    let dir = tmp.path().join("data");
+    let store = EmbeddedStore::open(&dir).unwrap();
+    store
+        .append("c_flip", &events("c_flip", 1, 1))
+        .await
+        .unwrap();
+    store
+        .append("c_flip", &events("c_flip", 2, 2))
+        .await
+        .unwrap();
+    store.close_without_checkpoint();
+    let segment = wal_segments(&dir).pop().unwrap();
+    let mut bytes = std::fs::read(&segment).unwrap();
+    let last = bytes.len() - 3;
+    bytes[last] ^= 0x01;
+    std::fs::write(&segment, &bytes).unwrap();
+    let store = EmbeddedStore::open(&dir).unwrap();
+    assert_eq!(
+        store.read("c_flip", 0).await.unwrap(),
+        events("c_flip", 1, 1)
+    );
+}
+
+/// Damage before the end of the log is not a torn tail: those records were acknowledged, so the
+/// store refuses to open rather than silently drop them.
+#[tokio::test]
+async fn embedded_refuses_to_open_a_log_damaged_before_its_end() {
+    let tmp = TempDir::new().unwrap();
+    let dir = tmp.path().join("data");
+    let store = EmbeddedStore::open(&dir).unwrap();
+    store.append("c_dmg", &events("c_dmg", 1, 1)).await.unwrap();
+    store.append("c_dmg", &events("c_dmg", 2, 2)).await.unwrap();
+    store.close_without_checkpoint();
+    let segment = wal_segments(&dir).pop().unwrap();
+    let mut bytes = std::fs::read(&segment).unwrap();
+    bytes[30] ^= 0x01; // inside the first record's payload
+    std::fs::write(&segment, &bytes).unwrap();
+    // A later segment makes the damaged one "not the end of the log".
+    let next = segment.with_file_name(format!("wal-{:020}.log", 3));
+    std::fs::write(&next, b"").unwrap();
+    let opened = EmbeddedStore::open(&dir);
+    assert!(
+        matches!(opened, Err(StoreError::Unavailable(_))),
+        "{opened:?}"
+    );
+}
+
+/// Checkpoints copy the log into redb in the background and delete the segments they cover;
+/// reads see every acknowledged append before, during and after.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn embedded_checkpoints_keep_reads_complete() {
+    let tmp = TempDir::new().unwrap();
+    let dir = tmp.path().join("data");
+    let store = EmbeddedStore::open(&dir).unwrap();
+    let case = "c_ckpt";
+    let deadline = Instant::now() + Duration::from_secs(3);
+    let mut seq = 0;
+    while store.writer_stats().checkpoints < 2 {
+        assert!(Instant::now() < deadline, "no checkpoint ran");
+        seq += 1;
+        store.append(case, &events(case, seq, seq)).await.unwrap();
+        assert_eq!(store.read(case, 0).await.unwrap().len() as u64, seq);
+        assert_eq!(
+            store.read(case, seq - 1).await.unwrap(),
+            events(case, seq, seq)
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(wal_segments(&dir).len(), 1, "covered segments are deleted");
+    drop(store);
+    // A clean close checkpoints everything: the log starts empty.
+    let store = EmbeddedStore::open(&dir).unwrap();
+    assert_eq!(store.read(case, 0).await.unwrap(), events(case, 1, seq));
+    let segment = wal_segments(&dir).pop().unwrap();
+    assert_eq!(std::fs::metadata(segment).unwrap().len(), 0);
+}
+
 // ---------------------------------------------------------------------------------------------
 // Redis only
 // ---------------------------------------------------------------------------------------------

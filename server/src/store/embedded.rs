@@ -1,75 +1,98 @@
-//! The embedded store: every case log in one redb file in the data directory.
+//! The embedded store: every case log in the data directory, in a write-ahead log and redb.
 //!
 //! This is the default backend, so `yuntiao` runs on a fresh machine with nothing else installed
-//! (DESIGN.md, decision 2). It keeps the [`Store`] contract with fsync on every commit: an append
-//! that returned `Ok` survives a power cut.
+//! (DESIGN.md, decision 2). It keeps the [`Store`] contract with an fsync on every commit: an
+//! append that returned `Ok` survives a power cut.
 //!
 //! # Layout
 //!
-//! One file, `<dir>/yuntiao.redb`, with two tables:
+//! * `<dir>/wal/wal-<lsn>.log`: the write-ahead log ([`super::wal`]): one checksummed record per
+//!   append request. Its `fdatasync` is the durability point of an append.
+//! * `<dir>/yuntiao.redb`, with three tables, the *checkpoint* of the log:
+//!   * `events`: `(case id, seq) -> event bytes`. redb orders tuple keys element by element, so a
+//!     case's log is one contiguous, seq-ordered key range and a read is a single range scan.
+//!   * `cases`: `case id -> last seq`, written in the same transaction as the events; it gives
+//!     `list_cases` without scanning every event.
+//!   * `meta`: `"checkpoint_lsn" -> u64`, the last log record whose events are in this file.
 //!
-//! * `events`: `(case id, seq) -> event bytes`. redb orders tuple keys element by element, so a
-//!   case's log is one contiguous, seq-ordered key range and `read` is a single range scan.
-//! * `cases`: `case id -> last seq`. Written in the same transaction as the events, so it is never
-//!   out of step with them. It makes the append's conditional check one point lookup and gives
-//!   `list_cases` without scanning every event.
+//! # Why a write-ahead log in front of redb
+//!
+//! A durable redb commit of one small event writes about 18 pages of 4 KiB (the B-tree paths,
+//! the allocator state, the header) and then fsyncs them: a few milliseconds on the benchmark
+//! machine, most of the chat fan-out latency (docs/benchmarks.md). A record appended to a plain
+//! file and `fdatasync`ed costs what the disk's own append costs (0.2–0.3 ms there). So an append
+//! is made durable in the log, answered, and kept in memory (the *tail*) until a background thread
+//! copies the tail into redb in one durable transaction (a *checkpoint*, every
+//! [`CHECKPOINT_INTERVAL`] or every [`CHECKPOINT_EVENTS`] events, and on close), after which the
+//! log segments it covers are deleted. Reads merge redb with the tail, so a caller that got `Ok`
+//! from `append` reads its own write. Opening replays the records after the last checkpoint into
+//! redb (a torn last record, never acknowledged, is cut off: see [`super::wal`]).
 //!
 //! # Why one writer thread and group commit
 //!
-//! redb is synchronous and admits one write transaction at a time, and a durable commit costs an
-//! fsync (milliseconds on real disks). Committing each append on its own would cap the whole
-//! server at roughly one append per fsync, however many rooms are live. So all writes go to ONE
+//! A durable append costs an fsync, so committing each append on its own would cap the whole
+//! server at one append per fsync, however many rooms are live. So all appends go to ONE
 //! dedicated OS thread (never a tokio worker: an fsync must not stall the async runtime) fed by a
 //! channel. Each time it wakes up it drains every append request queued at that moment, across
-//! all cases, and handles them in a single write transaction with a single fsync, then answers
-//! each caller. Under load, requests pile up while the previous fsync runs, so the cost of one
-//! fsync is shared by many appends: throughput grows with concurrency instead of being capped.
+//! all cases, writes one log record per request with a single `write` and a single `fdatasync`,
+//! then answers each caller. Under load, requests pile up while the previous fsync runs, so the
+//! cost of one fsync is shared by many appends: throughput grows with concurrency.
 //!
-//! Group commit must not weaken the per-request contract, so inside the shared transaction:
+//! Group commit must not weaken the per-request contract:
 //!
-//! * each request is checked *before* anything of it is inserted: a malformed batch
+//! * each request is checked *before* anything of it is written: a malformed batch
 //!   ([`StoreError::InvalidBatch`]) or a stale/ahead expectation ([`StoreError::Conflict`]) writes
 //!   nothing and does not affect the other requests of the group;
-//! * the check reads the `cases` table through the same write transaction, so it sees the
-//!   requests accepted earlier in the same group (two racing writers on one case in one group:
-//!   the first wins, the second gets a conflict, exactly as if they had been committed apart);
-//! * no caller is answered before the commit (and its fsync) is done. If the transaction or the
-//!   commit fails, every request of the group that was not malformed gets
-//!   [`StoreError::Unavailable`]: nothing of the group took effect. (A conflict verdict computed
-//!   against a group that then failed to commit might be wrong, so it is reported as
-//!   `Unavailable` too, which is still true: nothing was written.)
+//! * the check uses the writer's own map of each case's last seq, updated as requests of the
+//!   group are accepted (two racing writers on one case in one group: the first wins, the second
+//!   gets a conflict, exactly as if they had been committed apart);
+//! * no caller is answered before the `fdatasync` is done. If the write or the `fdatasync` fails,
+//!   the segment is cut back to where it was (so nothing of the group can reappear after a crash)
+//!   and every request of the group that was not malformed gets [`StoreError::Unavailable`]. (A
+//!   conflict verdict computed against a group that then failed is reported as `Unavailable`
+//!   too, which is still true: nothing was written.) If even cutting back fails, the log can no
+//!   longer be trusted and every later append is refused.
 //!
-//! Reads run in read transactions on tokio's blocking pool (`spawn_blocking`); redb lets them run
-//! concurrently with the writer and they only see committed data, so a caller that got `Ok` from
-//! `append` reads its own write.
-//!
-//! Shortcut taken: [`EmbeddedStore::open`] and `Drop` are blocking (opening may repair the file
-//! after an unclean shutdown; dropping waits for the writer thread to finish the group in
-//! flight). Both happen once per process lifetime, at startup and shutdown.
+//! Shortcut taken: [`EmbeddedStore::open`] and `Drop` are blocking (opening may repair redb after
+//! an unclean shutdown and replays the log; dropping waits for the writer thread to finish the
+//! group in flight and for a last checkpoint). Both happen once per process lifetime.
 
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::mpsc;
-use std::sync::Arc;
+use std::sync::{mpsc, Arc, Condvar, Mutex};
 use std::thread::JoinHandle;
+use std::time::Duration;
 
 use async_trait::async_trait;
 use redb::{Database, Durability, ReadableTable, TableDefinition};
 use tokio::sync::oneshot;
 
+use super::wal::{self, Segment};
 use super::{Store, StoreError, StoredEvent};
 
 /// Name of the database file inside the data directory.
 pub const DB_FILE: &str = "yuntiao.redb";
+/// Name of the write-ahead log's directory inside the data directory.
+pub const WAL_DIR: &str = "wal";
 
 /// `(case id, seq) -> event bytes`.
 const EVENTS: TableDefinition<(&str, u64), &[u8]> = TableDefinition::new("events");
 /// `case id -> last seq` of that case's log.
 const CASES: TableDefinition<&str, u64> = TableDefinition::new("cases");
+/// `"checkpoint_lsn" -> LSN` of the last log record copied into this file.
+const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
+const CHECKPOINT_LSN: &str = "checkpoint_lsn";
 
-/// Upper bound on the append requests handled in one transaction, so one huge backlog does not
-/// make the first callers of the group wait for everyone else's inserts.
+/// Upper bound on the append requests handled in one group commit, so one huge backlog does not
+/// make the first callers of the group wait for everyone else's records.
 const MAX_GROUP: usize = 1024;
+/// How often the tail is copied into redb (when there is one).
+pub const CHECKPOINT_INTERVAL: Duration = Duration::from_secs(1);
+/// A tail of this many events is copied into redb without waiting for the interval.
+pub const CHECKPOINT_EVENTS: usize = 20_000;
+/// A log segment this large is closed and a new one started, so checkpoints can delete the old.
+const SEGMENT_BYTES: u64 = 16 << 20;
 
 /// Checks the shape of an append batch: non-empty, starting at seq 1 or later, consecutive.
 ///
@@ -111,7 +134,7 @@ fn unavailable(e: impl Into<DbError>) -> StoreError {
     StoreError::Unavailable(format!("embedded store: {}", e.into()))
 }
 
-/// One queued append, answered by the writer thread once its group is committed (or failed).
+/// One queued append, answered by the writer thread once its group is durable (or failed).
 struct AppendRequest {
     case: String,
     events: Vec<StoredEvent>,
@@ -122,26 +145,65 @@ struct AppendRequest {
 /// check that group commit really shares fsyncs).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct WriterStats {
-    /// Durable commits, i.e. fsyncs.
+    /// Durable group commits, i.e. `fdatasync`s of the log.
     pub commits: u64,
     /// Append requests stored by those commits.
     pub appends: u64,
+    /// Checkpoints (durable redb transactions) done.
+    pub checkpoints: u64,
 }
 
 #[derive(Debug, Default)]
-struct WriterCounters {
+struct Counters {
     commits: AtomicU64,
     appends: AtomicU64,
+    checkpoints: AtomicU64,
 }
 
-/// The embedded (redb) backend. See the module docs for the design.
+/// Per case, the events appended since they were last handed to a checkpoint.
+type TailMap = HashMap<String, Vec<StoredEvent>>;
+
+/// Durable events not yet in redb, as reads must see them.
+#[derive(Default)]
+struct Tail {
+    /// Appended since the current (or last) checkpoint took its copy.
+    active: TailMap,
+    /// Events in `active`.
+    active_events: usize,
+    /// LSN of the last record whose events are in `active` (or in `flushing`).
+    active_lsn: u64,
+    /// Being copied into redb by the checkpointer; dropped once that transaction is committed.
+    flushing: Option<Arc<TailMap>>,
+    /// Set when the checkpointer should stop (after a last checkpoint).
+    stop: bool,
+}
+
+/// What the threads share.
+struct Shared {
+    tail: Mutex<Tail>,
+    /// Wakes the checkpointer (large tail, or stop).
+    wake: Condvar,
+    counters: Counters,
+    wal_dir: PathBuf,
+}
+
+impl Shared {
+    fn lock_tail(&self) -> std::sync::MutexGuard<'_, Tail> {
+        // A panic while holding the lock cannot leave the tail half-updated in a way that loses
+        // durable data (the log has it), so a poisoned lock is used as is.
+        self.tail.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+/// The embedded backend. See the module docs for the design.
 pub struct EmbeddedStore {
     db: Arc<Database>,
     path: PathBuf,
-    counters: Arc<WriterCounters>,
+    shared: Arc<Shared>,
     /// `Some` until `Drop`, which closes the channel so the writer thread ends.
     writer_tx: Option<mpsc::Sender<AppendRequest>>,
     writer: Option<JoinHandle<()>>,
+    checkpointer: Option<JoinHandle<()>>,
 }
 
 impl std::fmt::Debug for EmbeddedStore {
@@ -153,45 +215,104 @@ impl std::fmt::Debug for EmbeddedStore {
 }
 
 impl EmbeddedStore {
-    /// Opens (or creates) the store in `dir`: creates the directory if needed and the database
-    /// file [`DB_FILE`] in it, and starts the writer thread.
+    /// Opens (or creates) the store in `dir`: creates the directory if needed, the database file
+    /// [`DB_FILE`] and the log directory [`WAL_DIR`] in it, replays the log records after the
+    /// last checkpoint into the database, and starts the writer and checkpointer threads.
     ///
     /// Blocking; call it at startup (or from `spawn_blocking`). Fails with
-    /// [`StoreError::Unavailable`] if the file is already open, in this process or another.
+    /// [`StoreError::Unavailable`] if the file is already open, in this process or another, or if
+    /// the log is damaged anywhere but in its last, unacknowledged record.
     pub fn open(dir: &Path) -> Result<Self, StoreError> {
+        let fail = |what: &str, e: &dyn std::fmt::Display| {
+            StoreError::Unavailable(format!("embedded store: {what}: {e}"))
+        };
         std::fs::create_dir_all(dir).map_err(|e| {
-            StoreError::Unavailable(format!(
-                "embedded store: cannot create data directory {}: {e}",
-                dir.display()
-            ))
+            fail(
+                &format!("cannot create data directory {}", dir.display()),
+                &e,
+            )
         })?;
         let path = dir.join(DB_FILE);
         let db = Database::create(&path).map_err(unavailable)?;
+        let wal_dir = dir.join(WAL_DIR);
+        std::fs::create_dir_all(&wal_dir)
+            .map_err(|e| fail("cannot create the log directory", &e))?;
 
-        // Create both tables up front, so readers never meet a missing table.
+        // Create the tables up front, so readers never meet a missing table.
         let txn = db.begin_write().map_err(unavailable)?;
         txn.open_table(EVENTS).map_err(unavailable)?;
         txn.open_table(CASES).map_err(unavailable)?;
+        let checkpoint = txn
+            .open_table(META)
+            .map_err(unavailable)?
+            .get(CHECKPOINT_LSN)
+            .map_err(unavailable)?
+            .map_or(0, |g| g.value());
         txn.commit().map_err(unavailable)?;
 
+        // Replay what the log holds beyond the checkpoint, then start a fresh segment.
+        let recovered =
+            wal::recover(&wal_dir, checkpoint).map_err(|e| fail("cannot recover the log", &e))?;
+        if recovered.torn_bytes > 0 {
+            tracing::warn!(
+                bytes = recovered.torn_bytes,
+                "embedded store: cut an unacknowledged, torn record off the end of the log"
+            );
+        }
+        let last_lsn = recovered.records.last().map_or(checkpoint, |r| r.lsn);
+        if !recovered.records.is_empty() {
+            tracing::info!(
+                records = recovered.records.len(),
+                "embedded store: replaying the log after the last checkpoint"
+            );
+            let mut map = TailMap::new();
+            for r in recovered.records {
+                map.entry(r.case).or_default().extend(r.events);
+            }
+            write_checkpoint(&db, &map, last_lsn).map_err(unavailable)?;
+        }
+        remove_segments_before(&wal_dir, u64::MAX)
+            .map_err(|e| fail("cannot remove replayed log segments", &e))?;
+        let segment = Segment::create(&wal_dir, last_lsn + 1)
+            .map_err(|e| fail("cannot create a log segment", &e))?;
+
         let db = Arc::new(db);
+        let shared = Arc::new(Shared {
+            tail: Mutex::new(Tail {
+                active_lsn: last_lsn,
+                ..Tail::default()
+            }),
+            wake: Condvar::new(),
+            counters: Counters::default(),
+            wal_dir,
+        });
         let (writer_tx, writer_rx) = mpsc::channel();
-        let writer_db = Arc::clone(&db);
-        let counters = Arc::new(WriterCounters::default());
-        let writer_counters = Arc::clone(&counters);
+        let mut writer_state = Writer {
+            db: Arc::clone(&db),
+            shared: Arc::clone(&shared),
+            segment,
+            next_lsn: last_lsn + 1,
+            last_seq: HashMap::new(),
+            broken: None,
+        };
         let writer = std::thread::Builder::new()
             .name("yuntiao-store-writer".into())
-            .spawn(move || writer_loop(&writer_db, &writer_rx, &writer_counters))
-            .map_err(|e| {
-                StoreError::Unavailable(format!("embedded store: cannot start writer thread: {e}"))
-            })?;
+            .spawn(move || writer_state.run(&writer_rx))
+            .map_err(|e| fail("cannot start the writer thread", &e))?;
+        let ckpt_db = Arc::clone(&db);
+        let ckpt_shared = Arc::clone(&shared);
+        let checkpointer = std::thread::Builder::new()
+            .name("yuntiao-store-checkpoint".into())
+            .spawn(move || checkpointer_loop(&ckpt_db, &ckpt_shared))
+            .map_err(|e| fail("cannot start the checkpoint thread", &e))?;
 
         Ok(Self {
             db,
             path,
-            counters,
+            shared,
             writer_tx: Some(writer_tx),
             writer: Some(writer),
+            checkpointer: Some(checkpointer),
         })
     }
 
@@ -200,11 +321,43 @@ impl EmbeddedStore {
         &self.path
     }
 
-    /// Counters of the writer thread.
+    /// Counters of the writer and checkpoint threads.
     pub fn writer_stats(&self) -> WriterStats {
+        let c = &self.shared.counters;
         WriterStats {
-            commits: self.counters.commits.load(Ordering::Relaxed),
-            appends: self.counters.appends.load(Ordering::Relaxed),
+            commits: c.commits.load(Ordering::Relaxed),
+            appends: c.appends.load(Ordering::Relaxed),
+            checkpoints: c.checkpoints.load(Ordering::Relaxed),
+        }
+    }
+
+    /// Stops the threads the way a crash would (for tests of recovery): the writer finishes the
+    /// group in flight, but no last checkpoint is taken, so the log records since the last one
+    /// are only in the log, as after `kill -9`. Reopening the directory replays them.
+    pub fn close_without_checkpoint(mut self) {
+        drop(self.writer_tx.take());
+        if let Some(writer) = self.writer.take() {
+            let _ = writer.join();
+        }
+        {
+            let mut tail = self.shared.lock_tail();
+            tail.active = TailMap::new();
+            tail.active_events = 0;
+        }
+        self.shutdown();
+    }
+
+    fn shutdown(&mut self) {
+        // Closing the channel lets the writer finish the requests already queued and exit.
+        drop(self.writer_tx.take());
+        if let Some(writer) = self.writer.take() {
+            let _ = writer.join();
+        }
+        // Then a last checkpoint of whatever is in the tail, and the checkpointer exits.
+        self.shared.lock_tail().stop = true;
+        self.shared.wake.notify_all();
+        if let Some(checkpointer) = self.checkpointer.take() {
+            let _ = checkpointer.join();
         }
     }
 
@@ -227,115 +380,270 @@ impl EmbeddedStore {
 
 impl Drop for EmbeddedStore {
     fn drop(&mut self) {
-        // Closing the channel lets the writer finish the requests already queued and exit; joining
-        // it releases its handle on the database, so the same directory can be reopened at once.
-        drop(self.writer_tx.take());
-        if let Some(writer) = self.writer.take() {
-            let _ = writer.join();
-        }
+        // Joining the threads releases their handles on the database, so the same directory can
+        // be reopened at once.
+        self.shutdown();
     }
 }
 
-/// The writer thread: receive, drain, commit a group, answer, repeat until the channel closes.
-fn writer_loop(db: &Database, rx: &mpsc::Receiver<AppendRequest>, counters: &WriterCounters) {
-    let mut group = Vec::with_capacity(MAX_GROUP);
-    while let Ok(first) = rx.recv() {
-        group.push(first);
-        while group.len() < MAX_GROUP {
-            match rx.try_recv() {
-                Ok(request) => group.push(request),
-                Err(_) => break,
+/// The writer thread's state.
+struct Writer {
+    db: Arc<Database>,
+    shared: Arc<Shared>,
+    segment: Segment,
+    next_lsn: u64,
+    /// Each case's last seq, as far as this writer knows (filled from redb on first use: every
+    /// later append goes through this writer).
+    last_seq: HashMap<String, u64>,
+    /// Set when the log could not be restored after a failed write: every append is refused.
+    broken: Option<String>,
+}
+
+impl Writer {
+    /// Receive, drain, commit a group, answer, repeat until the channel closes.
+    fn run(&mut self, rx: &mpsc::Receiver<AppendRequest>) {
+        let mut group = Vec::with_capacity(MAX_GROUP);
+        while let Ok(first) = rx.recv() {
+            group.push(first);
+            while group.len() < MAX_GROUP {
+                match rx.try_recv() {
+                    Ok(request) => group.push(request),
+                    Err(_) => break,
+                }
+            }
+            self.commit_group(&mut group);
+            group.clear();
+        }
+    }
+
+    /// The last seq of `case`: from the writer's map, else from redb (the checkpoint holds
+    /// everything appended before this writer started).
+    fn last_seq(&mut self, case: &str) -> Result<u64, StoreError> {
+        if let Some(seq) = self.last_seq.get(case) {
+            return Ok(*seq);
+        }
+        let txn = self.db.begin_read().map_err(unavailable)?;
+        let table = txn.open_table(CASES).map_err(unavailable)?;
+        let seq = table
+            .get(case)
+            .map_err(unavailable)?
+            .map_or(0, |g| g.value());
+        self.last_seq.insert(case.to_owned(), seq);
+        Ok(seq)
+    }
+
+    /// Handles one group: checks every request, writes the accepted ones as log records with one
+    /// `write` and one `fdatasync`, hands their events to the tail, then answers every request.
+    fn commit_group(&mut self, group: &mut Vec<AppendRequest>) {
+        if let Some(why) = &self.broken {
+            for request in group.drain(..) {
+                let _ = request
+                    .reply
+                    .send(Err(StoreError::Unavailable(why.clone())));
+            }
+            return;
+        }
+        let mut buf = Vec::new();
+        // Accepted requests, and each one's case's last seq before it (to undo on failure).
+        let mut accepted: Vec<(AppendRequest, u64)> = Vec::new();
+        let mut refused: Vec<(AppendRequest, StoreError)> = Vec::new();
+        for request in group.drain(..) {
+            let verdict = check_batch(&request.events).and_then(|()| {
+                let expected = request.events[0].seq - 1;
+                let found = self.last_seq(&request.case)?;
+                if found != expected {
+                    return Err(StoreError::Conflict { expected, found });
+                }
+                let lsn = self.next_lsn + accepted.len() as u64;
+                wal::encode(lsn, &request.case, &request.events, &mut buf)
+                    .map_err(StoreError::InvalidBatch)?;
+                Ok(found)
+            });
+            match verdict {
+                Ok(before) => {
+                    let last = request.events[request.events.len() - 1].seq;
+                    self.last_seq.insert(request.case.clone(), last);
+                    accepted.push((request, before));
+                }
+                Err(e) => refused.push((request, e)),
             }
         }
-        commit_group(db, &mut group, counters);
-        group.clear();
-    }
-}
-
-/// Handles one group: rejects malformed batches, then checks and writes the rest in a single
-/// durable transaction, then answers every request.
-fn commit_group(db: &Database, group: &mut Vec<AppendRequest>, counters: &WriterCounters) {
-    // Malformed batches are answered at once; they never enter the transaction.
-    let mut valid = Vec::with_capacity(group.len());
-    for request in group.drain(..) {
-        match check_batch(&request.events) {
-            Ok(()) => valid.push(request),
-            Err(e) => {
+        if accepted.is_empty() {
+            for (request, e) in refused {
                 let _ = request.reply.send(Err(e));
             }
+            return;
         }
-    }
-    if valid.is_empty() {
-        return;
-    }
 
-    match write_group(db, &valid) {
-        Ok(outcomes) => {
-            let stored = outcomes.iter().filter(|o| o.is_ok()).count() as u64;
-            if stored > 0 {
-                counters.commits.fetch_add(1, Ordering::Relaxed);
-                counters.appends.fetch_add(stored, Ordering::Relaxed);
+        if let Err((e, undo)) = self.segment.append(&buf) {
+            let message = format!("embedded store: writing the log failed: {e}");
+            tracing::error!(requests = accepted.len(), "{message}");
+            if let Some(undo) = undo {
+                let why = format!(
+                    "embedded store: the log could not be restored after a failed write ({undo}); \
+                     restart the server"
+                );
+                tracing::error!("{why}");
+                self.broken = Some(why);
             }
-            tracing::trace!(requests = valid.len(), stored, "group commit");
-            for (request, outcome) in valid.into_iter().zip(outcomes) {
-                let _ = request.reply.send(outcome);
+            // Nothing of the group was stored: forget what it would have changed.
+            for (request, before) in accepted.iter().rev() {
+                self.last_seq.insert(request.case.clone(), *before);
             }
-        }
-        Err(e) => {
-            let message = format!("embedded store: group commit failed: {e}");
-            tracing::error!(requests = valid.len(), "{message}");
-            for request in valid {
+            for (request, _) in accepted {
                 let _ = request
                     .reply
                     .send(Err(StoreError::Unavailable(message.clone())));
             }
+            for (request, e) in refused {
+                let unknown = match e {
+                    StoreError::Conflict { .. } => StoreError::Unavailable(message.clone()),
+                    other => other,
+                };
+                let _ = request.reply.send(Err(unknown));
+            }
+            return;
+        }
+
+        // Durable. Make the events readable (the tail), then answer.
+        let stored = accepted.len() as u64;
+        self.next_lsn += stored;
+        let mut replies = Vec::with_capacity(accepted.len());
+        let wake = {
+            let mut tail = self.shared.lock_tail();
+            for (request, _) in accepted {
+                tail.active_events += request.events.len();
+                tail.active
+                    .entry(request.case)
+                    .or_default()
+                    .extend(request.events);
+                replies.push(request.reply);
+            }
+            tail.active_lsn = self.next_lsn - 1;
+            tail.active_events >= CHECKPOINT_EVENTS
+        };
+        if wake {
+            self.shared.wake.notify_all();
+        }
+        let counters = &self.shared.counters;
+        counters.commits.fetch_add(1, Ordering::Relaxed);
+        counters.appends.fetch_add(stored, Ordering::Relaxed);
+        for reply in replies {
+            let _ = reply.send(Ok(()));
+        }
+        for (request, e) in refused {
+            let _ = request.reply.send(Err(e));
+        }
+
+        if self.segment.len() >= SEGMENT_BYTES {
+            match Segment::create(&self.shared.wal_dir, self.next_lsn) {
+                Ok(next) => self.segment = next,
+                // Keep appending to the full one; the next group tries again.
+                Err(e) => tracing::warn!(error = %e, "embedded store: cannot start a log segment"),
+            }
         }
     }
 }
 
-/// Writes the accepted requests of `group` in one transaction and commits it with fsync.
-/// Returns each request's verdict; `Err` means nothing of the group was written.
-fn write_group(
-    db: &Database,
-    group: &[AppendRequest],
-) -> Result<Vec<Result<(), StoreError>>, DbError> {
+/// Writes `map` into redb in one durable transaction, recording `lsn` as the checkpoint.
+/// Idempotent: an event already there is overwritten with the same bytes.
+fn write_checkpoint(db: &Database, map: &TailMap, lsn: u64) -> Result<(), DbError> {
     let mut txn = db.begin_write()?;
     txn.set_durability(Durability::Immediate);
-    let mut outcomes = Vec::with_capacity(group.len());
-    let mut wrote_any = false;
     {
-        let mut events_table = txn.open_table(EVENTS)?;
-        let mut cases_table = txn.open_table(CASES)?;
-        for request in group {
-            // `check_batch` passed: non-empty, first seq >= 1, consecutive.
-            let first = request.events[0].seq;
-            let last_new = request.events[request.events.len() - 1].seq;
-            let expected = first - 1;
-            // Read through the write transaction: sees the requests accepted earlier in this
-            // group, so two writers racing on one case cannot both win.
-            let found = cases_table
-                .get(request.case.as_str())?
-                .map(|guard| guard.value())
-                .unwrap_or(0);
-            if found != expected {
-                outcomes.push(Err(StoreError::Conflict { expected, found }));
-                continue;
+        let mut events = txn.open_table(EVENTS)?;
+        let mut cases = txn.open_table(CASES)?;
+        for (case, list) in map {
+            for e in list {
+                events.insert((case.as_str(), e.seq), e.data.as_slice())?;
             }
-            for event in &request.events {
-                events_table.insert((request.case.as_str(), event.seq), event.data.as_slice())?;
+            let last = list.last().map_or(0, |e| e.seq);
+            let known = cases.get(case.as_str())?.map_or(0, |g| g.value());
+            if last > known {
+                cases.insert(case.as_str(), last)?;
             }
-            cases_table.insert(request.case.as_str(), last_new)?;
-            wrote_any = true;
-            outcomes.push(Ok(()));
+        }
+        txn.open_table(META)?.insert(CHECKPOINT_LSN, lsn)?;
+    }
+    txn.commit()?;
+    Ok(())
+}
+
+/// Removes the log segments whose records all come before LSN `keep_from` (a segment is known to
+/// end before the next one starts); with `u64::MAX`, every segment.
+fn remove_segments_before(dir: &Path, keep_from: u64) -> std::io::Result<()> {
+    let segs = wal::segments(dir)?;
+    let mut removed = false;
+    for (i, (_, path)) in segs.iter().enumerate() {
+        let ends_before = match segs.get(i + 1) {
+            Some((next, _)) => *next <= keep_from,
+            None => keep_from == u64::MAX,
+        };
+        if ends_before {
+            std::fs::remove_file(path)?;
+            removed = true;
         }
     }
-    if wrote_any {
-        txn.commit()?;
-    } else {
-        // Only conflicts: nothing to make durable, skip the fsync.
-        txn.abort()?;
+    if removed {
+        wal::sync_dir(dir)?;
     }
-    Ok(outcomes)
+    Ok(())
+}
+
+/// The checkpoint thread: every [`CHECKPOINT_INTERVAL`] (or when woken), copies the tail into
+/// redb, then deletes the log segments that copy covers. Exits after a last checkpoint on stop.
+fn checkpointer_loop(db: &Database, shared: &Shared) {
+    loop {
+        let (map, lsn, stop) = {
+            let mut tail = shared.lock_tail();
+            if !tail.stop && tail.active_events < CHECKPOINT_EVENTS {
+                tail = shared
+                    .wake
+                    .wait_timeout(tail, CHECKPOINT_INTERVAL)
+                    .unwrap_or_else(|p| p.into_inner())
+                    .0;
+            }
+            let stop = tail.stop;
+            if tail.active.is_empty() {
+                if stop {
+                    return;
+                }
+                continue;
+            }
+            let map = Arc::new(std::mem::take(&mut tail.active));
+            tail.active_events = 0;
+            tail.flushing = Some(Arc::clone(&map));
+            (map, tail.active_lsn, stop)
+        };
+        match write_checkpoint(db, &map, lsn) {
+            Ok(()) => {
+                shared.lock_tail().flushing = None;
+                shared.counters.checkpoints.fetch_add(1, Ordering::Relaxed);
+                if let Err(e) = remove_segments_before(&shared.wal_dir, lsn + 1) {
+                    tracing::warn!(error = %e, "embedded store: cannot remove old log segments");
+                }
+            }
+            Err(e) => {
+                // The log still has everything: put the copy back in front of what came since,
+                // and try again at the next interval.
+                tracing::error!(error = %e, "embedded store: checkpoint failed");
+                let mut tail = shared.lock_tail();
+                tail.flushing = None;
+                let mut merged = Arc::unwrap_or_clone(map);
+                for (case, later) in std::mem::take(&mut tail.active) {
+                    merged.entry(case).or_default().extend(later);
+                }
+                tail.active_events = merged.values().map(Vec::len).sum();
+                tail.active = merged;
+                if stop {
+                    return;
+                }
+            }
+        }
+        if stop && shared.lock_tail().active.is_empty() {
+            return;
+        }
+    }
 }
 
 #[async_trait]
@@ -369,31 +677,62 @@ impl Store for EmbeddedStore {
         let Some(start) = after.checked_add(1) else {
             return Ok(Vec::new());
         };
+        // The tail first, then redb: events only move from the tail into redb (committed there
+        // before they leave the tail), so together the two miss nothing; overlaps are dropped.
+        let pending: Vec<StoredEvent> = {
+            let tail = self.shared.lock_tail();
+            let flushing = tail.flushing.as_ref().and_then(|m| m.get(case));
+            flushing
+                .into_iter()
+                .chain(tail.active.get(case))
+                .flatten()
+                .filter(|e| e.seq >= start)
+                .cloned()
+                .collect()
+        };
         let case = case.to_owned();
-        self.read_txn(move |txn| {
-            let table = txn.open_table(EVENTS)?;
-            let mut out = Vec::new();
-            for entry in table.range((case.as_str(), start)..=(case.as_str(), u64::MAX))? {
-                let (key, value) = entry?;
-                out.push(StoredEvent {
-                    seq: key.value().1,
-                    data: value.value().to_vec(),
-                });
+        let mut out = self
+            .read_txn(move |txn| {
+                let table = txn.open_table(EVENTS)?;
+                let mut out = Vec::new();
+                for entry in table.range((case.as_str(), start)..=(case.as_str(), u64::MAX))? {
+                    let (key, value) = entry?;
+                    out.push(StoredEvent {
+                        seq: key.value().1,
+                        data: value.value().to_vec(),
+                    });
+                }
+                Ok(out)
+            })
+            .await?;
+        let mut next = out.last().map_or(start, |e| e.seq + 1);
+        for e in pending {
+            if e.seq == next {
+                next += 1;
+                out.push(e);
             }
-            Ok(out)
-        })
-        .await
+        }
+        Ok(out)
     }
 
     async fn list_cases(&self) -> Result<Vec<String>, StoreError> {
-        self.read_txn(|txn| {
+        let pending: Vec<String> = {
+            let tail = self.shared.lock_tail();
+            tail.active
+                .keys()
+                .chain(tail.flushing.iter().flat_map(|m| m.keys()))
+                .cloned()
+                .collect()
+        };
+        self.read_txn(move |txn| {
             let table = txn.open_table(CASES)?;
-            let mut out = Vec::new();
+            let mut out = pending;
             for entry in table.iter()? {
                 let (key, _last) = entry?;
                 out.push(key.value().to_owned());
             }
-            // redb orders `&str` keys by their bytes, which is `String`'s order: already sorted.
+            out.sort();
+            out.dedup();
             Ok(out)
         })
         .await

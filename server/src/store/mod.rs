@@ -9,13 +9,15 @@
 //! Two backends implement [`Store`] with one contract, exercised by one shared test suite
 //! (`tests/tests/store_contract.rs`):
 //!
-//! * [`embedded::EmbeddedStore`]: redb in the data directory, fsync on every commit; the default,
-//!   so the server runs on a fresh machine with nothing else installed.
+//! * [`embedded::EmbeddedStore`]: a write-ahead log ([`wal`]) and redb in the data directory,
+//!   fsync on every commit; the default, so the server runs on a fresh machine with nothing else
+//!   installed.
 //! * [`redis::RedisStore`]: one Redis stream per case, keys hash-tagged by case id so a Redis
 //!   Cluster keeps a case on one slot.
 
 pub mod embedded;
 pub mod redis;
+pub mod wal;
 
 use async_trait::async_trait;
 

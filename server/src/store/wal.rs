@@ -1,0 +1,344 @@
+//! The write-ahead log of the embedded store: the file whose `fdatasync` makes an append durable.
+//!
+//! Why it exists: a durable redb commit rewrites the B-tree path of every key it touches, the
+//! allocator state and the header, about 18 pages of 4 KiB for one small event, and that commit
+//! was most of the fan-out latency (docs/benchmarks.md). Appending one checksummed record per
+//! append request to a plain file and `fdatasync`ing it costs what the disk's own append costs.
+//! So the embedded store makes appends durable here, one `fdatasync` per group commit, and
+//! brings redb up to date later, in the background ("checkpoint"), see `embedded.rs`.
+//!
+//! # Format
+//!
+//! The log is a sequence of *segment* files `wal-<first lsn, 20 digits>.log` in `<data>/wal/`.
+//! Each holds records, back to back; each record is one append request (all of its events, so a
+//! batch is stored whole or not at all):
+//!
+//! ```text
+//! u32 payload length | u64 lsn | 8 bytes: SHA-256(lsn, payload), truncated | payload
+//! payload = u16 case length | case (UTF-8) | u32 event count | per event: u64 seq | u32 length | bytes
+//! ```
+//!
+//! All integers are little-endian. LSNs (log sequence numbers) count records from 1, without gaps,
+//! across segments; a segment's name is the LSN of its first record.
+//!
+//! # Recovery
+//!
+//! A crash can leave the last segment with a torn tail: a record whose bytes were only partly
+//! written, or written in another order than the file offsets. Such a record was never
+//! acknowledged (an append is answered only after its `fdatasync`), and neither was anything
+//! after it. [`recover`] reads every record after the last checkpoint, checks each one's length,
+//! checksum and LSN, and stops at the first that fails: in the last segment that is the torn tail,
+//! which is cut off the file; anywhere else it is damage to acknowledged data, and opening fails
+//! rather than silently dropping records.
+
+use std::fs::{File, OpenOptions};
+use std::io::{self, Write};
+use std::path::{Path, PathBuf};
+
+use sha2::{Digest, Sha256};
+
+use super::StoredEvent;
+
+/// Bytes before a record's payload.
+const HEADER: usize = 4 + 8 + 8;
+/// Largest payload accepted when reading (a sanity bound against garbage lengths).
+const MAX_PAYLOAD: usize = 1 << 30;
+
+/// One append request, as logged.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Record {
+    pub lsn: u64,
+    pub case: String,
+    pub events: Vec<StoredEvent>,
+}
+
+fn checksum(lsn: u64, payload: &[u8]) -> [u8; 8] {
+    let mut h = Sha256::new();
+    h.update(lsn.to_le_bytes());
+    h.update(payload);
+    let digest = h.finalize();
+    let mut out = [0u8; 8];
+    out.copy_from_slice(&digest[..8]);
+    out
+}
+
+/// Appends the encoding of one record to `out`. Fails only if a field does not fit the format
+/// (a case id over 64 KiB, an event over 4 GiB), before writing anything to `out`.
+pub(crate) fn encode(
+    lsn: u64,
+    case: &str,
+    events: &[StoredEvent],
+    out: &mut Vec<u8>,
+) -> Result<(), &'static str> {
+    let case_len = u16::try_from(case.len()).map_err(|_| "case id too long for the log")?;
+    let count = u32::try_from(events.len()).map_err(|_| "too many events in one append")?;
+    let mut payload = Vec::with_capacity(
+        2 + case.len() + 4 + events.iter().map(|e| 12 + e.data.len()).sum::<usize>(),
+    );
+    payload.extend_from_slice(&case_len.to_le_bytes());
+    payload.extend_from_slice(case.as_bytes());
+    payload.extend_from_slice(&count.to_le_bytes());
+    for e in events {
+        let len = u32::try_from(e.data.len()).map_err(|_| "event too large for the log")?;
+        payload.extend_from_slice(&e.seq.to_le_bytes());
+        payload.extend_from_slice(&len.to_le_bytes());
+        payload.extend_from_slice(&e.data);
+    }
+    let len = u32::try_from(payload.len()).map_err(|_| "append too large for the log")?;
+    out.extend_from_slice(&len.to_le_bytes());
+    out.extend_from_slice(&lsn.to_le_bytes());
+    out.extend_from_slice(&checksum(lsn, &payload));
+    out.extend_from_slice(&payload);
+    Ok(())
+}
+
+/// A little-endian cursor over a payload; `None` when it runs short.
+struct Reader<'a>(&'a [u8]);
+
+impl<'a> Reader<'a> {
+    fn take(&mut self, n: usize) -> Option<&'a [u8]> {
+        if self.0.len() < n {
+            return None;
+        }
+        let (head, rest) = self.0.split_at(n);
+        self.0 = rest;
+        Some(head)
+    }
+    fn u16(&mut self) -> Option<u16> {
+        Some(u16::from_le_bytes(self.take(2)?.try_into().ok()?))
+    }
+    fn u32(&mut self) -> Option<u32> {
+        Some(u32::from_le_bytes(self.take(4)?.try_into().ok()?))
+    }
+    fn u64(&mut self) -> Option<u64> {
+        Some(u64::from_le_bytes(self.take(8)?.try_into().ok()?))
+    }
+}
+
+fn decode_payload(lsn: u64, payload: &[u8]) -> Option<Record> {
+    let mut r = Reader(payload);
+    let case_len = r.u16()? as usize;
+    let case = std::str::from_utf8(r.take(case_len)?).ok()?.to_owned();
+    let count = r.u32()? as usize;
+    let mut events = Vec::with_capacity(count.min(payload.len() / 12));
+    for _ in 0..count {
+        let seq = r.u64()?;
+        let len = r.u32()? as usize;
+        events.push(StoredEvent {
+            seq,
+            data: r.take(len)?.to_vec(),
+        });
+    }
+    if !r.0.is_empty() {
+        return None;
+    }
+    Some(Record { lsn, case, events })
+}
+
+/// Decodes the record at the start of `bytes`: the record and its encoded length, or `None` if
+/// the bytes there are not a whole, intact record.
+fn decode(bytes: &[u8]) -> Option<(Record, usize)> {
+    let mut r = Reader(bytes);
+    let len = r.u32()? as usize;
+    let lsn = r.u64()?;
+    let sum: [u8; 8] = r.take(8)?.try_into().ok()?;
+    if len > MAX_PAYLOAD {
+        return None;
+    }
+    let payload = r.take(len)?;
+    if checksum(lsn, payload) != sum {
+        return None;
+    }
+    Some((decode_payload(lsn, payload)?, HEADER + len))
+}
+
+/// The file name of the segment whose first record has LSN `first`.
+pub(crate) fn segment_name(first: u64) -> String {
+    format!("wal-{first:020}.log")
+}
+
+/// The segments in `dir`, sorted by first LSN. Other files are ignored.
+pub(crate) fn segments(dir: &Path) -> io::Result<Vec<(u64, PathBuf)>> {
+    let mut out = Vec::new();
+    for entry in std::fs::read_dir(dir)? {
+        let entry = entry?;
+        let name = entry.file_name();
+        let Some(name) = name.to_str() else { continue };
+        let Some(first) = name
+            .strip_prefix("wal-")
+            .and_then(|n| n.strip_suffix(".log"))
+            .and_then(|n| n.parse::<u64>().ok())
+        else {
+            continue;
+        };
+        out.push((first, entry.path()));
+    }
+    out.sort();
+    Ok(out)
+}
+
+/// Makes the directory's entries (a created or removed segment) durable.
+pub(crate) fn sync_dir(dir: &Path) -> io::Result<()> {
+    File::open(dir)?.sync_all()
+}
+
+/// What [`recover`] found.
+#[derive(Debug, Default)]
+pub(crate) struct Recovered {
+    /// The records after the checkpoint, in LSN order.
+    pub records: Vec<Record>,
+    /// Bytes cut off the end of the last segment (a torn tail), if any.
+    pub torn_bytes: u64,
+}
+
+/// Reads the records with LSN above `checkpoint` from the segments in `dir` (see the module
+/// docs). Cuts a torn tail off the last segment; fails if a record before the last segment's
+/// tail is damaged or missing.
+pub(crate) fn recover(dir: &Path, checkpoint: u64) -> Result<Recovered, String> {
+    let segs = segments(dir).map_err(|e| format!("cannot list {}: {e}", dir.display()))?;
+    let mut out = Recovered::default();
+    let mut expected = checkpoint + 1;
+    for (i, (first, path)) in segs.iter().enumerate() {
+        let last_segment = i + 1 == segs.len();
+        // Wholly covered by the checkpoint: the next segment starts at or before `expected`.
+        if segs.get(i + 1).is_some_and(|(next, _)| *next <= expected) {
+            continue;
+        }
+        let bytes =
+            std::fs::read(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+        let mut offset = 0usize;
+        let mut lsn_in_segment = *first;
+        while offset < bytes.len() {
+            let good = match decode(&bytes[offset..]) {
+                Some((record, len)) if record.lsn == lsn_in_segment => Some((record, len)),
+                _ => None,
+            };
+            let Some((record, len)) = good else {
+                if !last_segment {
+                    return Err(format!(
+                        "damaged record in {} at offset {offset} (not the end of the log)",
+                        path.display()
+                    ));
+                }
+                // The torn tail of the last segment: never acknowledged. Cut it off, so new
+                // records are never written after garbage.
+                let file = OpenOptions::new()
+                    .write(true)
+                    .open(path)
+                    .map_err(|e| format!("cannot open {}: {e}", path.display()))?;
+                file.set_len(offset as u64)
+                    .and_then(|()| file.sync_all())
+                    .map_err(|e| format!("cannot cut the torn tail of {}: {e}", path.display()))?;
+                out.torn_bytes = (bytes.len() - offset) as u64;
+                break;
+            };
+            offset += len;
+            lsn_in_segment += 1;
+            if record.lsn < expected {
+                continue; // already in the checkpoint
+            }
+            if record.lsn != expected {
+                return Err(format!(
+                    "the log misses records {expected} to {} (found in {})",
+                    record.lsn - 1,
+                    path.display()
+                ));
+            }
+            expected += 1;
+            out.records.push(record);
+        }
+    }
+    Ok(out)
+}
+
+/// The segment being appended to.
+pub(crate) struct Segment {
+    file: File,
+    /// Bytes written and made durable so far.
+    len: u64,
+}
+
+impl Segment {
+    /// Creates the segment whose first record will have LSN `first`, and makes its directory
+    /// entry durable (so records synced into it are found after a crash).
+    pub(crate) fn create(dir: &Path, first: u64) -> io::Result<Segment> {
+        let file = OpenOptions::new()
+            .create(true)
+            .truncate(true)
+            .write(true)
+            .open(dir.join(segment_name(first)))?;
+        sync_dir(dir)?;
+        Ok(Segment { file, len: 0 })
+    }
+
+    pub(crate) fn len(&self) -> u64 {
+        self.len
+    }
+
+    /// Appends `bytes` and makes them durable (`fdatasync`). On failure, cuts the file back to
+    /// where it was, so nothing of `bytes` can reappear after a crash; an error from that too
+    /// is returned as the second element: the log can then no longer be trusted.
+    pub(crate) fn append(&mut self, bytes: &[u8]) -> Result<(), (io::Error, Option<io::Error>)> {
+        let result = self
+            .file
+            .write_all(bytes)
+            .and_then(|()| self.file.sync_data());
+        match result {
+            Ok(()) => {
+                self.len += bytes.len() as u64;
+                Ok(())
+            }
+            Err(e) => {
+                let undo = self
+                    .file
+                    .set_len(self.len)
+                    .and_then(|()| self.file.sync_data())
+                    .and_then(|()| {
+                        use std::io::Seek;
+                        self.file.seek(io::SeekFrom::Start(self.len)).map(|_| ())
+                    });
+                Err((e, undo.err()))
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ev(seq: u64, data: &[u8]) -> StoredEvent {
+        StoredEvent {
+            seq,
+            data: data.to_vec(),
+        }
+    }
+
+    #[test]
+    fn records_round_trip_and_detect_damage() {
+        let events = vec![ev(7, b"{\"a\":1}"), ev(8, &[0, 255, b'\n'])];
+        let mut buf = Vec::new();
+        encode(42, "c_1", &events, &mut buf).unwrap();
+        let (record, len) = decode(&buf).unwrap();
+        assert_eq!(len, buf.len());
+        assert_eq!(
+            record,
+            Record {
+                lsn: 42,
+                case: "c_1".into(),
+                events
+            }
+        );
+        for cut in 0..buf.len() {
+            assert!(
+                decode(&buf[..cut]).is_none(),
+                "a record cut at {cut} decoded"
+            );
+        }
+        for i in 0..buf.len() {
+            let mut bad = buf.clone();
+            bad[i] ^= 0x40;
+            assert!(decode(&bad).is_none(), "a flipped byte {i} went unnoticed");
+        }
+    }
+}
