@@ -992,3 +992,24 @@ async fn started_caucus(judge: &mut Client) -> String {
     let e = judge.wait_event("caucus_started").await.unwrap();
     e["caucus"].as_str().unwrap().to_owned()
 }
+
+/// Four participants offer at the same moment (as a committee's session starts): while the
+/// server's offer to one peer is outstanding, others' tracks arrive; none may be lost, every
+/// peer ends up receiving every other.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn simultaneous_offers_lose_no_track() {
+    let _serial = SERIAL.lock().await;
+    let (server, _port) = start().await;
+    let (_case, clients) = four_admitted(&server).await;
+    let peers: Vec<Peer> = futures_util::future::join_all(clients.into_iter().map(Peer::connect))
+        .await
+        .into_iter()
+        .map(Result::unwrap)
+        .collect();
+    let all: Vec<&Peer> = peers.iter().collect();
+    wait_all_flowing(&all, START).await;
+    assert_exact(&all);
+    for p in peers {
+        p.close().await;
+    }
+}

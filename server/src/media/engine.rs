@@ -662,6 +662,13 @@ impl Engine {
             if self.peers[j].key.case != case || !self.peers[j].rtc.is_alive() {
                 continue;
             }
+            // An offer of ours is outstanding: leave this peer's lines alone (changes made now
+            // could not be offered, and str0m would drop them) and redo this after the answer.
+            // Forwarding already follows the new plan: `forward` checks it for every packet.
+            if self.peers[j].pending.is_some() {
+                self.peers[j].again = true;
+                continue;
+            }
             let me = self.peers[j].key.participant.clone();
             let allowed = plan.get(&me);
             let peer = &mut self.peers[j];
@@ -724,11 +731,7 @@ impl Engine {
                 }
             }
             if changed {
-                if peer.pending.is_some() {
-                    // Wait for the outstanding answer, then offer again.
-                    peer.again = true;
-                    drop(api);
-                } else if let Some((offer, pending)) = api.apply() {
+                if let Some((offer, pending)) = api.apply() {
                     peer.pending = Some(pending);
                     let msg = ServerMessage::MediaOffer {
                         sdp: offer.to_sdp_string(),
