@@ -28,6 +28,9 @@ use yuntiao_signaling::protocol::{ErrorCode, ProtocolError};
 
 use crate::rooms::Outbound;
 
+/// Receive buffer asked for on the media socket.
+const RECV_BUFFER: usize = 8 * 1024 * 1024;
+
 /// Where the media plane listens and what address it advertises.
 #[derive(Clone, Debug)]
 pub struct MediaConfig {
@@ -128,6 +131,9 @@ impl MediaHandle {
         // Installing twice is a no-op.
         str0m::crypto::from_feature_flags().install_process_default();
         let socket = tokio::net::UdpSocket::bind(config.listen).await?;
+        // One socket carries every participant's media: a deep receive buffer absorbs the
+        // moments the engine task is not scheduled (the kernel caps it at net.core.rmem_max).
+        let _ = socket2::SockRef::from(&socket).set_recv_buffer_size(RECV_BUFFER);
         let local = socket.local_addr()?;
         let advertised = SocketAddr::new(config.public_ip.unwrap_or(local.ip()), local.port());
         let stats = Arc::new(MediaStats::default());
