@@ -6,8 +6,9 @@
 # redis-server (free port, never 6379, AOF with fsync before every reply), then for each window
 # of WINDOWS and each server of SERVERS starts a fresh server on a free 127.0.0.1 port and runs
 # `yuntiao-loadgen docs-trace` against it: memory per open document, the trace replay (one
-# editor, three receivers), late joiners, and a paced-latency phase (the last two and the memory
-# phase with the first window only). The servers:
+# editor, three receivers), late joiners, and a paced-latency phase (the memory and paced
+# phases with the first window only). Before the runs it measures the data directory's disk
+# (append + fdatasync, 5 s), the floor under every durable append. The servers:
 #
 #   stock     the stock `@y/websocket-server` 0.1.1 from npm (tests/js), documents in memory only;
 #   embedded  `yuntiao serve` with its embedded store (fsync on every commit);
@@ -211,6 +212,9 @@ label_of() {
 }
 
 STARTED_AT=$(date -u '+%Y-%m-%d %H:%M UTC')
+# The floor under any durable append: one append + fdatasync on the disk the stores use.
+"${RUN[@]}" "$LOADGEN" --fsync-probe "$WORK/probe" --duration 5s --label "data directory disk" \
+    2>&1 | tee "$WORK/fsync-probe.log"
 first=1
 for window in $WINDOWS; do
     for server in $SERVERS; do
