@@ -68,6 +68,12 @@ struct Peer {
     /// The send lines as last agreed with the client (mid → sending), to roll back to when a
     /// client offer makes str0m discard our outstanding one.
     negotiated: HashMap<Mid, bool>,
+    /// When str0m next needs a timeout input (from its last `Output::Timeout`).
+    due: Instant,
+    /// Something was fed to this peer since it was last polled (a packet, an RTP write, a
+    /// timeout, a negotiation): poll it. Peers nothing happened to are not polled, so the
+    /// cost of a packet does not grow with the number of peers on the server.
+    touched: bool,
     tracks_sent: Option<Vec<TrackInfo>>,
     bytes_in: u64,
     bytes_out: u64,
@@ -181,8 +187,9 @@ impl Engine {
             }
             let now = Instant::now();
             for p in &mut self.peers {
-                if p.rtc.is_alive() {
+                if p.due <= now && p.rtc.is_alive() {
                     let _ = p.rtc.handle_input(Input::Timeout(now));
+                    p.touched = true;
                 }
             }
         }
@@ -204,6 +211,7 @@ impl Engine {
                 if let Err(e) = p.rtc.handle_input(input) {
                     debug!(error = %e, "peer rejected input");
                 }
+                p.touched = true;
                 true
             }
             None => {
@@ -274,6 +282,7 @@ impl Engine {
             Command::Remove { key } => {
                 if let Some(i) = self.peers.iter().position(|p| p.key == key) {
                     self.peers[i].rtc.disconnect();
+                    self.peers[i].touched = true;
                 }
             }
         }
@@ -317,6 +326,8 @@ impl Engine {
                     pending: None,
                     again: false,
                     negotiated: HashMap::new(),
+                    due: Instant::now(),
+                    touched: true,
                     tracks_sent: None,
                     bytes_in: 0,
                     bytes_out: 0,
@@ -331,6 +342,7 @@ impl Engine {
         // Whatever happens below, this case's lines are checked again (reconcile is idempotent).
         self.dirty.insert(key.case.clone());
         let peer = &mut self.peers[idx];
+        peer.touched = true;
         peer.out = out;
         // A client offer wins over ours: str0m discards our pending offer, with the lines it
         // added and the directions it changed. Roll our bookkeeping back to what the client
@@ -386,6 +398,7 @@ impl Engine {
                     "no peer connection yet; send media_offer first",
                 )
             })?;
+        peer.touched = true;
         let pending = peer.pending.take().ok_or_else(|| {
             ProtocolError::new(ErrorCode::Conflict, "the server has no offer outstanding")
         })?;
@@ -435,7 +448,10 @@ impl Engine {
         loop {
             next = Instant::now() + Duration::from_millis(100);
             for i in 0..self.peers.len() {
-                next = next.min(self.poll(i, socket));
+                if std::mem::take(&mut self.peers[i].touched) {
+                    self.peers[i].due = self.poll(i, socket);
+                }
+                next = next.min(self.peers[i].due);
             }
             if self.forwards.is_empty() && self.keyframes.is_empty() && self.dirty.is_empty() {
                 break;
@@ -445,6 +461,7 @@ impl Engine {
             }
             while let Some((i, mid, kind)) = self.keyframes.pop_front() {
                 if let Some(p) = self.peers.get_mut(i) {
+                    p.touched = true;
                     let mut api = p.rtc.direct_api();
                     if let Some(rx) = api.stream_rx_by_mid(mid, None) {
                         rx.request_keyframe(kind);
@@ -626,6 +643,7 @@ impl Engine {
             track.next_seq = track.next_seq.max(seq + 1);
             let nackable = track.kind == Kind::Video;
             let mid = track.mid;
+            peer.touched = true;
             let mut api = peer.rtc.direct_api();
             let Some(tx) = api.stream_tx_by_mid(mid, None) else {
                 MediaStats::add(&self.stats.packets_dropped, 1);
@@ -672,6 +690,7 @@ impl Engine {
             let me = self.peers[j].key.participant.clone();
             let allowed = plan.get(&me);
             let peer = &mut self.peers[j];
+            peer.touched = true;
             let mut api = peer.rtc.sdp_api();
             let mut changed = false;
             // Existing lines: active iff the source still publishes and the plan allows it.
