@@ -705,6 +705,7 @@ impl RoomTask {
         }
         if failed.is_none() {
             self.push_media_plan().await;
+            self.publish_doc_policy();
         }
     }
 
