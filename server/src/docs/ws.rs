@@ -35,6 +35,11 @@ use super::task::{DocCommand, DocConn, DocOut, DOC_OUTBOX};
 use crate::state::AppState;
 use crate::ws::RateLimiter;
 
+/// Bytes gathered before the websocket writes to the socket (a burst is flushed at its end).
+const WRITE_BUFFER: usize = 64 * 1024;
+/// Messages written as one burst at most.
+const WRITE_BURST: usize = 256;
+
 /// `GET /docs/{case}/{doc}`: upgrades, then authenticates.
 pub async fn upgrade(
     ws: WebSocketUpgrade,
@@ -49,7 +54,7 @@ pub async fn upgrade(
     ws.max_message_size(hard)
         .max_frame_size(hard)
         .read_buffer_size(4 * 1024)
-        .write_buffer_size(0)
+        .write_buffer_size(WRITE_BUFFER)
         .on_upgrade(move |socket| {
             let conn = state.docs.next_conn_id();
             let span = tracing::info_span!("docws", conn, case = %short(&case), doc = %short(&doc));
@@ -128,18 +133,31 @@ async fn serve(
     let metrics = std::sync::Arc::clone(state.docs.metrics());
     metrics.connections.fetch_add(1, Ordering::Relaxed);
     let (out_tx, mut out_rx) = mpsc::channel::<DocOut>(DOC_OUTBOX);
+    // Writes what is queued as one burst: every message is fed to the websocket's write
+    // buffer, then flushed once, so a burst of updates costs one system call, not one each.
     let mut writer = tokio::spawn(async move {
-        while let Some(out) = out_rx.recv().await {
-            match out {
-                DocOut::Binary(b) => {
-                    if sink.send(Message::Binary(b)).await.is_err() {
+        while let Some(first) = out_rx.recv().await {
+            let mut next = Some(first);
+            let mut fed = 0;
+            while let Some(out) = next.take() {
+                match out {
+                    DocOut::Binary(b) => {
+                        if sink.feed(Message::Binary(b)).await.is_err() {
+                            return;
+                        }
+                    }
+                    DocOut::Close(code) => {
+                        let _ = sink.send(close_frame(code)).await;
                         return;
                     }
                 }
-                DocOut::Close(code) => {
-                    let _ = sink.send(close_frame(code)).await;
-                    return;
+                fed += 1;
+                if fed < WRITE_BURST {
+                    next = out_rx.try_recv().ok();
                 }
+            }
+            if sink.flush().await.is_err() {
+                return;
             }
         }
     });
