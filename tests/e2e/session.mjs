@@ -10,9 +10,12 @@
 // receives the consumer's and the mediator's video (back after the caucus, with the consumer's
 // mute made inside it); the mediator types the agreement draft and everyone reads it live; the mediator puts
 // the draft to the parties as terms, both parties accept, the judge confirms and all four see
-// the confirmation; a broken link shows the plain-language "cannot use this link" page. A screenshot of each step goes to test-artifacts/e2e/. Exits non-zero with
+// the confirmation; the consumer's connection is cut and comes back to the same room with
+// nothing lost or doubled; a broken link shows the plain-language "cannot use this link" page;
+// axe-core finds no serious or critical violation on the lobby, session and broken-link pages. A screenshot of each step goes to test-artifacts/e2e/. Exits non-zero with
 // the failing step on failure. Run by tests/tests/browser.rs.
-import { mkdirSync } from 'node:fs';
+import { mkdirSync, readFileSync } from 'node:fs';
+import { createRequire } from 'node:module';
 import { fileURLToPath } from 'node:url';
 import { chromium } from 'playwright-core';
 
@@ -34,10 +37,39 @@ const browser = await chromium.launch({
   args: ['--use-fake-ui-for-media-stream', '--use-fake-device-for-media-stream'],
 });
 
+// axe-core's source, evaluated through the devtools protocol (the page's CSP rightly forbids
+// injecting a script element).
+const AXE = readFileSync(createRequire(import.meta.url).resolve('axe-core/axe.min.js'), 'utf8');
+
+/**
+ * Runs axe-core (served from our own disk, no CDN) on what `who` sees now and fails on any
+ * serious or critical violation.
+ */
+async function accessible(who, where) {
+  await who.page.evaluate(AXE);
+  const bad = await who.page.evaluate(async () => {
+    const r = await window.axe.run(document, { resultTypes: ['violations'] });
+    return r.violations
+      .filter((v) => v.impact === 'serious' || v.impact === 'critical')
+      .map((v) => `${v.id} (${v.impact}): ${v.nodes.slice(0, 3).map((n) => n.target.join(' ')).join(', ')}`);
+  });
+  if (bad.length) throw new Error(`axe-core on the ${where} page of ${who.label}: ${bad.join('; ')}`);
+}
+
+/** The open signaling websockets of people whose connection the test can drop. */
+const droppable = new Map();
+
 /** One person: their own context (cookies, storage), page and screen size. */
-async function person(label, link, opts) {
+async function person(label, link, opts, { canDrop = false } = {}) {
   const context = await browser.newContext(opts);
   const page = await context.newPage();
+  if (canDrop) {
+    // The signaling websocket goes through playwright, which can cut it like a lost network.
+    await page.routeWebSocket(/\/ws$/, (ws) => {
+      ws.connectToServer();
+      droppable.set(label, ws);
+    });
+  }
   // Nothing may be fetched from anywhere but our server.
   page.on('request', (r) => {
     const u = r.url();
@@ -125,7 +157,12 @@ try {
   }
 
   step = 'parties wait in the lobby';
-  const consumer = await person('consumer', links[0], { locale: 'zh-CN', viewport: { width: 360, height: 740 }, isMobile: true, hasTouch: true });
+  const consumer = await person(
+    'consumer',
+    links[0],
+    { locale: 'zh-CN', viewport: { width: 360, height: 740 }, isMobile: true, hasTouch: true },
+    { canDrop: true },
+  );
   const merchant = await person('merchant', links[1], { locale: 'zh-CN', viewport: { width: 1024, height: 768 } });
   everyone = [consumer, merchant, mediator, judge];
   for (const who of [consumer, merchant]) {
@@ -133,6 +170,7 @@ try {
     await visible(who, who.page.getByTestId('case-title').filter({ hasText: '网购退款纠纷' }), 'the case title in the lobby');
     await shot('01-lobby', who);
   }
+  await accessible(consumer, 'lobby');
 
   step = 'the mediator admits both from the lobby panel';
   const lobbyPanel = mediator.page.getByTestId('lobby-panel');
@@ -166,6 +204,8 @@ try {
   await consumer.page.getByLabel('输入消息').press('Enter');
   for (const who of everyone) await chatLine(who, '我要求全额退款');
   for (const who of everyone) await shot('04-chat', who);
+  await accessible(consumer, 'session');
+  await accessible(mediator, 'session');
 
   step = 'the mediator starts a caucus with the consumer';
   const caucusPanel = mediator.page.getByTestId('caucus-panel');
@@ -192,7 +232,7 @@ try {
   await videoPlaying(consumer, 'mediator', "the mediator's video (in the caucus with them)");
   await videoStopped(consumer, 'merchant', "the merchant's video");
   // The consumer mutes inside the caucus: the merchant must learn it when media resumes.
-  await consumer.page.getByRole('button', { name: '静音麦克风' }).click();
+  await consumer.page.getByTestId('toggle-mic').click();
   await shot('05b-caucus-media', merchant);
   await shot('05b-caucus-media', consumer);
   await mediator.page.getByTestId('caucus-panel').getByRole('button', { name: '结束单独沟通' }).click();
@@ -206,7 +246,7 @@ try {
   await videoPlaying(merchant, 'consumer', "the consumer's video after the caucus");
   await videoPlaying(merchant, 'mediator', "the mediator's video after the caucus");
   await visible(merchant, merchant.page.locator('[data-testid="remote-tile"][data-role="consumer"]').filter({ hasText: '已静音' }), "that the consumer's microphone is muted");
-  await consumer.page.getByRole('button', { name: '静音麦克风' }).click();
+  await consumer.page.getByTestId('toggle-mic').click();
   try {
     await merchant.page.locator('[data-testid="remote-tile"][data-role="consumer"]').filter({ hasText: '已静音' }).waitFor({ state: 'detached', timeout: TIMEOUT });
   } catch {
@@ -252,15 +292,42 @@ try {
   await visible(consumer, consumer.page.getByTestId('agreement-vs-terms').filter({ hasText: '已被修改' }), 'that the draft changed after the terms were put');
   await shot('09-draft-changed', consumer);
 
+  step = "a dropped connection recovers: same room, nothing lost, nothing twice";
+  const route = droppable.get('consumer');
+  if (!route) throw new Error("the consumer's websocket was not routed");
+  droppable.delete('consumer');
+  await route.close({ code: 1001, reason: 'network lost' });
+  // Said while the consumer is away: it must reach them once they are back.
+  await mediator.page.getByLabel('输入消息').fill('您掉线期间的消息');
+  await mediator.page.getByLabel('输入消息').press('Enter');
+  try {
+    await consumer.page.waitForFunction(() => true, null, { timeout: 100 });
+    await consumer.page.waitForFunction(() => document.querySelector('[data-testid="conn"]')?.textContent?.includes('已连接'), null, { timeout: 2 * TIMEOUT });
+  } catch {
+    throw new Error('the consumer did not reconnect');
+  }
+  if (!droppable.has('consumer')) throw new Error('the consumer did not open a new websocket');
+  await chatLine(consumer, '您掉线期间的消息');
+  for (const text of ['我要求全额退款', '您掉线期间的消息']) {
+    const n = await consumer.page.getByTestId('chat-line').filter({ hasText: text }).count();
+    if (n !== 1) throw new Error(`after reconnecting the consumer shows "${text}" ${n} times`);
+  }
+  if ((await consumer.page.getByTestId('lobby').count()) > 0) throw new Error('the consumer is back in the lobby after reconnecting');
+  await visible(consumer, consumer.page.getByTestId('terms-confirmed'), 'the confirmed terms after reconnecting');
+  await videoPlaying(consumer, 'mediator', "the mediator's video after reconnecting");
+  await videoPlaying(merchant, 'consumer', "the consumer's video after the consumer reconnected");
+  await shot('10-reconnected', consumer);
+
   step = 'a broken link shows a plain-language page';
   const stranger = await person('broken-link', `${origin}/join#token=not-a-valid-token`, { locale: 'zh-CN', viewport: { width: 360, height: 740 } });
   await visible(stranger, stranger.page.getByTestId('link-problem').filter({ hasText: '调解委员会' }), 'the link-problem page naming whom to contact');
   await shot('09-link-problem', stranger);
+  await accessible(stranger, 'broken link');
   await stranger.context.close();
 
   step = 'no third-party requests, no page errors';
   if (problems.length) throw new Error(problems.join('; '));
-  console.log('e2e: 1 passed, 0 failed (lobby, admit, video playing, chat, caucus hides media, terms, confirmation; screenshots in test-artifacts/e2e/)');
+  console.log('e2e: 1 passed, 0 failed (lobby, admit, video playing, chat, caucus hides media, agreement, terms, confirmation, reconnect, axe-core; screenshots in test-artifacts/e2e/)');
   await browser.close();
 } catch (e) {
   console.error(`e2e FAILED at step "${step}": ${e instanceof Error ? e.message : e}`);

@@ -228,8 +228,8 @@ function MediaView({ t, s, media }: { t: T; s: State; media: MediaSession }) {
       <div class="row media-controls">
         <button
           type="button"
-          aria-pressed={snap.micMuted}
-          aria-label={t.media.muteMic}
+          class={snap.micMuted ? 'off' : undefined}
+          title={t.media.muteMic}
           disabled={!snap.hasAudio}
           data-testid="toggle-mic"
           onClick={() => media.toggleMic()}
@@ -238,8 +238,8 @@ function MediaView({ t, s, media }: { t: T; s: State; media: MediaSession }) {
         </button>
         <button
           type="button"
-          aria-pressed={snap.camOff}
-          aria-label={t.media.camOff}
+          class={snap.camOff ? 'off' : undefined}
+          title={t.media.camOff}
           disabled={!snap.hasVideo}
           data-testid="toggle-cam"
           onClick={() => media.toggleCamera()}
@@ -247,7 +247,7 @@ function MediaView({ t, s, media }: { t: T; s: State; media: MediaSession }) {
           {snap.camOff || !snap.hasVideo ? t.media.camIsOff : t.media.camIsOn}
         </button>
         {snap.canSwitch && snap.hasVideo && (
-          <button type="button" aria-label={t.media.switchCam} data-testid="switch-cam" onClick={() => void media.switchCamera()}>
+          <button type="button" data-testid="switch-cam" onClick={() => void media.switchCamera()}>
             {t.media.switchCam}
           </button>
         )}
