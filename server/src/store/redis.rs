@@ -117,6 +117,32 @@ fn bad_reply(what: &str) -> StoreError {
     StoreError::Unavailable(format!("redis store: unexpected reply to {what}"))
 }
 
+/// A connection manager to `url` with the timeouts and retries every Redis user in the server
+/// shares (the case log here, the shared documents in `docs::store::redis`), after checking that
+/// `prefix` cannot hijack the hash tag. `who` names the user in error messages.
+pub(crate) async fn connection(
+    url: &str,
+    prefix: &str,
+    who: &str,
+) -> Result<ConnectionManager, StoreError> {
+    if prefix.contains(['{', '}']) {
+        return Err(StoreError::Unavailable(format!(
+            "{who}: key prefix must not contain '{{' or '}}'"
+        )));
+    }
+    let failed = |e: RedisError| StoreError::Unavailable(format!("{who}: {e}"));
+    let client = redis::Client::open(url).map_err(failed)?;
+    let config = ConnectionManagerConfig::new()
+        .set_response_timeout(Some(RESPONSE_TIMEOUT))
+        .set_connection_timeout(Some(CONNECTION_TIMEOUT))
+        .set_number_of_retries(3)
+        .set_max_delay(Duration::from_secs(1));
+    client
+        .get_connection_manager_with_config(config)
+        .await
+        .map_err(failed)
+}
+
 /// Whether Redis may have executed a command whose reply we did not get.
 fn outcome_unknown(e: &RedisError) -> bool {
     e.is_timeout() || e.is_io_error() || e.is_connection_dropped()
@@ -127,21 +153,7 @@ impl RedisStore {
     /// `prefix` (e.g. `yt:`). Fails with [`StoreError::Unavailable`] if Redis cannot be reached,
     /// the URL does not parse, or the prefix holds a brace (it would hijack the hash tag).
     pub async fn connect(url: &str, prefix: &str) -> Result<Self, StoreError> {
-        if prefix.contains(['{', '}']) {
-            return Err(StoreError::Unavailable(
-                "redis store: key prefix must not contain '{' or '}'".into(),
-            ));
-        }
-        let client = redis::Client::open(url).map_err(|e| unavailable(&e))?;
-        let config = ConnectionManagerConfig::new()
-            .set_response_timeout(Some(RESPONSE_TIMEOUT))
-            .set_connection_timeout(Some(CONNECTION_TIMEOUT))
-            .set_number_of_retries(3)
-            .set_max_delay(Duration::from_secs(1));
-        let con = client
-            .get_connection_manager_with_config(config)
-            .await
-            .map_err(|e| unavailable(&e))?;
+        let con = connection(url, prefix, "redis store").await?;
         Ok(Self {
             con,
             prefix: prefix.to_owned(),

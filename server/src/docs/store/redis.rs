@@ -14,10 +14,8 @@
 //! for the same reason as the case log's append (see `store::redis`): conditional and atomic in
 //! one round trip. Durability is Redis's own (AOF, `appendfsync always` in production).
 
-use std::time::Duration;
-
 use async_trait::async_trait;
-use redis::aio::{ConnectionManager, ConnectionManagerConfig};
+use redis::aio::ConnectionManager;
 use redis::{RedisError, Script, Value};
 
 use super::{DocStore, StoredDoc};
@@ -64,9 +62,6 @@ local upto = snap[1] or '0'
 local entries = redis.call('XRANGE', KEYS[1], '(' .. upto .. '-0', '+')
 return {upto, snap[2] or '', entries}
 ";
-
-const RESPONSE_TIMEOUT: Duration = Duration::from_secs(5);
-const CONNECTION_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// The Redis backend of [`DocStore`]. Cheap to share.
 #[derive(Clone)]
@@ -118,21 +113,7 @@ fn entry_seq(id: &[u8]) -> Option<u64> {
 impl RedisDocStore {
     /// Connects to the Redis at `url`, keeping keys under `prefix` (as the case log does).
     pub async fn connect(url: &str, prefix: &str) -> Result<Self, StoreError> {
-        if prefix.contains(['{', '}']) {
-            return Err(StoreError::Unavailable(
-                "redis document store: key prefix must not contain '{' or '}'".into(),
-            ));
-        }
-        let client = redis::Client::open(url).map_err(|e| unavailable(&e))?;
-        let config = ConnectionManagerConfig::new()
-            .set_response_timeout(Some(RESPONSE_TIMEOUT))
-            .set_connection_timeout(Some(CONNECTION_TIMEOUT))
-            .set_number_of_retries(3)
-            .set_max_delay(Duration::from_secs(1));
-        let con = client
-            .get_connection_manager_with_config(config)
-            .await
-            .map_err(|e| unavailable(&e))?;
+        let con = crate::store::redis::connection(url, prefix, "redis document store").await?;
         Ok(Self {
             con,
             prefix: prefix.to_owned(),
