@@ -3,7 +3,8 @@
 //   node tests/e2e/session.mjs <base url> <consumer link> <merchant link> <mediator link> <judge link>
 //
 // Opens the four invite links in four browser contexts of Debian's headless Chromium (driven
-// by playwright-core, fake camera and microphone), then: the parties wait in the lobby; the
+// by playwright-core, fake camera and microphone); each first passes the device check (camera
+// preview, microphone level) and enters; then: the parties wait in the lobby; the
 // mediator admits both from the lobby panel; everyone sees the other three's video playing
 // (decoded frames advance); the consumer's chat reaches the other three; the mediator holds a
 // caucus with the consumer, the merchant sees the banner and not the caucus chat, and no longer
@@ -60,7 +61,7 @@ async function accessible(who, where) {
 const droppable = new Map();
 
 /** One person: their own context (cookies, storage), page and screen size. */
-async function person(label, link, opts, { canDrop = false } = {}) {
+async function person(label, link, opts, { canDrop = false, check = true } = {}) {
   const context = await browser.newContext(opts);
   const page = await context.newPage();
   if (canDrop) {
@@ -81,7 +82,21 @@ async function person(label, link, opts, { canDrop = false } = {}) {
     if (m.text().includes('eyJ')) problems.push(`${label}: something like a token was logged to the console`);
   });
   await page.goto(link);
-  return { label, page, context };
+  const who = { label, page, context };
+  if (check) {
+    // The device check comes first: a preview of the (fake) camera, a microphone level, then
+    // the enter button.
+    await visible(who, page.getByTestId('precheck'), 'the device check');
+    await visible(who, page.getByTestId('precheck-preview'), 'the camera preview');
+    await visible(who, page.getByTestId('precheck-level'), 'the microphone level');
+    await page.getByTestId('precheck-enter').waitFor({ state: 'visible', timeout: TIMEOUT });
+    await page.waitForFunction(() => !document.querySelector('[data-testid="precheck-enter"]')?.hasAttribute('disabled'), null, { timeout: TIMEOUT });
+    await shot('00-precheck', who);
+    // The join page a party sees first, on a phone.
+    if (label === 'consumer') await accessible(who, 'device check (join)');
+    await page.getByTestId('precheck-enter').click();
+  }
+  return who;
 }
 
 async function shot(name, who) {
@@ -319,7 +334,7 @@ try {
   await shot('10-reconnected', consumer);
 
   step = 'a broken link shows a plain-language page';
-  const stranger = await person('broken-link', `${origin}/join#token=not-a-valid-token`, { locale: 'zh-CN', viewport: { width: 360, height: 740 } });
+  const stranger = await person('broken-link', `${origin}/join#token=not-a-valid-token`, { locale: 'zh-CN', viewport: { width: 360, height: 740 } }, { check: false });
   await visible(stranger, stranger.page.getByTestId('link-problem').filter({ hasText: '调解委员会' }), 'the link-problem page naming whom to contact');
   await shot('09-link-problem', stranger);
   await accessible(stranger, 'broken link');

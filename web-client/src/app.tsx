@@ -7,6 +7,7 @@ import { useEffect, useMemo, useReducer, useRef, useState } from 'preact/hooks';
 import type { ComponentChildren } from 'preact';
 import { Connection, wsUrl } from './connection';
 import { MediaSession } from './media';
+import { DeviceCheck } from './precheck';
 import { MediaArea, MediaContext } from './tiles';
 import { STRINGS, fatalText, initialLang, saveLang, type Lang, type T } from './i18n';
 import type { NoteScope, Outcome, Request } from './protocol';
@@ -49,6 +50,8 @@ export function App({ token }: { token?: string }) {
   // Media: one peer connection with the server, fed by the signaling connection (media.ts).
   const media = useMemo(() => new MediaSession((r) => conn.current?.send(r)), []);
   useEffect(() => () => media.close(), [media]);
+  // Whether the person has checked camera, microphone and connection (precheck.tsx).
+  const [entered, setEntered] = useState(false);
   const t = STRINGS[lang];
 
   useEffect(() => {
@@ -91,6 +94,17 @@ export function App({ token }: { token?: string }) {
       <Notice title={t.linkProblemTitle} text={fatalText(t, state.fatal)} contact={t.contact} testid="link-problem" />
     );
   else if (!state.me) body = <p class="card" aria-busy="true">{t.conn[state.conn]}</p>;
+  else if (!entered)
+    body = (
+      <DeviceCheck
+        lang={lang}
+        title={state.title}
+        onEnter={(stream, audioOnly) => {
+          media.ready(stream, audioOnly);
+          setEntered(true);
+        }}
+      />
+    );
   else if (state.me.status === 'lobby') body = <Lobby t={t} s={state} />;
   else body = <Session t={t} s={state} send={send} lang={lang} token={token} />;
 

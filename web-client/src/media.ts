@@ -60,6 +60,9 @@ export class MediaSession {
   private statsTimer?: ReturnType<typeof setInterval>;
   private videoBytes: number[] = [];
   private closed = false;
+  /** Until the person has checked their devices (precheck.tsx), media waits. */
+  private gated = true;
+  private startWhenReady = false;
   snapshot: MediaSnapshot = {
     micMuted: false,
     camOff: false,
@@ -104,7 +107,8 @@ export class MediaSession {
           return;
         }
         this.iceServers = (msg.ice_servers ?? []).map(toRtcIceServer);
-        this.start();
+        if (this.gated) this.startWhenReady = true;
+        else this.start();
         return;
       case 'media_answer': {
         const pc = this.pc;
@@ -326,6 +330,26 @@ export class MediaSession {
     video.stop();
     this.update({ local: new MediaStream(local.getAudioTracks()), hasVideo: false, degraded: true, canSwitch: false });
     this.send({ type: 'mute', kind: 'video', muted: true });
+  }
+
+  /**
+   * The device check is done: use `stream` (the devices the person chose; audio only if they
+   * chose so; none if nothing could be captured) and start if the room already let us in.
+   */
+  ready(stream: MediaStream | undefined, chosenAudioOnly = false): void {
+    this.gated = false;
+    if (stream) {
+      const hasVideo = stream.getVideoTracks().length > 0;
+      const hasAudio = stream.getAudioTracks().length > 0;
+      this.capturing = Promise.resolve();
+      const problem: CaptureProblem | undefined = !hasAudio ? 'no_devices' : hasVideo || chosenAudioOnly ? undefined : 'no_camera';
+      this.update({ local: stream, hasVideo, hasAudio, capture: problem });
+      void this.countCameras();
+    }
+    if (this.startWhenReady) {
+      this.startWhenReady = false;
+      this.start();
+    }
   }
 
   /** Hangs up and turns the camera and microphone off; a later welcome starts again. */

@@ -1,0 +1,215 @@
+/**
+ * The check before entering (issue 5, "device and network check"): a camera preview, a
+ * microphone level meter, a choice of camera and microphone, a warning when the connection
+ * looks weak, and a way to take part by voice only. Nothing leaves the page here: the stream
+ * the person settles on is handed to the media session (`MediaSession.ready`) when they enter.
+ */
+import { useEffect, useRef, useState } from 'preact/hooks';
+import type { Lang } from './i18n';
+
+const STRINGS = {
+  zh: {
+    title: '进入前检查设备',
+    intro: '请确认能看到自己的画面，说话时音量条会跳动。',
+    camera: '摄像头',
+    microphone: '麦克风',
+    preview: '摄像头画面预览',
+    level: '麦克风音量',
+    audioOnly: '仅语音参加（不开摄像头）',
+    noCamera: '没有找到可用的摄像头，您将仅以语音参加。',
+    noDevices: '无法使用摄像头和麦克风。您仍可以进入，看到和听到其他人，并用文字聊天。',
+    weak: '您的网络较慢，视频可能卡顿。可以选择“仅语音参加”。',
+    enter: '进入调解',
+    checking: '正在打开摄像头和麦克风…',
+  },
+  en: {
+    title: 'Check your devices before entering',
+    intro: 'Make sure you can see yourself; the bar moves when you speak.',
+    camera: 'Camera',
+    microphone: 'Microphone',
+    preview: 'Camera preview',
+    level: 'Microphone level',
+    audioOnly: 'Take part by voice only (camera off)',
+    noCamera: 'No camera could be used: you will take part by voice.',
+    noDevices: 'Camera and microphone cannot be used. You can still enter, see and hear the others, and chat.',
+    weak: 'Your connection looks slow; video may stutter. You can choose voice only.',
+    enter: 'Enter the mediation',
+    checking: 'Opening camera and microphone…',
+  },
+};
+
+interface NetworkInformationLike {
+  effectiveType?: string;
+  downlink?: number;
+}
+
+/** Whether the browser reports a connection too slow for video. */
+export function weakConnection(info: NetworkInformationLike | undefined): boolean {
+  if (!info) return false;
+  if (info.effectiveType && ['slow-2g', '2g'].includes(info.effectiveType)) return true;
+  return typeof info.downlink === 'number' && info.downlink > 0 && info.downlink < 0.5;
+}
+
+export function DeviceCheck({
+  lang,
+  title,
+  onEnter,
+}: {
+  lang: Lang;
+  /** The case, so the person knows which mediation this is. */
+  title?: string;
+  onEnter: (stream: MediaStream | undefined, audioOnly: boolean) => void;
+}) {
+  const t = STRINGS[lang];
+  const [stream, setStream] = useState<MediaStream>();
+  const [devices, setDevices] = useState<MediaDeviceInfo[]>([]);
+  const [camera, setCamera] = useState<string>('');
+  const [mic, setMic] = useState<string>('');
+  const [audioOnly, setAudioOnly] = useState(false);
+  const [problem, setProblem] = useState<'no_camera' | 'no_devices'>();
+  const [busy, setBusy] = useState(true);
+  const [level, setLevel] = useState(0);
+  const video = useRef<HTMLVideoElement>(null);
+  const handedOver = useRef(false);
+  const weak = weakConnection((navigator as Navigator & { connection?: NetworkInformationLike }).connection);
+
+  // (Re)capture with the chosen devices.
+  useEffect(() => {
+    let live = true;
+    let got: MediaStream | undefined;
+    const md = navigator.mediaDevices;
+    setBusy(true);
+    void (async () => {
+      let p: 'no_camera' | 'no_devices' | undefined;
+      const audio: MediaTrackConstraints | boolean = mic ? { deviceId: { exact: mic } } : true;
+      const wantVideo: MediaTrackConstraints = { width: { ideal: 640 }, height: { ideal: 360 }, frameRate: { ideal: 15 } };
+      if (camera) wantVideo.deviceId = { exact: camera };
+      try {
+        got = await md.getUserMedia({ audio, video: audioOnly ? false : wantVideo });
+      } catch {
+        try {
+          got = await md.getUserMedia({ audio });
+          if (!audioOnly) p = 'no_camera';
+        } catch {
+          p = 'no_devices';
+        }
+      }
+      if (!live) {
+        for (const tr of got?.getTracks() ?? []) tr.stop();
+        return;
+      }
+      setStream(got);
+      setProblem(p);
+      setBusy(false);
+      try {
+        setDevices(await md.enumerateDevices());
+      } catch {
+        setDevices([]);
+      }
+    })();
+    return () => {
+      live = false;
+      if (!handedOver.current) for (const tr of got?.getTracks() ?? []) tr.stop();
+    };
+  }, [camera, mic, audioOnly]);
+
+  useEffect(() => {
+    if (video.current) video.current.srcObject = stream && stream.getVideoTracks().length ? stream : null;
+  }, [stream]);
+
+  // Microphone level: an analyser on the audio track.
+  useEffect(() => {
+    const track = stream?.getAudioTracks()[0];
+    if (!track || typeof AudioContext === 'undefined') return;
+    const ctx = new AudioContext();
+    const src = ctx.createMediaStreamSource(new MediaStream([track]));
+    const analyser = ctx.createAnalyser();
+    analyser.fftSize = 512;
+    src.connect(analyser);
+    const data = new Uint8Array(analyser.fftSize);
+    let raf = 0;
+    const tick = () => {
+      analyser.getByteTimeDomainData(data);
+      let peak = 0;
+      for (const v of data) peak = Math.max(peak, Math.abs(v - 128));
+      setLevel(Math.min(1, peak / 64));
+      raf = requestAnimationFrame(tick);
+    };
+    tick();
+    return () => {
+      cancelAnimationFrame(raf);
+      void ctx.close();
+    };
+  }, [stream]);
+
+  const cams = devices.filter((d) => d.kind === 'videoinput');
+  const mics = devices.filter((d) => d.kind === 'audioinput');
+  // Until the person picks one, the selects show the devices actually in use.
+  const camInUse = camera || stream?.getVideoTracks()[0]?.getSettings().deviceId || '';
+  const micInUse = mic || stream?.getAudioTracks()[0]?.getSettings().deviceId || '';
+  return (
+    <section class="card precheck" data-testid="precheck" aria-labelledby="h-precheck">
+      <h2 id="h-precheck">{t.title}</h2>
+      {title && (
+        <p>
+          <strong data-testid="case-title">{title}</strong>
+        </p>
+      )}
+      <p>{busy ? t.checking : t.intro}</p>
+      {weak && (
+        <p class="warning" role="status" data-testid="weak-connection">
+          {t.weak}
+        </p>
+      )}
+      {problem === 'no_camera' && <p class="warning">{t.noCamera}</p>}
+      {problem === 'no_devices' && <p class="warning">{t.noDevices}</p>}
+      {!audioOnly && !problem && <video ref={video} class="precheck-video" autoplay muted playsInline aria-label={t.preview} data-testid="precheck-preview" />}
+      <p>
+        <label for="precheck-level">{t.level}</label>{' '}
+        <meter id="precheck-level" min={0} max={1} value={level} data-testid="precheck-level" />
+      </p>
+      {cams.length > 1 && !audioOnly && (
+        <p>
+          <label for="precheck-camera">{t.camera}</label>{' '}
+          <select id="precheck-camera" value={camInUse} onChange={(e) => setCamera(e.currentTarget.value)}>
+            {cams.map((d, i) => (
+              <option key={d.deviceId} value={d.deviceId}>
+                {d.label || `${t.camera} ${i + 1}`}
+              </option>
+            ))}
+          </select>
+        </p>
+      )}
+      {mics.length > 1 && (
+        <p>
+          <label for="precheck-mic">{t.microphone}</label>{' '}
+          <select id="precheck-mic" value={micInUse} onChange={(e) => setMic(e.currentTarget.value)}>
+            {mics.map((d, i) => (
+              <option key={d.deviceId} value={d.deviceId}>
+                {d.label || `${t.microphone} ${i + 1}`}
+              </option>
+            ))}
+          </select>
+        </p>
+      )}
+      <p>
+        <label class="toggle">
+          <input type="checkbox" checked={audioOnly} onChange={(e) => setAudioOnly(e.currentTarget.checked)} data-testid="precheck-audio-only" />
+          {t.audioOnly}
+        </label>
+      </p>
+      <button
+        type="button"
+        class="primary big"
+        data-testid="precheck-enter"
+        disabled={busy}
+        onClick={() => {
+          handedOver.current = true;
+          onEnter(stream, audioOnly);
+        }}
+      >
+        {t.enter}
+      </button>
+    </section>
+  );
+}
