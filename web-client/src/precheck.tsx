@@ -122,6 +122,10 @@ export function DeviceCheck({
     const track = stream?.getAudioTracks()[0];
     if (!track || typeof AudioContext === 'undefined') return;
     const ctx = new AudioContext();
+    // Browsers start an AudioContext suspended until the person touches the page.
+    const resume = () => void ctx.resume();
+    document.addEventListener('pointerdown', resume, { once: true });
+    document.addEventListener('keydown', resume, { once: true });
     const src = ctx.createMediaStreamSource(new MediaStream([track]));
     const analyser = ctx.createAnalyser();
     analyser.fftSize = 512;
@@ -138,6 +142,8 @@ export function DeviceCheck({
     tick();
     return () => {
       cancelAnimationFrame(raf);
+      document.removeEventListener('pointerdown', resume);
+      document.removeEventListener('keydown', resume);
       void ctx.close();
     };
   }, [stream]);
