@@ -93,6 +93,9 @@ for (let i = 0; i < runs; i++) {
   try {
     await judge.goto(judgeLink);
     await enter(judge);
+    const tEnter = performance.now() - t0;
+    await judge.waitForFunction(() => document.querySelector('[data-testid="remote-tile"] video') !== null, null, { timeout: 30_000, polling: 10 });
+    const tTile = performance.now() - t0;
     await judge.waitForFunction(
       () => {
         for (const v of document.querySelectorAll('[data-testid="remote-tile"] video')) {
@@ -105,7 +108,7 @@ for (let i = 0; i < runs; i++) {
     );
     const ms = performance.now() - t0;
     times.push(ms);
-    console.log(JSON.stringify({ run: i, ms: Math.round(ms) }));
+    console.log(JSON.stringify({ run: i, ms: Math.round(ms), enter_ms: Math.round(tEnter), tile_ms: Math.round(tTile) }));
   } catch (e) {
     failed++;
     console.log(JSON.stringify({ run: i, error: String(e instanceof Error ? e.message : e).slice(0, 200) }));
