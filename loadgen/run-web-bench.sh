@@ -5,7 +5,8 @@
 #
 # Builds the web client and the release server (which embeds it), starts `yuntiao serve` on a
 # free loopback port with a throwaway data directory, runs tests/e2e/bench-join.mjs, stops the
-# server. Environment: RUNS (10).
+# server. Environment: RUNS (10), SETTLE_MS (3000: how long the first publisher runs before the
+# measured link is opened).
 set -euo pipefail
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 cd "$ROOT"
