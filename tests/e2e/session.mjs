@@ -90,7 +90,7 @@ async function person(label, link, opts, { canDrop = false, check = true } = {})
     await visible(who, page.getByTestId('precheck-preview'), 'the camera preview');
     await visible(who, page.getByTestId('precheck-level'), 'the microphone level');
     await page.getByTestId('precheck-enter').waitFor({ state: 'visible', timeout: TIMEOUT });
-    await page.waitForFunction(() => !document.querySelector('[data-testid="precheck-enter"]')?.hasAttribute('disabled'), null, { timeout: TIMEOUT });
+    await page.waitForFunction(() => !document.querySelector('[data-testid="precheck-enter"]')?.hasAttribute('disabled'), null, { timeout: TIMEOUT, polling: 100 });
     await shot('00-precheck', who);
     // The join page a party sees first, on a phone.
     if (label === 'consumer') await accessible(who, 'device check (join)');
@@ -204,7 +204,7 @@ try {
   for (const who of everyone) {
     await visible(who, who.page.getByTestId('self-tile'), 'their own preview');
     try {
-      await who.page.waitForFunction(() => document.querySelectorAll('[data-testid="remote-tile"] video').length >= 3, null, { timeout: 2 * TIMEOUT });
+      await who.page.waitForFunction(() => document.querySelectorAll('[data-testid="remote-tile"] video').length >= 3, null, { timeout: 2 * TIMEOUT, polling: 100 });
     } catch {
       throw new Error(`${who.label} does not get a video tile for each of the other three`);
     }
@@ -277,7 +277,7 @@ try {
   for (const who of [consumer, merchant, judge]) {
     const box = who.page.getByTestId('agreement-text');
     try {
-      await who.page.waitForFunction((t) => document.querySelector('[data-testid="agreement-text"]')?.value === t, termsText, { timeout: TIMEOUT });
+      await who.page.waitForFunction((t) => document.querySelector('[data-testid="agreement-text"]')?.value === t, termsText, { timeout: TIMEOUT, polling: 100 });
     } catch {
       throw new Error(`${who.label} does not see the agreement draft as typed (has ${JSON.stringify(await box.inputValue())})`);
     }
@@ -316,8 +316,10 @@ try {
   await mediator.page.getByLabel('输入消息').fill('您掉线期间的消息');
   await mediator.page.getByLabel('输入消息').press('Enter');
   try {
-    await consumer.page.waitForFunction(() => true, null, { timeout: 100 });
-    await consumer.page.waitForFunction(() => document.querySelector('[data-testid="conn"]')?.textContent?.includes('已连接'), null, { timeout: 2 * TIMEOUT });
+    await consumer.page.waitForFunction(() => document.querySelector('[data-testid="conn"]')?.textContent?.includes('已连接'), null, {
+      timeout: 2 * TIMEOUT,
+      polling: 100,
+    });
   } catch {
     throw new Error('the consumer did not reconnect');
   }
