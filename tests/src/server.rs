@@ -246,6 +246,24 @@ impl Server {
         })
     }
 
+    /// A [`four_party_case`](Self::four_party_case) with everyone joined over signaling and
+    /// both parties admitted by the mediator. Returns the case and the clients in the order
+    /// consumer, merchant, mediator, judge.
+    pub async fn four_admitted(&self) -> anyhow::Result<(Case, [crate::Client; 4])> {
+        let case = self.four_party_case().await?;
+        let url = self.ws_url();
+        let (mut mediator, _) = crate::Client::join(&url, &case.mediator().token, None).await?;
+        let (judge, _) = crate::Client::join(&url, &case.judge().token, None).await?;
+        let (consumer, _) = crate::Client::join(&url, &case.consumer().token, None).await?;
+        let (merchant, _) = crate::Client::join(&url, &case.merchant().token, None).await?;
+        for p in [case.consumer(), case.merchant()] {
+            mediator
+                .ok(json!({"type": "admit", "participant": p.participant}))
+                .await?;
+        }
+        Ok((case, [consumer, merchant, mediator, judge]))
+    }
+
     /// Mints an invite.
     pub async fn invite(
         &self,

@@ -22,24 +22,7 @@ struct Room {
 }
 
 async fn room(server: &Server) -> Room {
-    let case = server.four_party_case().await.unwrap();
-    let url = server.ws_url();
-    let (mut mediator, _) = Client::join(&url, &case.mediator().token, None)
-        .await
-        .unwrap();
-    let (judge, _) = Client::join(&url, &case.judge().token, None).await.unwrap();
-    let (consumer, _) = Client::join(&url, &case.consumer().token, None)
-        .await
-        .unwrap();
-    let (merchant, _) = Client::join(&url, &case.merchant().token, None)
-        .await
-        .unwrap();
-    for p in [case.consumer(), case.merchant()] {
-        mediator
-            .ok(json!({"type": "admit", "participant": p.participant}))
-            .await
-            .unwrap();
-    }
+    let (case, [consumer, merchant, mut mediator, judge]) = server.four_admitted().await.unwrap();
     let mut others = vec![
         ("judge", judge),
         ("consumer", consumer),

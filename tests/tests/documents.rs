@@ -31,24 +31,7 @@ struct Session {
 
 async fn session(store: StoreKind, extra: &[&str]) -> Session {
     let server = Server::start(store, extra).await.unwrap();
-    let case = server.four_party_case().await.unwrap();
-    let url = server.ws_url();
-    let (mut mediator, _) = Client::join(&url, &case.mediator().token, None)
-        .await
-        .unwrap();
-    let (judge, _) = Client::join(&url, &case.judge().token, None).await.unwrap();
-    let (consumer, _) = Client::join(&url, &case.consumer().token, None)
-        .await
-        .unwrap();
-    let (merchant, _) = Client::join(&url, &case.merchant().token, None)
-        .await
-        .unwrap();
-    for p in [&case.consumer().participant, &case.merchant().participant] {
-        mediator
-            .ok(json!({"type": "admit", "participant": p}))
-            .await
-            .unwrap();
-    }
+    let (case, [consumer, merchant, mediator, judge]) = server.four_admitted().await.unwrap();
     Session {
         server,
         case,
