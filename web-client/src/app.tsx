@@ -9,7 +9,7 @@ import { Connection, wsUrl } from './connection';
 import { MediaSession } from './media';
 import { DeviceCheck } from './precheck';
 import { MediaArea, MediaContext } from './tiles';
-import { STRINGS, fatalText, initialLang, saveLang, type Lang, type T } from './i18n';
+import { STRINGS, eventLabel, fatalText, initialLang, saveLang, type Lang, type T } from './i18n';
 import type { NoteScope, Outcome, Request } from './protocol';
 import {
   amStaff,
@@ -514,6 +514,7 @@ function OutcomePanel({ t, s, send }: { t: T; s: State; send: Send }) {
 
 function Timeline({ t, s }: { t: T; s: State }) {
   const fmt = useMemo(() => new Intl.DateTimeFormat(undefined, { hour: '2-digit', minute: '2-digit', second: '2-digit' }), []);
+  const who = (id: string | undefined) => (id ? nameOf(t, s, id) : t.unknownPerson);
   return (
     <Panel title={t.timeline} testid="timeline">
       <details>
@@ -522,8 +523,8 @@ function Timeline({ t, s }: { t: T; s: State }) {
         </summary>
         <ol class="plain small">
           {s.timeline.map((e) => (
-            <li key={e.seq}>
-              #{e.seq} {fmt.format(new Date(e.ts))} {e.kind}
+            <li key={e.seq} data-testid="timeline-entry" data-kind={e.kind}>
+              <time dateTime={new Date(e.ts).toISOString()}>{fmt.format(new Date(e.ts))}</time> {eventLabel(t, e, who)}
             </li>
           ))}
         </ol>

@@ -4,7 +4,7 @@
  * The first choice follows `navigator.language` (English only when the browser asks for it);
  * a choice made with the language button is remembered in localStorage.
  */
-import type { ErrorCode, NoteScope, Outcome, ParticipantStatus, Role } from './protocol';
+import type { ConsentKind, ErrorCode, EventBody, NoteScope, Outcome, ParticipantStatus, Role } from './protocol';
 
 export type Lang = 'zh' | 'en';
 
@@ -23,6 +23,111 @@ export function saveLang(storage: Pick<Storage, 'setItem'> | undefined, lang: La
     // Private browsing may refuse storage: the choice then lasts for this page only.
   }
 }
+
+/** Every event kind of the protocol. */
+export type EventKind = EventBody['kind'];
+
+/** Who a participant id is, for a timeline line: their name (and "(you)"), in the reader's language. */
+export type Namer = (participant: string | undefined) => string;
+
+/**
+ * One plain-language line per event kind: who did what. A mapped type, so `tsc` refuses a
+ * language that lacks a kind; `i18n.test.ts` also checks the kinds the server's generated types
+ * list, so a kind added on the server fails the tests until it has a label in both languages.
+ */
+export type EventLabels = { [K in EventKind]: (e: Extract<EventBody, { kind: K }>, who: Namer) => string };
+
+/** At most `n` characters of `text`, with an ellipsis when cut (chat lines in the timeline). */
+export function excerpt(text: string, n = 40): string {
+  const chars = Array.from(text.replace(/\s+/g, ' ').trim());
+  return chars.length > n ? `${chars.slice(0, n).join('')}…` : chars.join('');
+}
+
+const zhRoles: Record<Role, string> = { consumer: '消费者', merchant: '商家', mediator: '调解员', judge: '法官' };
+const zhScopes: Record<NoteScope, string> = { shared: '所有人可见', staff: '仅调解员和法官', private: '仅自己' };
+const zhOutcomes: Record<Outcome, string> = {
+  settled: '调解成功',
+  partially_settled: '部分达成协议',
+  failed: '调解不成',
+  withdrawn: '撤回申请',
+  referred_to_court: '转交法院',
+};
+const zhConsent: Record<ConsentKind, [string, string]> = {
+  online_mediation: ['同意在线调解', '不同意在线调解'],
+  recording: ['同意录音录像', '不同意录音录像'],
+};
+const zhReason = (r?: string) => (r ? `（原因：${r}）` : '');
+
+const zhEvents: EventLabels = {
+  case_created: (e) => `创建案件“${e.title}”，${e.participants.length} 位参加人`,
+  invite_issued: (e, who) => `向${who(e.participant)}（${zhRoles[e.role]}）发出邀请链接`,
+  invite_revoked: () => '撤销了一个邀请链接',
+  participant_joined: (e, who) =>
+    e.joined_as === 'lobby' ? `${who(e.participant)}（${zhRoles[e.role]}）进入等候室` : `${who(e.participant)}（${zhRoles[e.role]}）进入调解`,
+  admitted: (e, who) => `${who(e.by)}准许${who(e.participant)}进入调解`,
+  denied: (e, who) => `${who(e.by)}拒绝${who(e.participant)}进入${zhReason(e.reason)}`,
+  left: (e, who) => `${who(e.participant)}离开了调解`,
+  removed: (e, who) => `${who(e.by)}将${who(e.participant)}移出调解${zhReason(e.reason)}`,
+  chat: (e, who) => `${who(e.from)}发言：${excerpt(e.text)}`,
+  caucus_started: (e, who) =>
+    e.members && e.members.length > 0
+      ? `${who(e.by)}开始单独沟通：${e.members.map((m) => who(m)).join('、')}`
+      : '调解员开始与另一方单独沟通',
+  caucus_ended: (e, who) => (e.by ? `${who(e.by)}结束单独沟通` : '单独沟通结束'),
+  note_added: (e, who) => `${who(e.author)}添加调解记录（${zhScopes[e.scope]}）`,
+  terms_proposed: (e, who) => `${who(e.by)}提出调解方案${e.document === 'agreement' ? '（取自协议草稿）' : ''}`,
+  terms_accepted: (e, who) => `${who(e.by)}同意并签署调解方案`,
+  terms_rejected: (e, who) => `${who(e.by)}不同意调解方案${zhReason(e.reason)}`,
+  terms_confirmed: (e, who) => `${who(e.by)}作出司法确认`,
+  outcome_recorded: (e, who) => `${who(e.by)}记录调解结果：${zhOutcomes[e.outcome]}${zhReason(e.reason)}`,
+  consent_given: (e, who) => `${who(e.participant)}${zhConsent[e.consent][e.given ? 0 : 1]}`,
+  doc_permission: (e, who) =>
+    e.write ? `${who(e.by)}允许${who(e.participant)}编辑协议草稿` : `${who(e.by)}取消了${who(e.participant)}编辑协议草稿的权限`,
+};
+
+const enRoles: Record<Role, string> = { consumer: 'Consumer', merchant: 'Merchant', mediator: 'Mediator', judge: 'Judge' };
+const enScopes: Record<NoteScope, string> = { shared: 'Everyone', staff: 'Mediators and judges only', private: 'Only me' };
+const enOutcomes: Record<Outcome, string> = {
+  settled: 'Settled',
+  partially_settled: 'Partially settled',
+  failed: 'Not settled',
+  withdrawn: 'Withdrawn',
+  referred_to_court: 'Referred to court',
+};
+const enConsent: Record<ConsentKind, [string, string]> = {
+  online_mediation: ['agreed to online mediation', 'did not agree to online mediation'],
+  recording: ['agreed to recording', 'did not agree to recording'],
+};
+const enReason = (r?: string) => (r ? ` (reason: ${r})` : '');
+
+const enEvents: EventLabels = {
+  case_created: (e) => `Case “${e.title}” created, ${e.participants.length} participants`,
+  invite_issued: (e, who) => `Invite link sent to ${who(e.participant)} (${enRoles[e.role]})`,
+  invite_revoked: () => 'An invite link was withdrawn',
+  participant_joined: (e, who) =>
+    e.joined_as === 'lobby'
+      ? `${who(e.participant)} (${enRoles[e.role]}) is in the waiting room`
+      : `${who(e.participant)} (${enRoles[e.role]}) joined the mediation`,
+  admitted: (e, who) => `${who(e.by)} let ${who(e.participant)} in`,
+  denied: (e, who) => `${who(e.by)} did not let ${who(e.participant)} in${enReason(e.reason)}`,
+  left: (e, who) => `${who(e.participant)} left`,
+  removed: (e, who) => `${who(e.by)} removed ${who(e.participant)} from the mediation${enReason(e.reason)}`,
+  chat: (e, who) => `${who(e.from)} said: ${excerpt(e.text)}`,
+  caucus_started: (e, who) =>
+    e.members && e.members.length > 0
+      ? `${who(e.by)} started a private talk with ${e.members.map((m) => who(m)).join(', ')}`
+      : 'The mediator started a private talk with the other side',
+  caucus_ended: (e, who) => (e.by ? `${who(e.by)} ended the private talk` : 'The private talk ended'),
+  note_added: (e, who) => `${who(e.author)} added a note (${enScopes[e.scope]})`,
+  terms_proposed: (e, who) => `${who(e.by)} proposed terms${e.document === 'agreement' ? ' (from the agreement draft)' : ''}`,
+  terms_accepted: (e, who) => `${who(e.by)} accepted and signed the terms`,
+  terms_rejected: (e, who) => `${who(e.by)} rejected the terms${enReason(e.reason)}`,
+  terms_confirmed: (e, who) => `${who(e.by)} gave judicial confirmation`,
+  outcome_recorded: (e, who) => `${who(e.by)} recorded the outcome: ${enOutcomes[e.outcome]}${enReason(e.reason)}`,
+  consent_given: (e, who) => `${who(e.participant)} ${enConsent[e.consent][e.given ? 0 : 1]}`,
+  doc_permission: (e, who) =>
+    e.write ? `${who(e.by)} let ${who(e.participant)} edit the agreement draft` : `${who(e.by)} stopped ${who(e.participant)} editing the agreement draft`,
+};
 
 const zh = {
   appName: '云调解',
@@ -51,7 +156,7 @@ const zh = {
   whoWillBeThere: '参加人员',
   you: '（您）',
   unknownPerson: '另一位参加人',
-  roles: { consumer: '消费者', merchant: '商家', mediator: '调解员', judge: '法官' } as Record<Role, string>,
+  roles: zhRoles,
   status: {
     invited: '已邀请',
     lobby: '等候中',
@@ -103,7 +208,7 @@ const zh = {
   notes: '调解记录',
   noteInput: '记录内容',
   noteScope: '可见范围',
-  scopes: { shared: '所有人可见', staff: '仅调解员和法官', private: '仅自己' } as Record<NoteScope, string>,
+  scopes: zhScopes,
   addNote: '添加记录',
   noNotes: '暂无记录。',
   terms: '调解方案',
@@ -121,17 +226,12 @@ const zh = {
   youRejected: '您已表示不同意此方案。',
   outcome: '调解结果',
   outcomeChoose: '结果',
-  outcomes: {
-    settled: '调解成功',
-    partially_settled: '部分达成协议',
-    failed: '调解不成',
-    withdrawn: '撤回申请',
-    referred_to_court: '转交法院',
-  } as Record<Outcome, string>,
+  outcomes: zhOutcomes,
   reason: '原因',
   record: '记录结果',
   outcomeRecorded: '已记录结果：',
   timeline: '案件时间线',
+  events: zhEvents,
   errorPrefix: '操作未完成：',
   dismiss: '关闭提示',
   by: '提出人',
@@ -166,7 +266,7 @@ const en: Strings = {
   whoWillBeThere: 'Who will be there',
   you: ' (you)',
   unknownPerson: 'Another participant',
-  roles: { consumer: 'Consumer', merchant: 'Merchant', mediator: 'Mediator', judge: 'Judge' },
+  roles: enRoles,
   status: { invited: 'Invited', lobby: 'Waiting', admitted: 'In the room', denied: 'Not admitted', left: 'Left', removed: 'Removed' },
   online: 'online',
   offline: 'offline',
@@ -211,7 +311,7 @@ const en: Strings = {
   notes: 'Case notes',
   noteInput: 'Note text',
   noteScope: 'Who can see it',
-  scopes: { shared: 'Everyone', staff: 'Mediators and judges only', private: 'Only me' },
+  scopes: enScopes,
   addNote: 'Add note',
   noNotes: 'No notes yet.',
   terms: 'Proposed terms',
@@ -229,17 +329,12 @@ const en: Strings = {
   youRejected: 'You rejected these terms.',
   outcome: 'Outcome',
   outcomeChoose: 'Outcome',
-  outcomes: {
-    settled: 'Settled',
-    partially_settled: 'Partially settled',
-    failed: 'Not settled',
-    withdrawn: 'Withdrawn',
-    referred_to_court: 'Referred to court',
-  },
+  outcomes: enOutcomes,
   reason: 'Reason',
   record: 'Record outcome',
   outcomeRecorded: 'Outcome recorded: ',
   timeline: 'Case timeline',
+  events: enEvents,
   errorPrefix: 'Not done: ',
   dismiss: 'Dismiss',
   by: 'Proposed by',
@@ -266,4 +361,10 @@ export function fatalText(t: T, code: ErrorCode): string {
     default:
       return t.fatal.invalid;
   }
+}
+
+/** The timeline's line for an event: who did what, in plain words (never the raw kind). */
+export function eventLabel(t: T, e: EventBody, who: Namer): string {
+  const label = t.events[e.kind] as (e: EventBody, who: Namer) => string;
+  return label(e, who);
 }
