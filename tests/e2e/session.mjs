@@ -92,6 +92,13 @@ async function person(label, link, opts, { canDrop = false, check = true } = {})
     await page.getByTestId('precheck-enter').waitFor({ state: 'visible', timeout: TIMEOUT });
     await page.waitForFunction(() => !document.querySelector('[data-testid="precheck-enter"]')?.hasAttribute('disabled'), null, { timeout: TIMEOUT, polling: 100 });
     await shot('00-precheck', who);
+    if (label === 'consumer' || label === 'merchant') {
+      // A party is asked, in plain words, to agree to online mediation; entering waits for it.
+      await visible(who, page.getByTestId('consent'), 'the consent to online mediation');
+      if (!(await page.getByTestId('precheck-enter').isDisabled())) throw new Error(`${label} can enter without agreeing to online mediation`);
+      await page.getByTestId('consent-check').check();
+      await page.waitForFunction(() => !document.querySelector('[data-testid="precheck-enter"]')?.hasAttribute('disabled'), null, { timeout: TIMEOUT, polling: 100 });
+    } else if ((await page.getByTestId('consent').count()) > 0) throw new Error(`${label} (staff) is asked for consent`);
     // The join page a party sees first, on a phone.
     if (label === 'consumer') await accessible(who, 'device check (join)');
     await page.getByTestId('precheck-enter').click();
@@ -186,6 +193,15 @@ try {
     await shot('01-lobby', who);
   }
   await accessible(consumer, 'lobby');
+
+  step = "the parties' consent reaches the mediator";
+  for (const name of ['张三', '某某电器店']) {
+    const row = mediator.page.getByTestId('participant').filter({ hasText: name });
+    await visible(mediator, row.locator('[data-testid="consent-state"][data-consent="yes"]'), `that ${name} agreed to online mediation`);
+  }
+  // The timeline is folded by default: open it, as the mediator would.
+  await mediator.page.getByTestId('timeline').locator('summary').click();
+  await visible(mediator, mediator.page.getByTestId('timeline-entry').filter({ hasText: '张三同意在线调解' }), 'the consent in the timeline');
 
   step = 'the mediator admits both from the lobby panel';
   const lobbyPanel = mediator.page.getByTestId('lobby-panel');
@@ -300,6 +316,12 @@ try {
     await visible(who, who.page.getByTestId('terms-confirmed'), 'the judicial confirmation');
     await shot('08-confirmed', who);
   }
+  // The staff timeline says who did what, in plain words, in each one's language.
+  await visible(mediator, mediator.page.getByTestId('timeline-entry').filter({ hasText: '作出司法确认' }), 'the confirmation in the timeline (zh)');
+  await judge.page.getByTestId('timeline').locator('summary').click();
+  await visible(judge, judge.page.getByTestId('timeline-entry').filter({ hasText: 'accepted and signed the terms' }), 'the signatures in the timeline (en)');
+  if ((await mediator.page.getByTestId('timeline-entry').filter({ hasText: /[a-z]+_[a-z]+/ }).count()) > 0)
+    throw new Error('the timeline shows a raw event kind');
 
   step = 'an edit after signing shows that the draft and the signed terms differ';
   await draft.press('End');

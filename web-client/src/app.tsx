@@ -14,10 +14,12 @@ import type { NoteScope, Outcome, Request } from './protocol';
 import {
   amStaff,
   answerers,
+  consentOf,
   currentTerms,
   inRoom,
   initialState,
   lobby,
+  mustAskConsent,
   myCaucus,
   outsideCaucus,
   parties,
@@ -27,6 +29,7 @@ import {
   type State,
 } from './state';
 import { forgetToken } from './token';
+import { consentKey, rememberConsent, rememberedConsent } from './consent';
 import { noteLabel } from './notes';
 import { AgreementPanel } from './agreement';
 
@@ -52,6 +55,10 @@ export function App({ token }: { token?: string }) {
   useEffect(() => () => media.close(), [media]);
   // Whether the person has checked camera, microphone and connection (precheck.tsx).
   const [entered, setEntered] = useState(false);
+  // A party who said no to online mediation sees what that means (and may change their mind).
+  const [refused, setRefused] = useState(false);
+  // A consent that could not be sent yet (no connection): sent with the next welcome.
+  const pendingConsent = useRef<boolean>();
   const t = STRINGS[lang];
 
   useEffect(() => {
@@ -71,6 +78,14 @@ export function App({ token }: { token?: string }) {
     const c = new Connection(wsUrl(location), token, () => stateRef.current.lastSeq, (a) => {
       media.onAction(a);
       dispatch(a);
+      if (a.type === 'server' && a.msg.type === 'welcome') {
+        // What this tab told the server before (a reload): not asked again.
+        const remembered = rememberedConsent(storage('session'), consentKey(a.msg.case, a.msg.participant));
+        if (remembered !== undefined) dispatch({ type: 'my_consent', kind: 'online_mediation', given: remembered });
+        const pending = pendingConsent.current;
+        if (pending !== undefined && c.send({ type: 'consent', kind: 'online_mediation', given: pending }) !== undefined)
+          pendingConsent.current = undefined;
+      }
     });
     conn.current = c;
     c.start();
@@ -87,6 +102,15 @@ export function App({ token }: { token?: string }) {
     conn.current?.send(r);
   };
 
+  /** Records the party's answer: on the server (`consent`), in the state, and in this tab. */
+  const answerConsent = (given: boolean) => {
+    const s = stateRef.current;
+    if (!s.me || !s.caseId) return;
+    rememberConsent(storage('session'), consentKey(s.caseId, s.me.participant), given);
+    dispatch({ type: 'my_consent', kind: 'online_mediation', given });
+    if (conn.current?.send({ type: 'consent', kind: 'online_mediation', given }) === undefined) pendingConsent.current = given;
+  };
+
   let body: ComponentChildren;
   if (!token) body = <Notice title={t.appName} text={t.noToken} />;
   else if (state.fatal)
@@ -94,14 +118,31 @@ export function App({ token }: { token?: string }) {
       <Notice title={t.linkProblemTitle} text={fatalText(t, state.fatal)} contact={t.contact} testid="link-problem" />
     );
   else if (!state.me) body = <p class="card" aria-busy="true">{t.conn[state.conn]}</p>;
+  else if (!entered && refused)
+    body = (
+      <section class="card notice" data-testid="consent-refused" aria-labelledby="h-refused">
+        <h2 id="h-refused">{t.refusedTitle}</h2>
+        <p>{t.refusedText}</p>
+        <p>{t.contact}</p>
+        <button type="button" onClick={() => setRefused(false)}>
+          {t.refusedBack}
+        </button>
+      </section>
+    );
   else if (!entered)
     body = (
       <DeviceCheck
         lang={lang}
         title={state.title}
-        onEnter={(stream, audioOnly) => {
+        askConsent={mustAskConsent(state)}
+        onEnter={(stream, audioOnly, consented) => {
+          if (consented) answerConsent(true);
           media.ready(stream, audioOnly);
           setEntered(true);
+        }}
+        onRefuse={() => {
+          answerConsent(false);
+          setRefused(true);
         }}
       />
     );
@@ -231,16 +272,30 @@ function Panel({ title, testid, children }: { title: string; testid: string; chi
   );
 }
 
+/** For staff: whether a party agreed to online mediation. */
+function ConsentBadge({ t, s, p }: { t: T; s: State; p: Person }) {
+  if (p.role !== 'consumer' && p.role !== 'merchant') return null;
+  const c = consentOf(s, p.participant);
+  const [text, cls] = c === true ? [t.consentYes, 'yes'] : c === false ? [t.consentNo, 'no'] : [t.consentUnknown, 'unknown'];
+  return (
+    <span class={`tag consent-${cls}`} data-testid="consent-state" data-consent={cls}>
+      {text}
+    </span>
+  );
+}
+
 function Participants({ t, s }: { t: T; s: State }) {
-  const shown = amStaff(s) ? people(s) : inRoom(s);
+  const staff = amStaff(s);
+  const shown = staff ? people(s) : inRoom(s);
   return (
     <Panel title={t.participants} testid="participants">
       <ul class="plain">
         {shown.map((p) => (
-          <li key={p.participant}>
+          <li key={p.participant} data-testid="participant" data-participant={p.participant}>
             <span class={`dot ${p.online ? 'on' : 'off'}`} aria-hidden="true" />
             <strong>{nameOf(t, s, p.participant)}</strong> {roleName(t, p)} · {t.status[p.status]} ·{' '}
             {p.online ? t.online : t.offline}
+            {staff && <ConsentBadge t={t} s={s} p={p} />}
           </li>
         ))}
       </ul>

@@ -21,6 +21,13 @@ const STRINGS = {
     weak: '您的网络较慢，视频可能卡顿。可以选择“仅语音参加”。',
     enter: '进入调解',
     checking: '正在打开摄像头和麦克风…',
+    consentTitle: '同意在线调解',
+    consentText:
+      '本次调解通过网络进行：您将与调解员和另一方通过视频、语音和文字交流，调解方案在网上确认和签署，与到场调解具有同等效力。',
+    consentKept: '音视频不会录音录像。聊天内容、调解记录、调解方案及签署情况会保存在案件记录中。',
+    consentCheck: '我同意通过网络进行本次调解',
+    consentNeeded: '请先勾选同意，才能进入调解。',
+    refuse: '我不同意在线调解',
   },
   en: {
     title: 'Check your devices before entering',
@@ -35,6 +42,13 @@ const STRINGS = {
     weak: 'Your connection looks slow; video may stutter. You can choose voice only.',
     enter: 'Enter the mediation',
     checking: 'Opening camera and microphone…',
+    consentTitle: 'Consent to online mediation',
+    consentText:
+      'This mediation takes place online: you talk with the mediator and the other side by video, voice and text, and the terms are agreed and signed online, with the same effect as in person.',
+    consentKept: 'Audio and video are not recorded. The chat, the case notes, the proposed terms and who signed them are kept in the case record.',
+    consentCheck: 'I agree to take part in this mediation online',
+    consentNeeded: 'Please tick the box to agree before entering.',
+    refuse: 'I do not agree to online mediation',
   },
 };
 
@@ -53,12 +67,18 @@ export function weakConnection(info: NetworkInformationLike | undefined): boolea
 export function DeviceCheck({
   lang,
   title,
+  askConsent,
   onEnter,
+  onRefuse,
 }: {
   lang: Lang;
   /** The case, so the person knows which mediation this is. */
   title?: string;
-  onEnter: (stream: MediaStream | undefined, audioOnly: boolean) => void;
+  /** A party who has not agreed to online mediation yet: ask, and enter only after a yes. */
+  askConsent: boolean;
+  /** `consented`: the person ticked the consent box (only when asked). */
+  onEnter: (stream: MediaStream | undefined, audioOnly: boolean, consented: boolean) => void;
+  onRefuse: () => void;
 }) {
   const t = STRINGS[lang];
   const [stream, setStream] = useState<MediaStream>();
@@ -69,6 +89,7 @@ export function DeviceCheck({
   const [problem, setProblem] = useState<'no_camera' | 'no_devices'>();
   const [busy, setBusy] = useState(true);
   const [level, setLevel] = useState(0);
+  const [agreed, setAgreed] = useState(false);
   const video = useRef<HTMLVideoElement>(null);
   const handedOver = useRef(false);
   const weak = weakConnection((navigator as Navigator & { connection?: NetworkInformationLike }).connection);
@@ -204,18 +225,42 @@ export function DeviceCheck({
           {t.audioOnly}
         </label>
       </p>
-      <button
-        type="button"
-        class="primary big"
-        data-testid="precheck-enter"
-        disabled={busy}
-        onClick={() => {
-          handedOver.current = true;
-          onEnter(stream, audioOnly);
-        }}
-      >
-        {t.enter}
-      </button>
+      {askConsent && (
+        <fieldset class="consent" data-testid="consent">
+          <legend>{t.consentTitle}</legend>
+          <p>{t.consentText}</p>
+          <p>{t.consentKept}</p>
+          <label class="check">
+            <input type="checkbox" checked={agreed} onChange={(e) => setAgreed(e.currentTarget.checked)} data-testid="consent-check" />
+            {t.consentCheck}
+          </label>
+          {!agreed && (
+            <p class="small" id="consent-needed">
+              {t.consentNeeded}
+            </p>
+          )}
+        </fieldset>
+      )}
+      <div class="row">
+        <button
+          type="button"
+          class="primary big"
+          data-testid="precheck-enter"
+          disabled={busy || (askConsent && !agreed)}
+          aria-describedby={askConsent && !agreed ? 'consent-needed' : undefined}
+          onClick={() => {
+            handedOver.current = true;
+            onEnter(stream, audioOnly, askConsent && agreed);
+          }}
+        >
+          {t.enter}
+        </button>
+        {askConsent && (
+          <button type="button" data-testid="consent-refuse" onClick={onRefuse}>
+            {t.refuse}
+          </button>
+        )}
+      </div>
     </section>
   );
 }

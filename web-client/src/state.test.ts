@@ -2,7 +2,8 @@ import { describe, expect, it } from 'vitest';
 import type { Event, EventBody, ServerMessage, Welcome } from './protocol';
 import { noteLabel } from './notes';
 import { STRINGS, initialLang } from './i18n';
-import { answerers, initialState, inRoom, lobby, outsideCaucus, myCaucus, reduce, currentTerms, type Action, type State } from './state';
+import { answerers, consentOf, initialState, inRoom, lobby, mustAskConsent, outsideCaucus, myCaucus, reduce, currentTerms, type Action, type State } from './state';
+import { consentKey, rememberConsent, rememberedConsent } from './consent';
 
 const GENESIS = '0'.repeat(64);
 
@@ -32,7 +33,7 @@ function run(msgs: (ServerMessage | Action)[], from: State = initialState): Stat
 }
 
 function isAction(m: ServerMessage | Action): m is Action {
-  return m.type === 'connecting' || m.type === 'open' || m.type === 'disconnected' || m.type === 'dismiss_error' || m.type === 'server';
+  return m.type === 'connecting' || m.type === 'open' || m.type === 'disconnected' || m.type === 'dismiss_error' || m.type === 'server' || m.type === 'my_consent';
 }
 
 const mediator = { participant: 'p_med', role: 'mediator' as const, name: '王调解员', status: 'admitted' as const, online: true };
@@ -183,5 +184,64 @@ describe('language', () => {
     expect(initialLang(undefined, 'fr')).toBe('zh');
     expect(initialLang({ getItem: () => 'en' }, 'zh-CN')).toBe('en');
     expect(STRINGS.zh.lobbyTitle).toContain('调解员将很快让您进入');
+  });
+});
+
+describe('consent to online mediation', () => {
+  const lobbyWelcome = welcome({ roster: [mediator, { participant: 'p_me', role: 'consumer', name: '张三', status: 'lobby', online: true }] });
+
+  it('a party is asked until they agree; what they sent counts (the lobby event reaches only staff)', () => {
+    let s = run([lobbyWelcome]);
+    expect(mustAskConsent(s)).toBe(true);
+    s = run([{ type: 'my_consent', kind: 'online_mediation', given: false }], s);
+    expect(consentOf(s, 'p_me')).toBe(false);
+    expect(mustAskConsent(s)).toBe(true);
+    s = run([{ type: 'my_consent', kind: 'online_mediation', given: true }], s);
+    expect(consentOf(s, 'p_me')).toBe(true);
+    expect(mustAskConsent(s)).toBe(false);
+    // Admitted later: the replay (without the staff-only consent event) does not undo it.
+    s = run([welcome({ status: 'admitted', head_seq: 4 }), ev(4, { kind: 'admitted', participant: 'p_me', by: 'p_med' })], s);
+    expect(mustAskConsent(s)).toBe(false);
+    // Consent to recording is a different thing: it does not count as consent to online mediation.
+    const rec = run([lobbyWelcome, { type: 'my_consent', kind: 'recording', given: true }]);
+    expect(mustAskConsent(rec)).toBe(true);
+  });
+
+  it('staff are not asked', () => {
+    const s = run([welcome({ participant: 'p_med', role: 'mediator', status: 'admitted', roster: [mediator] })]);
+    expect(mustAskConsent(s)).toBe(false);
+    expect(mustAskConsent(initialState)).toBe(false);
+  });
+
+  it('staff see who consented, and a later change of mind', () => {
+    let s = run([
+      welcome({ participant: 'p_med', role: 'mediator', name: '王调解员', status: 'admitted', roster: [mediator] }),
+      ev(3, { kind: 'participant_joined', participant: 'p_c', role: 'consumer', name: '张三', joined_as: 'lobby' }, { to: 'staff' }),
+      ev(4, { kind: 'consent_given', participant: 'p_c', consent: 'online_mediation', given: true }, { to: 'staff' }),
+    ]);
+    expect(consentOf(s, 'p_c')).toBe(true);
+    expect(consentOf(s, 'p_m')).toBeUndefined();
+    expect(consentOf(s, 'p_c', 'recording')).toBeUndefined();
+    s = run([ev(5, { kind: 'consent_given', participant: 'p_c', consent: 'online_mediation', given: false })], s);
+    expect(consentOf(s, 'p_c')).toBe(false);
+    // A replayed (older) event changes nothing.
+    s = run([ev(4, { kind: 'consent_given', participant: 'p_c', consent: 'online_mediation', given: true }, { to: 'staff' })], s);
+    expect(consentOf(s, 'p_c')).toBe(false);
+  });
+
+  it('the tab remembers its answer per case and participant', () => {
+    const mem = new Map<string, string>();
+    const storage = { getItem: (k: string) => mem.get(k) ?? null, setItem: (k: string, v: string) => void mem.set(k, v) };
+    const key = consentKey('c1', 'p_me');
+    expect(rememberedConsent(storage, key)).toBeUndefined();
+    rememberConsent(storage, key, true);
+    expect(rememberedConsent(storage, key)).toBe(true);
+    expect(rememberedConsent(storage, consentKey('c2', 'p_me'))).toBeUndefined();
+    rememberConsent(storage, key, false);
+    expect(rememberedConsent(storage, key)).toBe(false);
+    // Storage that throws (private browsing): nothing remembered, no crash.
+    const broken = { getItem: () => { throw new Error('denied'); }, setItem: () => { throw new Error('denied'); } };
+    expect(() => rememberConsent(broken, key, true)).not.toThrow();
+    expect(rememberedConsent(broken, key)).toBeUndefined();
   });
 });

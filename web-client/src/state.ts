@@ -9,6 +9,7 @@
  */
 import type {
   CaucusView,
+  ConsentKind,
   ErrorCode,
   Event,
   NoteScope,
@@ -86,6 +87,11 @@ export interface State {
   outcome?: { outcome: Outcome; by: string; reason?: string };
   /** Every event we applied (the case timeline, shown to staff). */
   timeline: Event[];
+  /**
+   * What each participant said about consent (`consent_given`), by kind; ours also from what
+   * we sent (`my_consent`), since consent given from the lobby reaches only staff.
+   */
+  consents: Record<string, Partial<Record<ConsentKind, boolean>>>;
   /** The last refused request, shown briefly. */
   lastError?: { code: ErrorCode; message: string };
 }
@@ -95,7 +101,9 @@ export type Action =
   | { type: 'open' }
   | { type: 'disconnected' }
   | { type: 'server'; msg: ServerMessage }
-  | { type: 'dismiss_error' };
+  | { type: 'dismiss_error' }
+  /** We told the server our consent (or it is remembered from earlier on this tab). */
+  | { type: 'my_consent'; kind: ConsentKind; given: boolean };
 
 export const initialState: State = {
   conn: 'idle',
@@ -107,6 +115,7 @@ export const initialState: State = {
   notes: [],
   terms: [],
   timeline: [],
+  consents: {},
 };
 
 export function reduce(state: State, action: Action): State {
@@ -120,6 +129,8 @@ export function reduce(state: State, action: Action): State {
       return { ...state, conn: 'reconnecting' };
     case 'dismiss_error':
       return { ...state, lastError: undefined };
+    case 'my_consent':
+      return state.me ? setConsent(state, state.me.participant, action.kind, action.given) : state;
     case 'server':
       return onServer(state, action.msg);
   }
@@ -240,9 +251,15 @@ function onEvent(state: State, e: Event): State {
       return updateTerms(s, e.terms, (t) => ({ ...t, confirmedBy: e.by }));
     case 'outcome_recorded':
       return { ...s, outcome: { outcome: e.outcome, by: e.by, reason: e.reason } };
+    case 'consent_given':
+      return setConsent(s, e.participant, e.consent, e.given);
     default:
       return s;
   }
+}
+
+function setConsent(s: State, who: string, kind: ConsentKind, given: boolean): State {
+  return { ...s, consents: { ...s.consents, [who]: { ...s.consents[who], [kind]: given } } };
 }
 
 function updateTerms(s: State, id: string, f: (t: Terms) => Terms): State {
@@ -301,4 +318,19 @@ export function amStaff(s: State): boolean {
 
 export function displayName(s: State, id: string): string {
   return s.people[id]?.name ?? '';
+}
+
+/** What `participant` said about `kind` of consent: true, false, or undefined (nothing yet). */
+export function consentOf(s: State, participant: string, kind: ConsentKind = 'online_mediation'): boolean | undefined {
+  return s.consents[participant]?.[kind];
+}
+
+/**
+ * Whether we must ask this person to consent to online mediation before they enter: parties
+ * (consumer, merchant) who have not agreed yet. Staff are not asked: they run the session.
+ */
+export function mustAskConsent(s: State): boolean {
+  const me = s.me;
+  if (!me || isStaff(me.role)) return false;
+  return consentOf(s, me.participant) !== true;
 }
