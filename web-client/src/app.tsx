@@ -9,7 +9,7 @@ import { Connection, wsUrl } from './connection';
 import { MediaSession } from './media';
 import { DeviceCheck } from './precheck';
 import { MediaArea, MediaContext } from './tiles';
-import { STRINGS, eventLabel, fatalText, initialLang, saveLang, type Lang, type T } from './i18n';
+import { STRINGS, eventLabel, fatalText, fatalTitle, initialLang, saveLang, type Lang, type T } from './i18n';
 import type { NoteScope, Outcome, Request } from './protocol';
 import {
   amStaff,
@@ -25,6 +25,7 @@ import {
   parties,
   people,
   reduce,
+  removable,
   type Person,
   type State,
 } from './state';
@@ -115,7 +116,12 @@ export function App({ token }: { token?: string }) {
   if (!token) body = <Notice title={t.appName} text={t.noToken} />;
   else if (state.fatal)
     body = (
-      <Notice title={t.linkProblemTitle} text={fatalText(t, state.fatal)} contact={t.contact} testid="link-problem" />
+      <Notice
+        title={fatalTitle(t, state.fatal)}
+        text={fatalText(t, state.fatal)}
+        contact={t.contact}
+        testid={state.fatal === 'removed' ? 'removed' : 'link-problem'}
+      />
     );
   else if (!state.me) body = <p class="card" aria-busy="true">{t.conn[state.conn]}</p>;
   else if (!entered && refused)
@@ -250,7 +256,7 @@ function Session({ t, s, send, lang, token }: { t: T; s: State; send: Send; lang
           <ChatPanel t={t} s={s} send={send} />
         </div>
         <div class="col-side">
-          <Participants t={t} s={s} />
+          <Participants t={t} s={s} send={send} />
           {staff && <LobbyPanel t={t} s={s} send={send} />}
           {staff && <CaucusPanel t={t} s={s} send={send} />}
           <NotesPanel t={t} s={s} send={send} />
@@ -284,9 +290,17 @@ function ConsentBadge({ t, s, p }: { t: T; s: State; p: Person }) {
   );
 }
 
-function Participants({ t, s }: { t: T; s: State }) {
+function Participants({ t, s, send }: { t: T; s: State; send: Send }) {
   const staff = amStaff(s);
   const shown = staff ? people(s) : inRoom(s);
+  const canRemove = new Set(removable(s).map((p) => p.participant));
+  // The one person whose removal is being confirmed, and the reason typed for it.
+  const [confirming, setConfirming] = useState<string>();
+  const [reason, setReason] = useState('');
+  const cancel = () => {
+    setConfirming(undefined);
+    setReason('');
+  };
   return (
     <Panel title={t.participants} testid="participants">
       <ul class="plain">
@@ -296,6 +310,46 @@ function Participants({ t, s }: { t: T; s: State }) {
             <strong>{nameOf(t, s, p.participant)}</strong> {roleName(t, p)} · {t.status[p.status]} ·{' '}
             {p.online ? t.online : t.offline}
             {staff && <ConsentBadge t={t} s={s} p={p} />}
+            {canRemove.has(p.participant) && confirming !== p.participant && (
+              <button
+                type="button"
+                class="small-button"
+                aria-label={t.removeLabel(p.name ?? t.unknownPerson)}
+                data-testid="remove"
+                onClick={() => {
+                  setConfirming(p.participant);
+                  setReason('');
+                }}
+              >
+                {t.remove}
+              </button>
+            )}
+            {canRemove.has(p.participant) && confirming === p.participant && (
+              <form
+                class="confirm"
+                role="alertdialog"
+                aria-labelledby={`rm-q-${p.participant}`}
+                data-testid="remove-confirm"
+                onSubmit={(e) => {
+                  e.preventDefault();
+                  const r = reason.trim();
+                  send(r ? { type: 'remove', participant: p.participant, reason: r } : { type: 'remove', participant: p.participant });
+                  cancel();
+                }}
+              >
+                <p id={`rm-q-${p.participant}`}>{t.removeConfirm(p.name ?? t.unknownPerson)}</p>
+                <label for={`rm-r-${p.participant}`}>{t.removeReason}</label>
+                <input id={`rm-r-${p.participant}`} value={reason} maxLength={200} onInput={(e) => setReason(e.currentTarget.value)} />
+                <div class="row">
+                  <button type="submit" class="danger" data-testid="remove-yes">
+                    {t.removeYes}
+                  </button>
+                  <button type="button" onClick={cancel} autoFocus>
+                    {t.removeNo}
+                  </button>
+                </div>
+              </form>
+            )}
           </li>
         ))}
       </ul>

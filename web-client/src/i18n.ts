@@ -140,6 +140,8 @@ const zh = {
   connLabel: '连接状态',
   noToken: '请使用调解委员会发给您的邀请链接打开本页。',
   linkProblemTitle: '无法使用此链接进入调解',
+  removedTitle: '您已被移出本次调解',
+  deniedTitle: '调解员未让您进入本次调解',
   contact: '如有疑问，请联系向您发送此链接的调解委员会，他们可以为您发送新的链接。',
   fatal: {
     expired: '此邀请链接已过期。',
@@ -148,7 +150,7 @@ const zh = {
     invalid: '此邀请链接无效或不完整。请确认您打开的是完整的链接。',
     case_not_found: '找不到此链接对应的调解案件。',
     denied: '调解员未同意您进入本次调解。',
-    removed: '调解员已请您离开本次调解。',
+    removed: '调解员已请您离开本次调解，您的摄像头和麦克风已关闭。此链接不能再用于进入本次调解。',
   },
   lobbyTitle: '请稍候，调解员将很快让您进入',
   lobbyHint: '您已在等候室。调解员确认您的身份后会让您进入，本页会自动更新，请勿关闭。',
@@ -231,6 +233,12 @@ const zh = {
   record: '记录结果',
   outcomeRecorded: '已记录结果：',
   timeline: '案件时间线',
+  remove: '移出',
+  removeLabel: (name: string) => `将${name}移出调解`,
+  removeConfirm: (name: string) => `确定将${name}移出本次调解吗？移出后，对方不能再用自己的链接进入。`,
+  removeReason: '原因（可不填，记入案件记录）',
+  removeYes: '确定移出',
+  removeNo: '取消',
   consentYes: '已同意在线调解',
   consentNo: '不同意在线调解',
   consentUnknown: '尚未表示是否同意在线调解',
@@ -256,6 +264,8 @@ const en: Strings = {
   connLabel: 'Connection state',
   noToken: 'Please open this page with the invite link the mediation committee sent you.',
   linkProblemTitle: 'This link cannot be used to join the mediation',
+  removedTitle: 'You were removed from this mediation',
+  deniedTitle: 'The mediator did not let you in',
   contact: 'If you have questions, contact the mediation committee that sent you this link; they can send you a new one.',
   fatal: {
     expired: 'This invite link has expired.',
@@ -264,7 +274,7 @@ const en: Strings = {
     invalid: 'This invite link is not valid or is incomplete. Please make sure you opened the whole link.',
     case_not_found: 'The mediation case for this link could not be found.',
     denied: 'The mediator did not let you into this mediation.',
-    removed: 'The mediator has asked you to leave this mediation.',
+    removed: 'The mediator has asked you to leave this mediation; your camera and microphone are off. This link can no longer be used to enter it.',
   },
   lobbyTitle: 'Please wait: the mediator will let you in',
   lobbyHint: 'You are in the waiting room. The mediator will let you in after checking who you are. This page updates by itself; please keep it open.',
@@ -340,6 +350,12 @@ const en: Strings = {
   record: 'Record outcome',
   outcomeRecorded: 'Outcome recorded: ',
   timeline: 'Case timeline',
+  remove: 'Remove',
+  removeLabel: (name: string) => `Remove ${name} from the mediation`,
+  removeConfirm: (name: string) => `Remove ${name} from this mediation? They will not be able to enter again with their link.`,
+  removeReason: 'Reason (optional; kept in the case record)',
+  removeYes: 'Yes, remove',
+  removeNo: 'Cancel',
   consentYes: 'agreed to online mediation',
   consentNo: 'did not agree to online mediation',
   consentUnknown: 'has not said yet whether they agree to online mediation',
@@ -354,6 +370,13 @@ const en: Strings = {
 
 export type T = Strings;
 export const STRINGS: Record<Lang, T> = { zh, en };
+
+/** The heading of the page shown when the link ends. */
+export function fatalTitle(t: T, code: ErrorCode): string {
+  if (code === 'removed') return t.removedTitle;
+  if (code === 'denied') return t.deniedTitle;
+  return t.linkProblemTitle;
+}
 
 /** The plain-language explanation of a code that ends the link. */
 export function fatalText(t: T, code: ErrorCode): string {

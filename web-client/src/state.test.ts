@@ -1,8 +1,8 @@
 import { describe, expect, it } from 'vitest';
 import type { Event, EventBody, ServerMessage, Welcome } from './protocol';
 import { noteLabel } from './notes';
-import { STRINGS, initialLang } from './i18n';
-import { answerers, consentOf, initialState, inRoom, lobby, mustAskConsent, outsideCaucus, myCaucus, reduce, currentTerms, type Action, type State } from './state';
+import { STRINGS, fatalText, fatalTitle, initialLang } from './i18n';
+import { answerers, consentOf, initialState, inRoom, lobby, mustAskConsent, outsideCaucus, myCaucus, reduce, removable, currentTerms, type Action, type State } from './state';
 import { consentKey, rememberConsent, rememberedConsent } from './consent';
 
 const GENESIS = '0'.repeat(64);
@@ -243,5 +243,48 @@ describe('consent to online mediation', () => {
     const broken = { getItem: () => { throw new Error('denied'); }, setItem: () => { throw new Error('denied'); } };
     expect(() => rememberConsent(broken, key, true)).not.toThrow();
     expect(rememberedConsent(broken, key)).toBeUndefined();
+  });
+});
+
+describe('removing a participant', () => {
+  const roster = [
+    mediator,
+    { participant: 'p_j', role: 'judge' as const, name: '李法官', status: 'admitted' as const, online: true },
+    { participant: 'p_c', role: 'consumer' as const, name: '张三', status: 'admitted' as const, online: true },
+    { participant: 'p_m', role: 'merchant' as const, name: '某店', status: 'lobby' as const, online: true },
+  ];
+
+  it('staff may remove anyone in the room but themselves; the lobby is denied instead', () => {
+    const s = run([welcome({ participant: 'p_med', role: 'mediator', name: '王调解员', status: 'admitted', roster })]);
+    expect(removable(s).map((p) => p.participant)).toEqual(['p_j', 'p_c']);
+    const judge = run([welcome({ participant: 'p_j', role: 'judge', name: '李法官', status: 'admitted', roster })]);
+    expect(removable(judge).map((p) => p.participant)).toEqual(['p_med', 'p_c']);
+  });
+
+  it('parties may remove nobody', () => {
+    const s = run([welcome({ participant: 'p_c', role: 'consumer', name: '张三', status: 'admitted', roster })]);
+    expect(removable(s)).toEqual([]);
+  });
+
+  it('someone removed leaves the list at once', () => {
+    const s = run([
+      welcome({ participant: 'p_med', role: 'mediator', name: '王调解员', status: 'admitted', roster }),
+      ev(9, { kind: 'removed', participant: 'p_c', by: 'p_med' }),
+    ]);
+    expect(removable(s).map((p) => p.participant)).toEqual(['p_j']);
+    expect(s.people['p_c']).toMatchObject({ status: 'removed', online: false });
+  });
+
+  it('the removed person gets the "you were removed" page, with no retry', () => {
+    const s = run([
+      welcome({ status: 'admitted', roster }),
+      { type: 'closed', code: 'removed', message: 'a mediator removed you' },
+      { type: 'disconnected' },
+    ]);
+    expect(s.fatal).toBe('removed');
+    expect(s.conn).toBe('closed');
+    expect(fatalTitle(STRINGS.zh, 'removed')).toBe('您已被移出本次调解');
+    expect(fatalText(STRINGS.en, 'removed')).toContain('asked you to leave');
+    expect(fatalTitle(STRINGS.zh, 'token_expired')).toBe(STRINGS.zh.linkProblemTitle);
   });
 });

@@ -334,3 +334,13 @@ export function mustAskConsent(s: State): boolean {
   if (!me || isStaff(me.role)) return false;
   return consentOf(s, me.participant) !== true;
 }
+
+/**
+ * Whom we may remove from the session now: staff may remove anyone in the room but themselves
+ * (the permission matrix, `signaling/src/role.rs`: mediators and judges manage participants;
+ * the room refuses removing oneself). People still in the lobby are denied instead.
+ */
+export function removable(s: State): Person[] {
+  if (!amStaff(s)) return [];
+  return inRoom(s).filter((p) => p.participant !== s.me?.participant);
+}
