@@ -1,6 +1,6 @@
 import { describe, expect, it } from 'vitest';
 import type { TrackInfo } from './protocol';
-import { midMap, newSenders, nextCamera, onServerOffer, senders, speakingLevel, stalled, tiles } from './media-logic';
+import { meterLevel, midMap, newSenders, nextCamera, onServerOffer, senders, speakingLevel, speakingNow, stalled, tiles } from './media-logic';
 
 const tracks: TrackInfo[] = [
   { mid: '2', participant: 'p_med', kind: 'audio' },
@@ -91,5 +91,24 @@ describe('flow checks', () => {
     const wave = Uint8Array.from({ length: 64 }, (_, i) => (i % 2 ? 255 : 1));
     expect(speakingLevel(wave)).toBeGreaterThan(0.9);
     expect(speakingLevel([])).toBe(0);
+  });
+});
+
+describe('speaking indicator and level meter', () => {
+  it('stays on briefly after the last loud sample', () => {
+    expect(speakingNow(undefined, 1000)).toBe(false);
+    expect(speakingNow(1000, 1000)).toBe(true);
+    expect(speakingNow(1000, 1600)).toBe(true);
+    expect(speakingNow(1000, 1800)).toBe(false);
+  });
+
+  it('the meter jumps to a peak and falls back slowly', () => {
+    expect(meterLevel(0, 0.8)).toBe(0.8);
+    expect(meterLevel(0.8, 0)).toBeCloseTo(0.736);
+    expect(meterLevel(0.1, 0.5)).toBe(0.5);
+    expect(meterLevel(0, 3)).toBe(1);
+    let v = 1;
+    for (let i = 0; i < 60; i++) v = meterLevel(v, 0);
+    expect(v).toBeLessThan(0.01);
   });
 });

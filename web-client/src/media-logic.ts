@@ -117,3 +117,19 @@ export function speakingLevel(bytes: ArrayLike<number>): number {
 }
 
 export const SPEAKING_THRESHOLD = 0.04;
+
+/** How long the speaking indicator stays on after the last loud sample (no flicker between words). */
+export const SPEAKING_HOLD_MS = 700;
+
+/** Speaking now: a sample above the threshold within the last `SPEAKING_HOLD_MS`. */
+export function speakingNow(lastLoudAt: number | undefined, now: number, holdMs = SPEAKING_HOLD_MS): boolean {
+  return lastLoudAt !== undefined && now - lastLoudAt < holdMs;
+}
+
+/**
+ * The device check's level meter, as a falling peak: a new peak shows at once, then the bar
+ * sinks by `fall` per frame, so a short sound stays visible long enough to be seen.
+ */
+export function meterLevel(previous: number, peak: number, fall = 0.92): number {
+  return Math.min(1, Math.max(peak, previous * fall));
+}

@@ -6,6 +6,8 @@
  */
 import { useEffect, useRef, useState } from 'preact/hooks';
 import type { Lang } from './i18n';
+import { pageAudio, unlockOnGesture } from './audio';
+import { meterLevel } from './media-logic';
 
 const STRINGS = {
   zh: {
@@ -138,16 +140,19 @@ export function DeviceCheck({
     if (video.current) video.current.srcObject = stream && stream.getVideoTracks().length ? stream : null;
   }, [stream]);
 
-  // Microphone level: an analyser on the audio track.
+  // Microphone level: an analyser on the audio track, on the page's one AudioContext. It runs
+  // from the first touch or key press (browsers keep it suspended until then; audio.ts).
+  useEffect(() => unlockOnGesture(document, pageAudio), []);
   useEffect(() => {
     const track = stream?.getAudioTracks()[0];
-    if (!track || typeof AudioContext === 'undefined') return;
-    const ctx = new AudioContext();
-    // Browsers start an AudioContext suspended until the person touches the page.
-    const resume = () => void ctx.resume();
-    document.addEventListener('pointerdown', resume, { once: true });
-    document.addEventListener('keydown', resume, { once: true });
-    const src = ctx.createMediaStreamSource(new MediaStream([track]));
+    const ctx = track ? pageAudio.get() : undefined;
+    if (!track || !ctx) return;
+    let src: MediaStreamAudioSourceNode;
+    try {
+      src = ctx.createMediaStreamSource(new MediaStream([track]));
+    } catch {
+      return;
+    }
     const analyser = ctx.createAnalyser();
     analyser.fftSize = 512;
     src.connect(analyser);
@@ -157,15 +162,13 @@ export function DeviceCheck({
       analyser.getByteTimeDomainData(data);
       let peak = 0;
       for (const v of data) peak = Math.max(peak, Math.abs(v - 128));
-      setLevel(Math.min(1, peak / 64));
+      setLevel((old) => meterLevel(old, peak / 64));
       raf = requestAnimationFrame(tick);
     };
     tick();
     return () => {
       cancelAnimationFrame(raf);
-      document.removeEventListener('pointerdown', resume);
-      document.removeEventListener('keydown', resume);
-      void ctx.close();
+      src.disconnect();
     };
   }, [stream]);
 
@@ -249,6 +252,9 @@ export function DeviceCheck({
           disabled={busy || (askConsent && !agreed)}
           aria-describedby={askConsent && !agreed ? 'consent-needed' : undefined}
           onClick={() => {
+            // A user gesture: resume the audio context now, inside its handler, so the speaking
+            // indicators in the session work without another touch (audio.ts).
+            pageAudio.unlock();
             handedOver.current = true;
             onEnter(stream, audioOnly, askConsent && agreed);
           }}

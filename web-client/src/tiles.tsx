@@ -11,8 +11,9 @@ import { createContext } from 'preact';
 import { useContext, useEffect, useMemo, useRef, useState } from 'preact/hooks';
 import type { T } from './i18n';
 import type { MediaSession, MediaSnapshot } from './media';
-import { SPEAKING_THRESHOLD, speakingLevel, stalled, tiles } from './media-logic';
+import { SPEAKING_THRESHOLD, speakingLevel, speakingNow, stalled, tiles } from './media-logic';
 import { inRoom, type State } from './state';
+import { pageAudio } from './audio';
 
 function useSnapshot(media: MediaSession): MediaSnapshot {
   const [snap, setSnap] = useState(media.snapshot);
@@ -23,22 +24,9 @@ function useSnapshot(media: MediaSession): MediaSnapshot {
   return snap;
 }
 
-let audioCtx: AudioContext | undefined;
-function sharedAudioContext(): AudioContext | undefined {
-  if (audioCtx) return audioCtx;
-  const Ctor = globalThis.AudioContext;
-  if (!Ctor) return undefined;
-  try {
-    audioCtx = new Ctor();
-  } catch {
-    return undefined;
-  }
-  return audioCtx;
-}
-
-/** Resume the audio context after a user gesture (browsers start it suspended). */
+/** Resume the audio context after a user gesture (should the click on "enter" not have). */
 function wakeAudio(): void {
-  void audioCtx?.resume().catch(() => undefined);
+  pageAudio.unlock();
 }
 
 /** Whether the audio track carries speech-like level now (analyser, polled 5 times a second). */
@@ -49,7 +37,7 @@ function useSpeaking(track: MediaStreamTrack | undefined, off: boolean): boolean
       setSpeaking(false);
       return;
     }
-    const ctx = sharedAudioContext();
+    const ctx = pageAudio.get();
     if (!ctx) return;
     let src: MediaStreamAudioSourceNode;
     try {
@@ -58,13 +46,17 @@ function useSpeaking(track: MediaStreamTrack | undefined, off: boolean): boolean
       return;
     }
     const analyser = ctx.createAnalyser();
-    analyser.fftSize = 512;
+    // About 40 ms of sound per look (at 48 kHz): short syllables are not missed between looks.
+    analyser.fftSize = 2048;
     src.connect(analyser);
     const buf = new Uint8Array(analyser.fftSize);
+    let lastLoud: number | undefined;
     const timer = setInterval(() => {
       analyser.getByteTimeDomainData(buf);
-      setSpeaking(speakingLevel(buf) > SPEAKING_THRESHOLD);
-    }, 200);
+      const now = performance.now();
+      if (speakingLevel(buf) > SPEAKING_THRESHOLD) lastLoud = now;
+      setSpeaking(speakingNow(lastLoud, now));
+    }, 150);
     return () => {
       clearInterval(timer);
       src.disconnect();
