@@ -31,6 +31,7 @@ import {
 } from './state';
 import { forgetToken } from './token';
 import { consentKey, rememberConsent, rememberedConsent } from './consent';
+import { fetchProbe, runProbe } from './probe';
 import { noteLabel } from './notes';
 import { AgreementPanel } from './agreement';
 
@@ -150,6 +151,7 @@ export function App({ token }: { token?: string }) {
           answerConsent(false);
           setRefused(true);
         }}
+        measure={() => runProbe({ ping: () => conn.current?.ping() ?? Promise.resolve(undefined), download: fetchProbe })}
       />
     );
   else if (state.me.status === 'lobby') body = <Lobby t={t} s={state} />;

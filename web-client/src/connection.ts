@@ -29,6 +29,8 @@ export class Connection {
   private timer?: ReturnType<typeof setTimeout>;
   private pinger?: ReturnType<typeof setInterval>;
   private lastHeard = 0;
+  /** Pings of `ping()` waiting for their pong, by request id. */
+  private pongs = new Map<string, () => void>();
 
   constructor(
     private readonly url: string,
@@ -56,6 +58,26 @@ export class Connection {
     const msg: ClientMessage = { ...req, id };
     this.ws.send(JSON.stringify(msg));
     return id;
+  }
+
+  /**
+   * One round trip over the websocket, in ms: a `ping` and its `pong`. Undefined when not
+   * connected; `timeoutMs` when no pong came by then (a lower bound: the link is that slow).
+   */
+  ping(timeoutMs = 5_000): Promise<number | undefined> {
+    const t0 = performance.now();
+    const id = this.send({ type: 'ping' });
+    if (id === undefined) return Promise.resolve(undefined);
+    return new Promise((resolve) => {
+      const timer = setTimeout(() => {
+        this.pongs.delete(id);
+        resolve(timeoutMs);
+      }, timeoutMs);
+      this.pongs.set(id, () => {
+        clearTimeout(timer);
+        resolve(performance.now() - t0);
+      });
+    });
   }
 
   private open(): void {
@@ -87,6 +109,11 @@ export class Connection {
         return;
       }
       if (msg.type === 'welcome') this.attempt = 0;
+      if (msg.type === 'pong' && msg.id !== undefined) {
+        const done = this.pongs.get(msg.id);
+        this.pongs.delete(msg.id);
+        done?.();
+      }
       if ((msg.type === 'error' || msg.type === 'closed') && FATAL_CODES.has(msg.code)) {
         // This link cannot be used any more: do not retry.
         this.stopped = true;

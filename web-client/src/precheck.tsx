@@ -8,6 +8,7 @@ import { useEffect, useRef, useState } from 'preact/hooks';
 import type { Lang } from './i18n';
 import { pageAudio, unlockOnGesture } from './audio';
 import { meterLevel } from './media-logic';
+import { connectionVerdict, type NetworkInformationLike, type ProbeResult } from './probe';
 
 const STRINGS = {
   zh: {
@@ -20,7 +21,11 @@ const STRINGS = {
     audioOnly: '仅语音参加（不开摄像头）',
     noCamera: '没有找到可用的摄像头，您将仅以语音参加。',
     noDevices: '无法使用摄像头和麦克风。您仍可以进入，看到和听到其他人，并用文字聊天。',
-    weak: '您的网络较慢，视频可能卡顿。可以选择“仅语音参加”。',
+    weak: '您的网络较慢，视频可能卡顿。建议勾选下面的“仅语音参加”。',
+    poor: '您的网络很慢，视频很可能无法正常进行。请勾选下面的“仅语音参加”，声音会更清楚。',
+    measuring: '正在检测网络…',
+    measured: (rtt?: number, kbps?: number) =>
+      `网络检测：${rtt !== undefined ? `往返延迟约 ${Math.round(rtt)} 毫秒` : '延迟未测出'}，${kbps !== undefined ? `下载速度约 ${fmtRate(kbps)}` : '下载速度未测出'}。`,
     enter: '进入调解',
     checking: '正在打开摄像头和麦克风…',
     consentTitle: '同意在线调解',
@@ -41,7 +46,11 @@ const STRINGS = {
     audioOnly: 'Take part by voice only (camera off)',
     noCamera: 'No camera could be used: you will take part by voice.',
     noDevices: 'Camera and microphone cannot be used. You can still enter, see and hear the others, and chat.',
-    weak: 'Your connection looks slow; video may stutter. You can choose voice only.',
+    weak: 'Your connection is slow; video may stutter. We suggest ticking “voice only” below.',
+    poor: 'Your connection is very slow; video will probably not work. Please tick “voice only” below: your voice will come through more clearly.',
+    measuring: 'Checking your connection…',
+    measured: (rtt?: number, kbps?: number) =>
+      `Connection check: ${rtt !== undefined ? `round trip about ${Math.round(rtt)} ms` : 'round trip not measured'}, ${kbps !== undefined ? `download about ${fmtRate(kbps)}` : 'download not measured'}.`,
     enter: 'Enter the mediation',
     checking: 'Opening camera and microphone…',
     consentTitle: 'Consent to online mediation',
@@ -54,16 +63,10 @@ const STRINGS = {
   },
 };
 
-interface NetworkInformationLike {
-  effectiveType?: string;
-  downlink?: number;
-}
-
-/** Whether the browser reports a connection too slow for video. */
-export function weakConnection(info: NetworkInformationLike | undefined): boolean {
-  if (!info) return false;
-  if (info.effectiveType && ['slow-2g', '2g'].includes(info.effectiveType)) return true;
-  return typeof info.downlink === 'number' && info.downlink > 0 && info.downlink < 0.5;
+/** A rate for people: "1.2 Mbps" or "300 kbps". */
+function fmtRate(kbps: number): string {
+  if (kbps >= 1000) return `${(kbps / 1000).toFixed(kbps >= 10_000 ? 0 : 1)} Mbps`;
+  return `${Math.round(kbps)} kbps`;
 }
 
 export function DeviceCheck({
@@ -72,6 +75,7 @@ export function DeviceCheck({
   askConsent,
   onEnter,
   onRefuse,
+  measure,
 }: {
   lang: Lang;
   /** The case, so the person knows which mediation this is. */
@@ -81,6 +85,8 @@ export function DeviceCheck({
   /** `consented`: the person ticked the consent box (only when asked). */
   onEnter: (stream: MediaStream | undefined, audioOnly: boolean, consented: boolean) => void;
   onRefuse: () => void;
+  /** The measured connection check (probe.ts): round trip and download. */
+  measure: () => Promise<ProbeResult>;
 }) {
   const t = STRINGS[lang];
   const [stream, setStream] = useState<MediaStream>();
@@ -94,7 +100,19 @@ export function DeviceCheck({
   const [agreed, setAgreed] = useState(false);
   const video = useRef<HTMLVideoElement>(null);
   const handedOver = useRef(false);
-  const weak = weakConnection((navigator as Navigator & { connection?: NetworkInformationLike }).connection);
+  const [probe, setProbe] = useState<ProbeResult>();
+  const verdict = connectionVerdict((navigator as Navigator & { connection?: NetworkInformationLike }).connection, probe ?? {});
+
+  // The connection check, once, while the person looks at the preview.
+  useEffect(() => {
+    let live = true;
+    void measure().then((r) => {
+      if (live) setProbe(r);
+    });
+    return () => {
+      live = false;
+    };
+  }, []);
 
   // (Re)capture with the chosen devices.
   useEffect(() => {
@@ -186,9 +204,12 @@ export function DeviceCheck({
         </p>
       )}
       <p>{busy ? t.checking : t.intro}</p>
-      {weak && (
-        <p class="warning" role="status" data-testid="weak-connection">
-          {t.weak}
+      <p class="small" role="status" data-testid="connection-check" data-state={probe ? 'done' : 'measuring'}>
+        {probe ? t.measured(probe.rttMs, probe.downKbps) : t.measuring}
+      </p>
+      {verdict.quality !== 'good' && (
+        <p class="warning" role="alert" data-testid="weak-connection" data-quality={verdict.quality}>
+          {verdict.quality === 'poor' ? t.poor : t.weak}
         </p>
       )}
       {problem === 'no_camera' && <p class="warning">{t.noCamera}</p>}
