@@ -184,7 +184,7 @@ const zh = {
     speaking: '正在说话',
     micMutedBadge: '已静音',
     camOffBadge: '摄像头已关闭',
-    audioOnlyBadge: '仅音频',
+    audioOnlyBadge: '仅语音',
     notAvailable: '暂时看不到、听不到',
     noCamera: '无法使用摄像头，您将仅以语音参加。',
     noDevices: '无法使用摄像头和麦克风。您仍可以看到和听到其他人，也可以用聊天发言。',

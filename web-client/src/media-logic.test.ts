@@ -25,10 +25,10 @@ describe('media_tracks → participants', () => {
   it('makes one tile per participant with audio and video mids and mute state', () => {
     const list = tiles(tracks, { p_con: { audio: true }, p_med: { video: true } });
     expect(list).toEqual([
-      { participant: 'p_med', audioMid: '2', videoMid: '3', micMuted: false, camOff: true },
-      { participant: 'p_con', audioMid: '4', videoMid: '5', micMuted: true, camOff: false },
-      // No video line at all: shown with the camera off.
-      { participant: 'p_judge', audioMid: '6', micMuted: false, camOff: true },
+      { participant: 'p_med', audioMid: '2', videoMid: '3', micMuted: false, camOff: true, audioOnly: false },
+      { participant: 'p_con', audioMid: '4', videoMid: '5', micMuted: true, camOff: false, audioOnly: false },
+      // No video line at all (voice only): an audio-only tile, camera off.
+      { participant: 'p_judge', audioMid: '6', micMuted: false, camOff: true, audioOnly: true },
     ]);
   });
 

@@ -25,6 +25,8 @@ export interface Tile {
   micMuted: boolean;
   /** They turned their camera off (or send no video at all). */
   camOff: boolean;
+  /** They send no video at all (voice only, or no camera): an audio-only tile. */
+  audioOnly: boolean;
 }
 
 /** mid → whose track, of which kind. */
@@ -52,7 +54,7 @@ export function tiles(tracks: readonly TrackInfo[], mutes: MuteStates, me?: stri
     if (t.participant === me) continue;
     let tile = byWho.get(t.participant);
     if (!tile) {
-      tile = { participant: t.participant, micMuted: false, camOff: false };
+      tile = { participant: t.participant, micMuted: false, camOff: false, audioOnly: false };
       byWho.set(t.participant, tile);
     }
     if (t.kind === 'audio' && tile.audioMid === undefined) tile.audioMid = t.mid;
@@ -60,7 +62,12 @@ export function tiles(tracks: readonly TrackInfo[], mutes: MuteStates, me?: stri
   }
   return [...byWho.values()].map((tile) => {
     const m = mutes[tile.participant] ?? {};
-    return { ...tile, micMuted: tile.audioMid === undefined || !!m.audio, camOff: tile.videoMid === undefined || !!m.video };
+    return {
+      ...tile,
+      micMuted: tile.audioMid === undefined || !!m.audio,
+      camOff: tile.videoMid === undefined || !!m.video,
+      audioOnly: tile.videoMid === undefined,
+    };
   });
 }
 

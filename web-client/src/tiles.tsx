@@ -86,12 +86,14 @@ interface TileProps {
   audio?: MediaStreamTrack;
   micMuted: boolean;
   camOff: boolean;
+  /** No video line at all: voice only. */
+  audioOnly?: boolean;
   self?: boolean;
   participant?: string;
   roleKey?: string;
 }
 
-function VideoTile({ t, name, role, video, audio, micMuted, camOff, self, participant, roleKey }: TileProps) {
+function VideoTile({ t, name, role, video, audio, micMuted, camOff, audioOnly, self, participant, roleKey }: TileProps) {
   const vref = useRef<HTMLVideoElement>(null);
   const aref = useRef<HTMLAudioElement>(null);
   useStream(vref, video);
@@ -122,6 +124,7 @@ function VideoTile({ t, name, role, video, audio, micMuted, camOff, self, partic
       data-testid={self ? 'self-tile' : 'remote-tile'}
       data-participant={participant}
       data-role={roleKey}
+      data-video={audioOnly ? 'none' : 'line'}
       aria-label={label}
     >
       <video ref={vref} class={showVideo ? '' : 'hidden-video'} autoPlay playsInline muted aria-hidden="true" />
@@ -139,7 +142,8 @@ function VideoTile({ t, name, role, video, audio, micMuted, camOff, self, partic
         <span class="tile-role">{role}</span>
         {speaking && <span class="badge speak">{t.media.speaking}</span>}
         {micMuted && <span class="badge">{t.media.micMutedBadge}</span>}
-        {camOff && <span class="badge">{t.media.camOffBadge}</span>}
+        {audioOnly && <span class="badge">{t.media.audioOnlyBadge}</span>}
+        {camOff && !audioOnly && <span class="badge">{t.media.camOffBadge}</span>}
         {!camOff && frozen && <span class="badge">{t.media.audioOnlyBadge}</span>}
       </figcaption>
     </figure>
@@ -186,6 +190,7 @@ function MediaView({ t, s, media }: { t: T; s: State; media: MediaSession }) {
           audio={local?.getAudioTracks()[0]}
           micMuted={snap.micMuted || !snap.hasAudio}
           camOff={snap.camOff || !snap.hasVideo}
+          audioOnly={!snap.hasVideo}
         />
         {list.map((tile) => {
           const p = who(tile.participant);
@@ -201,6 +206,7 @@ function MediaView({ t, s, media }: { t: T; s: State; media: MediaSession }) {
               audio={tile.audioMid !== undefined ? snap.remote[tile.audioMid] : undefined}
               micMuted={tile.micMuted}
               camOff={tile.camOff}
+              audioOnly={tile.audioOnly}
             />
           );
         })}
