@@ -53,7 +53,14 @@ export function App({ token }: { token?: string }) {
   stateRef.current = state;
   const conn = useRef<Connection>();
   // Media: one peer connection with the server, fed by the signaling connection (media.ts).
-  const media = useMemo(() => new MediaSession((r) => conn.current?.send(r)), []);
+  const media = useMemo(
+    () =>
+      new MediaSession(
+        (r) => conn.current?.send(r),
+        () => conn.current?.reconnect(),
+      ),
+    [],
+  );
   useEffect(() => () => media.close(), [media]);
   // Whether the person has checked camera, microphone and connection (precheck.tsx).
   const [entered, setEntered] = useState(false);

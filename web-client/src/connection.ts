@@ -51,6 +51,16 @@ export class Connection {
     this.ws?.close(1000);
   }
 
+  /**
+   * Closes the websocket and opens a new one at once (resuming from the last event): the
+   * server then drops our media peer, and the new welcome starts a fresh one (media-recovery.ts).
+   */
+  reconnect(): void {
+    if (this.stopped || !this.ws) return;
+    this.attempt = 0;
+    this.ws.close(1000);
+  }
+
   /** Sends a request; returns its id (or undefined when not connected). */
   send(req: Request): string | undefined {
     if (!this.ws || this.ws.readyState !== WebSocket.OPEN) return undefined;

@@ -16,12 +16,15 @@
  *    `mute`; newcomers who start receiving us are told our state again.
  * 5. Video that cannot be captured, or is not being sent once connected, falls back to audio
  *    only (and says so: `degraded`).
+ * 6. The peer connection fails while the websocket stays up: ICE restart, and if that does not
+ *    do, a fresh peer connection through a new websocket (`media-recovery.ts`).
  *
  * Everything the views need is in `snapshot`; `subscribe` tells them when it changed.
  */
 import type { IceServer, Request, ServerMessage, TrackInfo } from './protocol';
 import type { Action } from './state';
 import { newSenders, nextCamera, onServerOffer, stalled, type MuteStates } from './media-logic';
+import { fingerprintOf, initialRecovery, recover, type Recovery, type RecoveryInput } from './media-recovery';
 
 export type CaptureProblem = 'no_camera' | 'no_devices';
 
@@ -60,6 +63,10 @@ export class MediaSession {
   private statsTimer?: ReturnType<typeof setInterval>;
   private videoBytes: number[] = [];
   private closed = false;
+  /** Media-only recovery (media-recovery.ts). */
+  private recovery: Recovery = initialRecovery;
+  /** The server's DTLS fingerprint in its first answer on this peer connection. */
+  private remoteFingerprint?: string;
   /** Until the person has checked their devices (precheck.tsx), media waits. */
   private gated = true;
   private startWhenReady = false;
@@ -76,7 +83,14 @@ export class MediaSession {
     mutes: {},
   };
 
-  constructor(private readonly send: Send) {}
+  /**
+   * `resignal`: close and reopen the signaling websocket (it resumes; the server drops our peer
+   * with the old one, and the new welcome starts a fresh peer connection).
+   */
+  constructor(
+    private readonly send: Send,
+    private readonly resignal: () => void = () => undefined,
+  ) {}
 
   subscribe(fn: () => void): () => void {
     this.listeners.add(fn);
@@ -117,6 +131,9 @@ export class MediaSession {
           await pc.setRemoteDescription({ type: 'answer', sdp: msg.sdp });
           this.makingOffer = false;
           this.refreshRemote();
+          const fp = fingerprintOf(msg.sdp);
+          if (this.remoteFingerprint === undefined) this.remoteFingerprint = fp;
+          else if (fp !== undefined && fp !== this.remoteFingerprint) this.feed(pc, { type: 'fingerprint_changed', now: Date.now() });
         });
         return;
       }
@@ -210,8 +227,12 @@ export class MediaSession {
     this.videoBytes = [];
     // Others tell a new receiver their mute state again (they see us arrive in media_tracks).
     this.update({ connection: pc.connectionState, tracks: [], remote: {}, mutes: {} });
+    this.remoteFingerprint = undefined;
+    this.feed(pc, { type: 'new_pc', now: Date.now() });
     pc.onconnectionstatechange = () => {
-      if (pc === this.pc) this.update({ connection: pc.connectionState });
+      if (pc !== this.pc) return;
+      this.update({ connection: pc.connectionState });
+      this.feed(pc, { type: 'state', state: pc.connectionState, now: Date.now() });
     };
     pc.ontrack = () => {
       if (pc === this.pc) this.refreshRemote();
@@ -234,7 +255,35 @@ export class MediaSession {
       // Tell the room what it would otherwise not know: we start muted.
       this.announceMutes();
     });
-    this.statsTimer = setInterval(() => void this.checkVideoFlow(pc), STATS_EVERY_MS);
+    this.statsTimer = setInterval(() => {
+      this.feed(pc, { type: 'tick', now: Date.now() });
+      void this.checkVideoFlow(pc);
+    }, STATS_EVERY_MS);
+  }
+
+  /** One input to the recovery state machine, and what it says to do. */
+  private feed(pc: RTCPeerConnection, input: RecoveryInput): void {
+    if (pc !== this.pc) return;
+    const { next, act } = recover(this.recovery, input);
+    this.recovery = next;
+    if (act === 'ice_restart') this.restartIce(pc);
+    else if (act === 'resignal') this.resignal();
+  }
+
+  /** A new offer with fresh ICE credentials on the same peer connection. */
+  private restartIce(pc: RTCPeerConnection): void {
+    this.enqueue(async () => {
+      if (pc !== this.pc) return;
+      // An offer of ours never answered (lost with the network): take it back first.
+      if (pc.signalingState === 'have-local-offer') await pc.setLocalDescription({ type: 'rollback' });
+      // A server offer being answered: the next tick tries again.
+      if (pc.signalingState !== 'stable') return;
+      pc.restartIce();
+      this.makingOffer = true;
+      const offer = await pc.createOffer({ iceRestart: true });
+      await pc.setLocalDescription(offer);
+      this.send({ type: 'media_offer', sdp: pc.localDescription?.sdp ?? offer.sdp ?? '' });
+    });
   }
 
   private closePc(): void {
