@@ -290,6 +290,13 @@ pub enum Request {
         kind: MediaKind,
         muted: bool,
     },
+    /// Which simulcast layer the server should send on one of this participant's received video
+    /// lines (`mid`, as in `media_tracks`): an upper bound; the server sends the best layer the
+    /// publisher is sending that is not above it. Default `high`.
+    MediaLayer {
+        mid: String,
+        quality: LayerQuality,
+    },
     /// Let `participant` edit shared document `doc` (`write: true`) or make it read-only for
     /// them again (`write: false`). Only the agreement draft's access can be changed.
     DocPermission {
@@ -317,8 +324,19 @@ pub enum MediaKind {
     Video,
 }
 
+/// A simulcast layer, by quality: the publisher's best, middle and smallest encoding (with two
+/// layers, `medium` is the smaller one).
+#[cfg_attr(test, derive(ts_rs::TS))]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum LayerQuality {
+    High,
+    Medium,
+    Low,
+}
+
 /// The `type` names of [`Request`], for telling an unknown type from a malformed known one.
-pub const REQUEST_TYPES: [&str; 21] = [
+pub const REQUEST_TYPES: [&str; 22] = [
     "join",
     "ping",
     "chat",
@@ -339,6 +357,7 @@ pub const REQUEST_TYPES: [&str; 21] = [
     "media_answer",
     "ice_candidate",
     "mute",
+    "media_layer",
     "doc_permission",
 ];
 
@@ -358,9 +377,11 @@ impl Request {
             RecordOutcome { .. } => Some(Action::RecordOutcome),
             Consent { .. } => Some(Action::Consent),
             DocPermission { .. } => Some(Action::ManageDocuments),
-            MediaOffer { .. } | MediaAnswer { .. } | IceCandidate { .. } | Mute { .. } => {
-                Some(Action::Chat)
-            }
+            MediaOffer { .. }
+            | MediaAnswer { .. }
+            | IceCandidate { .. }
+            | Mute { .. }
+            | MediaLayer { .. } => Some(Action::Chat),
         }
     }
 
@@ -388,6 +409,7 @@ impl Request {
             MediaAnswer { .. } => "media_answer",
             IceCandidate { .. } => "ice_candidate",
             Mute { .. } => "mute",
+            MediaLayer { .. } => "media_layer",
             DocPermission { .. } => "doc_permission",
         }
     }
@@ -400,6 +422,7 @@ impl Request {
                 | Request::MediaAnswer { .. }
                 | Request::IceCandidate { .. }
                 | Request::Mute { .. }
+                | Request::MediaLayer { .. }
         )
     }
 }
@@ -636,6 +659,22 @@ mod tests {
         );
         let m = parse_client_message(r#"{"type":"ping"}"#).unwrap();
         assert_eq!(m.request, Request::Ping {});
+    }
+
+    #[test]
+    fn media_layer_parses() {
+        let m =
+            parse_client_message(r#"{"type":"media_layer","mid":"3","quality":"medium"}"#).unwrap();
+        assert_eq!(
+            m.request,
+            Request::MediaLayer {
+                mid: "3".into(),
+                quality: LayerQuality::Medium
+            }
+        );
+        assert!(m.request.is_media());
+        let bad = parse_client_message(r#"{"type":"media_layer","mid":"3","quality":"4k"}"#);
+        assert_eq!(bad.unwrap_err().1.code, ErrorCode::InvalidMessage);
     }
 
     #[test]

@@ -60,7 +60,8 @@ pub enum Action {
     SkipLobby,
     /// Admit or deny someone in the lobby; remove someone from the room.
     ManageParticipants,
-    /// Chat (and, with the media plane, audio and video).
+    /// Chat (and, with the media plane, audio and video: publishing, receiving, muting, and
+    /// choosing the simulcast layer of one's own received lines with `media_layer`).
     Chat,
     /// Start or end a caucus.
     Caucus,

@@ -759,7 +759,9 @@ impl Room {
                 }
                 Ok(vec![])
             }
-            Request::IceCandidate { .. } | Request::Mute { .. } => Ok(vec![]),
+            Request::IceCandidate { .. } | Request::Mute { .. } | Request::MediaLayer { .. } => {
+                Ok(vec![])
+            }
             Request::Consent { kind, given } => Ok(vec![draft(
                 // From the lobby, only staff may learn of it (parties don't see the lobby).
                 if me.status == ParticipantStatus::Lobby {

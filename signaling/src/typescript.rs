@@ -15,8 +15,8 @@ mod tests {
         CaseParticipant, ConsentKind, Event, EventBody, JoinedAs, NoteScope, Outcome, Visibility,
     };
     use crate::protocol::{
-        CaucusView, ClientMessage, DocVersion, ErrorCode, IceServer, MediaKind, ProtocolError,
-        Request, RosterEntry, ServerMessage, TrackInfo, Welcome,
+        CaucusView, ClientMessage, DocVersion, ErrorCode, IceServer, LayerQuality, MediaKind,
+        ProtocolError, Request, RosterEntry, ServerMessage, TrackInfo, Welcome,
     };
     use crate::role::Role;
     use crate::room::ParticipantStatus;
@@ -33,6 +33,7 @@ mod tests {
             ErrorCode::decl(&cfg),
             ProtocolError::decl(&cfg),
             MediaKind::decl(&cfg),
+            LayerQuality::decl(&cfg),
             NoteScope::decl(&cfg),
             Outcome::decl(&cfg),
             ConsentKind::decl(&cfg),

@@ -401,6 +401,10 @@ fn matrix_templates() -> Vec<Request> {
             kind: crate::protocol::MediaKind::Audio,
             muted: true,
         },
+        Request::MediaLayer {
+            mid: "1".into(),
+            quality: crate::protocol::LayerQuality::Low,
+        },
     ]
 }
 
@@ -456,7 +460,8 @@ fn matrix_case(template: &Request) -> MatrixCase {
         Request::MediaOffer { .. }
         | Request::MediaAnswer { .. }
         | Request::IceCandidate { .. }
-        | Request::Mute { .. } => (Fx::admitted(), template.clone(), ALL_ROLES),
+        | Request::Mute { .. }
+        | Request::MediaLayer { .. } => (Fx::admitted(), template.clone(), ALL_ROLES),
     };
     MatrixCase {
         fx,

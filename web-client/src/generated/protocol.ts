@@ -9,6 +9,8 @@ export type ProtocolError = { code: ErrorCode, message: string, };
 
 export type MediaKind = "audio" | "video";
 
+export type LayerQuality = "high" | "medium" | "low";
+
 export type NoteScope = "shared" | "staff" | "private";
 
 export type Outcome = "settled" | "partially_settled" | "failed" | "withdrawn" | "referred_to_court";
@@ -31,7 +33,7 @@ export type DocVersion = { text: string,
  */
 state_vector: string, };
 
-export type Request = { "type": "join", token: string, resume_from?: number, } | { "type": "ping", } | { "type": "chat", text: string, } | { "type": "admit", participant: string, } | { "type": "deny", participant: string, reason?: string, } | { "type": "remove", participant: string, reason?: string, } | { "type": "leave", } | { "type": "caucus_start", members: Array<string>, } | { "type": "caucus_end", caucus: string, } | { "type": "note", text: string, scope: NoteScope, } | { "type": "propose_terms", text?: string, document?: string, } | { "type": "accept_terms", terms: string, text_hash?: string, } | { "type": "reject_terms", terms: string, reason?: string, } | { "type": "confirm_terms", terms: string, } | { "type": "record_outcome", outcome: Outcome, reason?: string, } | { "type": "consent", kind: ConsentKind, given: boolean, } | { "type": "media_offer", sdp: string, } | { "type": "media_answer", sdp: string, } | { "type": "ice_candidate", candidate: string, } | { "type": "mute", kind: MediaKind, muted: boolean, } | { "type": "doc_permission", doc: string, participant: string, write: boolean, };
+export type Request = { "type": "join", token: string, resume_from?: number, } | { "type": "ping", } | { "type": "chat", text: string, } | { "type": "admit", participant: string, } | { "type": "deny", participant: string, reason?: string, } | { "type": "remove", participant: string, reason?: string, } | { "type": "leave", } | { "type": "caucus_start", members: Array<string>, } | { "type": "caucus_end", caucus: string, } | { "type": "note", text: string, scope: NoteScope, } | { "type": "propose_terms", text?: string, document?: string, } | { "type": "accept_terms", terms: string, text_hash?: string, } | { "type": "reject_terms", terms: string, reason?: string, } | { "type": "confirm_terms", terms: string, } | { "type": "record_outcome", outcome: Outcome, reason?: string, } | { "type": "consent", kind: ConsentKind, given: boolean, } | { "type": "media_offer", sdp: string, } | { "type": "media_answer", sdp: string, } | { "type": "ice_candidate", candidate: string, } | { "type": "mute", kind: MediaKind, muted: boolean, } | { "type": "media_layer", mid: string, quality: LayerQuality, } | { "type": "doc_permission", doc: string, participant: string, write: boolean, };
 
 export type ClientMessage = { 
 /**
@@ -41,7 +43,7 @@ id?: string,
 /**
  * If present, must equal the joined case.
  */
-case?: string, } & ({ "type": "join", token: string, resume_from?: number, } | { "type": "ping", } | { "type": "chat", text: string, } | { "type": "admit", participant: string, } | { "type": "deny", participant: string, reason?: string, } | { "type": "remove", participant: string, reason?: string, } | { "type": "leave", } | { "type": "caucus_start", members: Array<string>, } | { "type": "caucus_end", caucus: string, } | { "type": "note", text: string, scope: NoteScope, } | { "type": "propose_terms", text?: string, document?: string, } | { "type": "accept_terms", terms: string, text_hash?: string, } | { "type": "reject_terms", terms: string, reason?: string, } | { "type": "confirm_terms", terms: string, } | { "type": "record_outcome", outcome: Outcome, reason?: string, } | { "type": "consent", kind: ConsentKind, given: boolean, } | { "type": "media_offer", sdp: string, } | { "type": "media_answer", sdp: string, } | { "type": "ice_candidate", candidate: string, } | { "type": "mute", kind: MediaKind, muted: boolean, } | { "type": "doc_permission", doc: string, participant: string, write: boolean, });
+case?: string, } & ({ "type": "join", token: string, resume_from?: number, } | { "type": "ping", } | { "type": "chat", text: string, } | { "type": "admit", participant: string, } | { "type": "deny", participant: string, reason?: string, } | { "type": "remove", participant: string, reason?: string, } | { "type": "leave", } | { "type": "caucus_start", members: Array<string>, } | { "type": "caucus_end", caucus: string, } | { "type": "note", text: string, scope: NoteScope, } | { "type": "propose_terms", text?: string, document?: string, } | { "type": "accept_terms", terms: string, text_hash?: string, } | { "type": "reject_terms", terms: string, reason?: string, } | { "type": "confirm_terms", terms: string, } | { "type": "record_outcome", outcome: Outcome, reason?: string, } | { "type": "consent", kind: ConsentKind, given: boolean, } | { "type": "media_offer", sdp: string, } | { "type": "media_answer", sdp: string, } | { "type": "ice_candidate", candidate: string, } | { "type": "mute", kind: MediaKind, muted: boolean, } | { "type": "media_layer", mid: string, quality: LayerQuality, } | { "type": "doc_permission", doc: string, participant: string, write: boolean, });
 
 export type RosterEntry = { participant: string, role: Role, name: string, status: ParticipantStatus, 
 /**
