@@ -1115,6 +1115,10 @@ impl RoomTask {
                 self.manager.media().answer(key, sdp).await?;
                 self.send_to(conn, ServerMessage::Ack { id, seq: None });
             }
+            Request::MediaLayer { mid, quality } => {
+                self.manager.media().layer(key, mid, quality).await?;
+                self.send_to(conn, ServerMessage::Ack { id, seq: None });
+            }
             Request::IceCandidate { candidate } => {
                 // The server is ICE-lite: it answers the client's checks and never sends its
                 // own, so client candidates are only checked for form, never used as targets.

@@ -21,6 +21,16 @@
 //!   ([`Peer::feedback_received`]; webrtc 0.21 hands inbound RTCP to the application only when
 //!   an interceptor marks it, which `FeedbackToApplication` does).
 //!
+//! A simulcast publisher ([`Peer::connect_simulcast`]) sends its video as several encodings on
+//! one line, told apart by rid (`a=simulcast:send`, and the mid and rid header extensions on
+//! every packet, as a browser does). Each layer has a tag of its own ([`Peer::layer_tag`]), its
+//! own sequence number, timestamp, VP8 picture ID and TL0PICIDX bases, and a keyframe only every
+//! ten seconds or when a PLI names its SSRC, so a receiver can tell which layer it got, whether
+//! the stream stayed continuous across a switch, and whether the switch waited for a keyframe the
+//! server asked for. Its VP8 payload descriptors carry a picture ID and TL0PICIDX (which an SFU
+//! may rewrite: the payload check rebuilds the descriptor from the received values). Received
+//! packets are kept in order per track ([`TrackStats::history`]).
+//!
 //! The peer connection, its sockets and the sender and receiver tasks live on a runtime of their
 //! own, so [`Peer::vanish`] can make a participant disappear as a crashed phone would: no DTLS
 //! close, no RTCP BYE, no websocket close frame. Only loopback host candidates are gathered
@@ -74,6 +84,10 @@ pub const AUDIO_INTERVAL: Duration = Duration::from_millis(20);
 pub const VIDEO_INTERVAL: Duration = Duration::from_micros(33_333);
 /// One keyframe every this many frames (one per second).
 pub const KEYFRAME_EVERY: u32 = 30;
+/// A simulcast layer's keyframe interval (ten seconds): switches must come from keyframe requests.
+pub const SIMULCAST_KEYFRAME_EVERY: u32 = 300;
+/// How many received packets a track remembers in [`TrackStats::history`].
+pub const HISTORY_MAX: usize = 20_000;
 /// Payload types offered (the browser's usual numbers).
 pub const OPUS_PT: u8 = 111;
 pub const VP8_PT: u8 = 96;
@@ -139,16 +153,37 @@ pub fn audio_payload(tag: &Tag, counter: u32) -> Vec<u8> {
 /// The video payload: a VP8 payload descriptor (S bit on the first packet of a frame, partition
 /// 0), the VP8 payload header on the first packet, then tag, counter, position and filler.
 pub fn video_payload(tag: &Tag, counter: u32, pos: VideoPos) -> Vec<u8> {
+    video_payload_with(tag, counter, pos, None)
+}
+
+/// [`video_payload`] with an extended descriptor carrying a 15-bit picture ID and TL0PICIDX
+/// (`pic`), as a simulcast layer sends it.
+pub fn video_payload_with(
+    tag: &Tag,
+    counter: u32,
+    pos: VideoPos,
+    pic: Option<(u16, u8)>,
+) -> Vec<u8> {
     let mut p = Vec::with_capacity(VIDEO_PAYLOAD_LEN);
+    let start = if pos.index == 0 { 0x10 } else { 0x00 };
+    match pic {
+        // X; I, L, T; M and the picture ID; TL0PICIDX; TID 0, no Y, KEYIDX 0.
+        Some((pid, tl0)) => p.extend_from_slice(&[
+            0x80 | start,
+            0xe0,
+            0x80 | (pid >> 8) as u8 & 0x7f,
+            pid as u8,
+            tl0,
+            0x00,
+        ]),
+        None => p.push(start),
+    }
     if pos.index == 0 {
-        p.push(0x10);
         p.extend_from_slice(if pos.keyframe {
             &VP8_KEYFRAME_HEADER
         } else {
             &VP8_DELTA_HEADER
         });
-    } else {
-        p.push(0x00);
     }
     p.extend_from_slice(VIDEO_MAGIC);
     p.extend_from_slice(tag);
@@ -166,6 +201,38 @@ pub struct Parsed {
     pub tag: Tag,
     pub counter: u32,
     pub video: Option<VideoPos>,
+    /// The VP8 picture ID and TL0PICIDX, when the descriptor has them.
+    pub pic: Option<(u16, u8)>,
+}
+
+/// The VP8 payload descriptor's length, and its picture ID (15-bit) and TL0PICIDX if present.
+fn vp8_descriptor(p: &[u8]) -> Option<(usize, Option<(u16, u8)>)> {
+    let b0 = *p.first()?;
+    if b0 & 0x80 == 0 {
+        return Some((1, None));
+    }
+    let x = *p.get(1)?;
+    let mut i = 2;
+    let mut pid = None;
+    if x & 0x80 != 0 {
+        let m = *p.get(i)?;
+        if m & 0x80 != 0 {
+            pid = Some(u16::from(m & 0x7f) << 8 | u16::from(*p.get(i + 1)?));
+            i += 2;
+        } else {
+            pid = Some(u16::from(m));
+            i += 1;
+        }
+    }
+    let mut tl0 = None;
+    if x & 0x40 != 0 {
+        tl0 = Some(*p.get(i)?);
+        i += 1;
+    }
+    if x & 0x30 != 0 {
+        i += 1;
+    }
+    Some((i, pid.zip(tl0)))
 }
 
 /// Reads the tag and counter a payload claims; `None` if it is none of ours.
@@ -176,9 +243,15 @@ pub fn parse_payload(p: &[u8]) -> Option<Parsed> {
             tag: p[3..11].try_into().ok()?,
             counter: u32::from_be_bytes(p[11..15].try_into().ok()?),
             video: None,
+            pic: None,
         });
     }
-    let start = if p.first()? & 0x10 != 0 { 11 } else { 1 };
+    let (dlen, pic) = vp8_descriptor(p)?;
+    let start = if p.first()? & 0x10 != 0 {
+        dlen + VP8_KEYFRAME_HEADER.len()
+    } else {
+        dlen
+    };
     let b = p.get(start..start + 22)?;
     if &b[..3] != VIDEO_MAGIC {
         return None;
@@ -193,6 +266,7 @@ pub fn parse_payload(p: &[u8]) -> Option<Parsed> {
             count: b[20],
             keyframe: b[21] != 0,
         }),
+        pic,
     })
 }
 
@@ -200,13 +274,16 @@ pub fn parse_payload(p: &[u8]) -> Option<Parsed> {
 pub fn expected_payload(parsed: &Parsed) -> Vec<u8> {
     match parsed.video {
         None => audio_payload(&parsed.tag, parsed.counter),
-        Some(pos) => video_payload(&parsed.tag, parsed.counter, pos),
+        Some(pos) => video_payload_with(&parsed.tag, parsed.counter, pos, parsed.pic),
     }
 }
 
 /// Whether a VP8 payload written by [`video_payload`] starts a keyframe.
 pub fn is_vp8_keyframe(p: &[u8]) -> bool {
-    p.len() > 1 && p[0] & 0x10 != 0 && p[1] & 0x01 == 0
+    let Some((dlen, _)) = vp8_descriptor(p) else {
+        return false;
+    };
+    p[0] & 0x10 != 0 && p.get(dlen).is_some_and(|h| h & 0x01 == 0)
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -247,6 +324,32 @@ pub struct TrackStats {
     /// Packets whose payload says another kind than the track's.
     pub wrong_kind: u64,
     pub ended: bool,
+    /// The packets received, in order of arrival (at most [`HISTORY_MAX`]).
+    pub history: Vec<RecvPacket>,
+}
+
+/// One received packet, as [`TrackStats::history`] keeps it.
+#[derive(Clone, Copy, Debug)]
+pub struct RecvPacket {
+    pub seq: u16,
+    pub ts: u32,
+    /// The sender (or simulcast layer) tag, when the payload is ours.
+    pub tag: Option<Tag>,
+    /// Starts a keyframe.
+    pub keyframe: bool,
+    /// VP8 picture ID and TL0PICIDX, when the descriptor has them.
+    pub pic: Option<(u16, u8)>,
+    pub at: Instant,
+}
+
+/// One layer of a simulcast publisher's video.
+struct LayerSend {
+    rid: String,
+    ssrc: u32,
+    tag: Tag,
+    sending: AtomicBool,
+    force_keyframe: AtomicBool,
+    plis: AtomicU64,
 }
 
 #[derive(Default)]
@@ -286,8 +389,12 @@ struct Shared {
     plis: AtomicU64,
     firs: AtomicU64,
     nacks: AtomicU64,
-    /// Our senders' SSRCs (audio, video).
-    own_ssrcs: [u32; 2],
+    /// Our senders' SSRCs (audio, video, and each simulcast layer's).
+    own_ssrcs: Vec<u32>,
+    /// Simulcast layers of our video, smallest first (empty: one plain video stream).
+    layers: Vec<LayerSend>,
+    /// Once negotiated: our video line's mid, and the ids of the mid and rid header extensions.
+    video_exts: Mutex<Option<(String, u8, u8)>>,
     /// Feedback received about our published tracks, by RTCP type and format.
     rtcp: Mutex<BTreeMap<String, u64>>,
     /// Set by a keyframe request: the next video frame is a keyframe, as an encoder would do.
@@ -320,6 +427,16 @@ impl Shared {
             t.last = Some(now);
             t.ssrcs.insert(pkt.header.ssrc);
             t.payload_types.insert(pkt.header.payload_type);
+            if t.history.len() < HISTORY_MAX {
+                t.history.push(RecvPacket {
+                    seq: pkt.header.sequence_number,
+                    ts: pkt.header.timestamp,
+                    tag: parsed.as_ref().map(|p| p.tag),
+                    keyframe: track_kind == Kind::Video && is_vp8_keyframe(payload),
+                    pic: parsed.as_ref().and_then(|p| p.pic),
+                    at: now,
+                });
+            }
             match &parsed {
                 Some(p) => {
                     t.tags.insert(p.tag);
@@ -415,6 +532,7 @@ async fn read_track(shared: Arc<Shared>, track: Arc<dyn TrackRemote>) {
             unparsable: 0,
             wrong_kind: 0,
             ended: false,
+            history: Vec::new(),
         },
     );
     shared
@@ -482,6 +600,12 @@ fn count_rtcp(shared: &Shared, pkts: &[Box<dyn rtc::rtcp::Packet>]) {
         };
         if !shared.own_ssrcs.contains(&ssrc) {
             continue;
+        }
+        if let Some(l) = shared.layers.iter().find(|l| l.ssrc == ssrc) {
+            if !any.is::<TransportLayerNack>() {
+                l.force_keyframe.store(true, Ordering::Relaxed);
+                l.plis.fetch_add(1, Ordering::Relaxed);
+            }
         }
         let h = p.header();
         *shared
@@ -689,6 +813,83 @@ async fn send_video(shared: Arc<Shared>, track: Arc<TrackLocalStaticRTP>, ssrc: 
     }
 }
 
+/// The simulcast publisher's video: every layer each frame (those still sending), each with its
+/// own sequence, timestamp, picture ID and TL0PICIDX, and the mid and rid header extensions.
+async fn send_video_simulcast(shared: Arc<Shared>, track: Arc<TrackLocalStaticRTP>) {
+    struct State {
+        counter: u32,
+        seq: u16,
+        ts: u32,
+        pid: u16,
+        tl0: u8,
+    }
+    let mut iv = tokio::time::interval(VIDEO_INTERVAL);
+    iv.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+    let mut frame: u32 = 0;
+    let mut states: Vec<State> = shared
+        .layers
+        .iter()
+        .map(|l| State {
+            counter: 0,
+            seq: hash64(&[&l.tag, b"vseq"]) as u16,
+            ts: hash64(&[&l.tag, b"vts"]) as u32,
+            pid: hash64(&[&l.tag, b"pid"]) as u16 & 0x7fff,
+            tl0: hash64(&[&l.tag, b"tl0"]) as u8,
+        })
+        .collect();
+    loop {
+        iv.tick().await;
+        let pt = shared.video_pt.load(Ordering::Relaxed);
+        let exts = shared.video_exts.lock().unwrap().clone();
+        let ready = pt <= 127 && shared.send_video.load(Ordering::Relaxed) && exts.is_some();
+        for (l, st) in shared.layers.iter().zip(states.iter_mut()) {
+            let Some((mid, mid_id, rid_id)) = exts.as_ref().filter(|_| ready) else {
+                break;
+            };
+            if l.sending.load(Ordering::Relaxed) {
+                let keyframe = frame.is_multiple_of(SIMULCAST_KEYFRAME_EVERY)
+                    || l.force_keyframe.swap(false, Ordering::Relaxed);
+                let count: u8 = if keyframe { 3 } else { 2 };
+                for index in 0..count {
+                    let pos = VideoPos {
+                        frame,
+                        index,
+                        count,
+                        keyframe,
+                    };
+                    let payload =
+                        video_payload_with(&l.tag, st.counter, pos, Some((st.pid, st.tl0)));
+                    let mut p = rtp(pt as u8, st.seq, st.ts, l.ssrc, index + 1 == count, payload);
+                    let ok = p
+                        .header
+                        .set_extension(*mid_id, Bytes::from(mid.clone().into_bytes()))
+                        .and_then(|_| {
+                            p.header
+                                .set_extension(*rid_id, Bytes::from(l.rid.clone().into_bytes()))
+                        })
+                        .is_ok();
+                    let sent = ok && track.write_rtp(p).await.is_ok();
+                    if sent {
+                        shared.sent_video.fetch_add(1, Ordering::Relaxed);
+                    } else {
+                        shared.send_errors.fetch_add(1, Ordering::Relaxed);
+                    }
+                    st.counter = st.counter.wrapping_add(1);
+                    st.seq = st.seq.wrapping_add(1);
+                }
+                st.pid = (st.pid + 1) & 0x7fff;
+                st.tl0 = st.tl0.wrapping_add(1);
+            }
+        }
+        if ready {
+            frame += 1;
+        }
+        for st in &mut states {
+            st.ts = st.ts.wrapping_add(3000);
+        }
+    }
+}
+
 // ---------------------------------------------------------------------------------------------
 // Building the connection
 // ---------------------------------------------------------------------------------------------
@@ -744,6 +945,7 @@ async fn build(
     video_ssrc: u32,
     transport: Transport,
 ) -> anyhow::Result<Built> {
+    let simulcast = !shared.layers.is_empty();
     let mut media = MediaEngine::default();
     media.register_codec(
         RTCRtpCodecParameters {
@@ -759,6 +961,12 @@ async fn build(
         },
         RtpCodecKind::Video,
     )?;
+    if simulcast {
+        // The mid and rid header extensions, by which the server tells the layers apart.
+        rtc::peer_connection::configuration::interceptor_registry::configure_simulcast_extension_headers(
+            &mut media,
+        )?;
+    }
     // The default interceptors (NACK, RTCP reports, TWCC), plus one that surfaces keyframe
     // requests and NACKs to the application, application-ward of all of them.
     let registry = register_default_interceptors(Registry::new(), &mut media)?.with(
@@ -797,25 +1005,40 @@ async fn build(
         .await?;
     let pc: Arc<dyn PeerConnection> = Arc::new(pc);
     let tag_hex: String = shared.tag.iter().map(|b| format!("{b:02x}")).collect();
-    let track = |kind: RtpCodecKind, codec: RTCRtpCodec, ssrc: u32, name: &str| {
+    let encoding = |codec: RTCRtpCodec, ssrc: u32, rid: &str| RTCRtpEncodingParameters {
+        rtp_coding_parameters: RTCRtpCodingParameters {
+            rid: rid.to_owned(),
+            ssrc: Some(ssrc),
+            ..Default::default()
+        },
+        active: true,
+        codec,
+        ..Default::default()
+    };
+    let track = |kind: RtpCodecKind, name: &str, encodings: Vec<RTCRtpEncodingParameters>| {
         Arc::new(TrackLocalStaticRTP::new(MediaStreamTrack::new(
             format!("yuntiao-{tag_hex}"),
             format!("{name}-{tag_hex}"),
             name.to_owned(),
             kind,
-            vec![RTCRtpEncodingParameters {
-                rtp_coding_parameters: RTCRtpCodingParameters {
-                    ssrc: Some(ssrc),
-                    ..Default::default()
-                },
-                active: true,
-                codec,
-                ..Default::default()
-            }],
+            encodings,
         )))
     };
-    let audio = track(RtpCodecKind::Audio, opus(), audio_ssrc, "audio");
-    let video = track(RtpCodecKind::Video, vp8(), video_ssrc, "video");
+    let audio = track(
+        RtpCodecKind::Audio,
+        "audio",
+        vec![encoding(opus(), audio_ssrc, "")],
+    );
+    let video_encodings = if simulcast {
+        shared
+            .layers
+            .iter()
+            .map(|l| encoding(vp8(), l.ssrc, &l.rid))
+            .collect()
+    } else {
+        vec![encoding(vp8(), video_ssrc, "")]
+    };
+    let video = track(RtpCodecKind::Video, "video", video_encodings);
     pc.add_track(Arc::clone(&audio) as Arc<dyn TrackLocal>)
         .await?;
     pc.add_track(Arc::clone(&video) as Arc<dyn TrackLocal>)
@@ -847,6 +1070,34 @@ async fn learn_payload_types(pc: &Arc<dyn PeerConnection>, shared: &Shared) {
                 &shared.audio_pt
             };
             slot.store(c.payload_type as u16, Ordering::Relaxed);
+        }
+    }
+    if shared.layers.is_empty() {
+        return;
+    }
+    for t in pc.get_transceivers().await {
+        let (Ok(Some(s)), Ok(Some(mid))) = (t.sender().await, t.mid().await) else {
+            continue;
+        };
+        if s.track().kind().await != RtpCodecKind::Video {
+            continue;
+        }
+        let Ok(params) = s.get_parameters().await else {
+            continue;
+        };
+        let id = |uri: &str| {
+            params
+                .rtp_parameters
+                .header_extensions
+                .iter()
+                .find(|h| h.uri == uri)
+                .map(|h| h.id as u8)
+        };
+        if let (Some(m), Some(r)) = (
+            id("urn:ietf:params:rtp-hdrext:sdes:mid"),
+            id("urn:ietf:params:rtp-hdrext:sdes:rtp-stream-id"),
+        ) {
+            *shared.video_exts.lock().unwrap() = Some((mid, m, r));
         }
     }
 }
@@ -1125,8 +1376,29 @@ impl Peer {
         Peer::new_with(client, Transport::Udp).await
     }
 
+    /// Like [`connect`](Self::connect), but the video is sent as simulcast layers with these rids
+    /// (smallest first), each with a tag of its own ([`layer_tag`](Self::layer_tag)).
+    pub async fn connect_simulcast(client: Client, rids: &[&str]) -> anyhow::Result<Peer> {
+        let rids: Vec<String> = rids.iter().map(|r| r.to_string()).collect();
+        let peer = Peer::build_peer(client, Transport::Udp, rids).await?;
+        let reply = peer.negotiate().await?;
+        if reply["type"] != "media_answer" {
+            bail!("media_offer was not answered: {reply}");
+        }
+        peer.wait_connected(CONNECT_TIMEOUT).await?;
+        Ok(peer)
+    }
+
     /// [`new`](Self::new) over the given transport.
     pub async fn new_with(client: Client, transport: Transport) -> anyhow::Result<Peer> {
+        Peer::build_peer(client, transport, Vec::new()).await
+    }
+
+    async fn build_peer(
+        client: Client,
+        transport: Transport,
+        rids: Vec<String>,
+    ) -> anyhow::Result<Peer> {
         static SEQ: AtomicU64 = AtomicU64::new(0);
         let participant = client
             .participant
@@ -1141,6 +1413,22 @@ impl Peer {
         .to_be_bytes();
         let audio_ssrc = hash64(&[&tag, b"audio-ssrc"]) as u32 | 1;
         let video_ssrc = hash64(&[&tag, b"video-ssrc"]) as u32 | 2;
+        let layers: Vec<LayerSend> = rids
+            .iter()
+            .map(|rid| {
+                let tag = hash64(&[&tag, b"layer", rid.as_bytes()]).to_be_bytes();
+                LayerSend {
+                    rid: rid.clone(),
+                    ssrc: hash64(&[&tag, b"ssrc"]) as u32 | 4,
+                    tag,
+                    sending: AtomicBool::new(true),
+                    force_keyframe: AtomicBool::new(false),
+                    plis: AtomicU64::new(0),
+                }
+            })
+            .collect();
+        let mut own_ssrcs = vec![audio_ssrc, video_ssrc];
+        own_ssrcs.extend(layers.iter().map(|l| l.ssrc));
         let shared = Arc::new(Shared {
             tag,
             received: Mutex::new(Received::default()),
@@ -1165,7 +1453,9 @@ impl Peer {
             plis: AtomicU64::new(0),
             firs: AtomicU64::new(0),
             nacks: AtomicU64::new(0),
-            own_ssrcs: [audio_ssrc, video_ssrc],
+            own_ssrcs,
+            layers,
+            video_exts: Mutex::new(None),
             rtcp: Mutex::new(BTreeMap::new()),
             force_keyframe: AtomicBool::new(false),
             hold_offers: AtomicBool::new(false),
@@ -1199,11 +1489,18 @@ impl Peer {
             Arc::clone(&built.audio),
             audio_ssrc,
         ));
-        media.spawn(send_video(
-            Arc::clone(&shared),
-            Arc::clone(&built.video),
-            video_ssrc,
-        ));
+        if shared.layers.is_empty() {
+            media.spawn(send_video(
+                Arc::clone(&shared),
+                Arc::clone(&built.video),
+                video_ssrc,
+            ));
+        } else {
+            media.spawn(send_video_simulcast(
+                Arc::clone(&shared),
+                Arc::clone(&built.video),
+            ));
+        }
         media.spawn(read_local_rtcp(Arc::clone(&shared), built.audio));
         media.spawn(read_local_rtcp(Arc::clone(&shared), built.video));
         let (tx, rx) = mpsc::channel(16);
@@ -1342,6 +1639,32 @@ impl Peer {
         self.shared.tag
     }
 
+    /// The tag in the payloads of our simulcast layer `rid`.
+    pub fn layer_tag(&self, rid: &str) -> Option<Tag> {
+        self.shared
+            .layers
+            .iter()
+            .find(|l| l.rid == rid)
+            .map(|l| l.tag)
+    }
+
+    /// Stops (`false`) or resumes sending simulcast layer `rid`, as a browser drops a layer when
+    /// its uplink gets thin.
+    pub fn set_layer_sending(&self, rid: &str, on: bool) {
+        if let Some(l) = self.shared.layers.iter().find(|l| l.rid == rid) {
+            l.sending.store(on, Ordering::Relaxed);
+        }
+    }
+
+    /// Keyframe requests (PLI, FIR) the server sent for simulcast layer `rid`.
+    pub fn layer_keyframe_requests(&self, rid: &str) -> u64 {
+        self.shared
+            .layers
+            .iter()
+            .find(|l| l.rid == rid)
+            .map_or(0, |l| l.plis.load(Ordering::Relaxed))
+    }
+
     /// Packets received from the sender with `tag`, audio and video.
     pub fn received_from(&self, tag: Tag) -> u64 {
         self.received(tag, Kind::Audio) + self.received(tag, Kind::Video)
@@ -1417,6 +1740,7 @@ impl Peer {
             t.mismatches = 0;
             t.unparsable = 0;
             t.wrong_kind = 0;
+            t.history.clear();
         }
     }
 
@@ -1638,6 +1962,31 @@ mod tests {
             assert_eq!(expected_payload(&p), v);
             assert_eq!(is_vp8_keyframe(&v), index == 0 && keyframe);
         }
+        // A simulcast layer's descriptor: picture ID and TL0PICIDX survive the round trip, and
+        // the check rebuilds the descriptor from what arrived (an SFU may rewrite it).
+        let pos = VideoPos {
+            frame: 3,
+            index: 0,
+            count: 3,
+            keyframe: true,
+        };
+        let v = video_payload_with(&tag, 5, pos, Some((0x1234, 77)));
+        assert_eq!(v.len(), VIDEO_PAYLOAD_LEN);
+        let p = parse_payload(&v).unwrap();
+        assert_eq!((p.video, p.pic), (Some(pos), Some((0x1234, 77))));
+        assert_eq!(expected_payload(&p), v);
+        assert!(is_vp8_keyframe(&v));
+        let delta = video_payload_with(
+            &tag,
+            6,
+            VideoPos {
+                keyframe: false,
+                ..pos
+            },
+            Some((1, 2)),
+        );
+        assert!(!is_vp8_keyframe(&delta));
+        assert_eq!(parse_payload(&delta).unwrap().pic, Some((1, 2)));
         let mut bad = audio_payload(&tag, 1);
         bad[40] ^= 1;
         assert_ne!(expected_payload(&parse_payload(&bad).unwrap()), bad);

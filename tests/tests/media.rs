@@ -3,7 +3,9 @@
 //! with payloads forwarded byte for byte; a caucus cuts the other side off and ending it restores
 //! the flows; the lobby gets nothing; clients only ever see the server's address; a peer that
 //! vanishes is cleaned up; bad SDP and garbage UDP get an error or a silent drop, never a crash;
-//! a client that cannot use UDP reaches the same SFU over ICE-TCP.
+//! a client that cannot use UDP reaches the same SFU over ICE-TCP; a simulcast publisher's
+//! receivers get one layer at a time, the one they ask for or the next one flowing, as one
+//! continuous stream.
 //!
 //! Each test starts its own server with `--media-listen 127.0.0.1:<free port>`. The tests take a
 //! shared lock so that only one set of peers streams at a time: on a two-core machine, parallel
@@ -16,7 +18,8 @@ use std::time::Duration;
 use reqwest::Method;
 use serde_json::json;
 use yuntiao_tests::peer::{
-    candidate_addr, candidate_lines, eventually, Kind, Peer, Tag, Transport, CONNECT_TIMEOUT,
+    candidate_addr, candidate_lines, eventually, Kind, Peer, RecvPacket, Tag, TrackStats,
+    Transport, CONNECT_TIMEOUT,
 };
 use yuntiao_tests::{Case, Client, Server, StoreKind};
 
@@ -1012,4 +1015,312 @@ async fn simultaneous_offers_lose_no_track() {
     for p in peers {
         p.close().await;
     }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Simulcast
+// ---------------------------------------------------------------------------------------------
+
+/// The simulcast layers the publisher sends, smallest first.
+const RIDS: [&str; 3] = ["q", "h", "f"];
+
+/// A simulcast publisher (the consumer, layers [`RIDS`]) and a plain receiver (the merchant),
+/// with the receiver getting the publisher's video.
+async fn simulcast_pair(server: &Server) -> (Peer, Peer) {
+    let (_case, mut clients) = four_admitted(server).await;
+    clients.truncate(2);
+    let merchant = clients.pop().unwrap();
+    let consumer = clients.pop().unwrap();
+    let publisher = Peer::connect_simulcast(consumer, &RIDS).await.unwrap();
+    let receiver = Peer::connect(merchant).await.unwrap();
+    let f = publisher.layer_tag("f").unwrap();
+    let ok = eventually(START, || receiver.received(f, Kind::Video) > 0).await;
+    assert!(
+        ok,
+        "the receiver got none of the best layer: {:?}; publisher sent {} (errors {}), {:?}",
+        layer_counts(&publisher, &receiver),
+        publisher.sent(Kind::Video),
+        publisher.send_errors(),
+        publisher.errors()
+    );
+    (publisher, receiver)
+}
+
+/// Video packets the receiver got from each of the publisher's layers.
+fn layer_counts(publisher: &Peer, receiver: &Peer) -> Vec<(&'static str, u64)> {
+    RIDS.iter()
+        .map(|r| {
+            let tag = publisher.layer_tag(r).unwrap();
+            (*r, receiver.received(tag, Kind::Video))
+        })
+        .collect()
+}
+
+/// The mid of the receiver's line that carries the publisher's video.
+fn video_mid(receiver: &Peer, publisher: &Peer) -> String {
+    receiver
+        .media_tracks()
+        .into_iter()
+        .find(|t| {
+            t.participant == publisher.participant()
+                && serde_json::to_value(t.kind).unwrap() == "video"
+        })
+        .map(|t| t.mid)
+        .expect("media_tracks lists the publisher's video")
+}
+
+/// The receiver's track for that line.
+fn video_track(receiver: &Peer, mid: &str) -> TrackStats {
+    receiver
+        .tracks()
+        .into_iter()
+        .find(|t| t.mid.as_deref() == Some(mid))
+        .expect("a received track on the publisher's video line")
+}
+
+/// Which layer a received packet came from.
+fn layer_of(publisher: &Peer, p: &RecvPacket) -> Option<&'static str> {
+    RIDS.into_iter()
+        .find(|r| p.tag.is_some() && publisher.layer_tag(r) == p.tag)
+}
+
+/// One continuous stream: sequence numbers step by one (a few lost packets aside), timestamps
+/// never go back and jump at most a few seconds, VP8 picture IDs and TL0PICIDX step by zero or
+/// one. Returns the indexes where the layer changes.
+fn assert_continuous(publisher: &Peer, h: &[RecvPacket]) -> Vec<usize> {
+    let mut switches = Vec::new();
+    for i in 1..h.len() {
+        let (a, b) = (&h[i - 1], &h[i]);
+        let ctx = || {
+            format!(
+                "packet {i}: {:?} {a:?} -> {:?} {b:?}",
+                layer_of(publisher, a),
+                layer_of(publisher, b)
+            )
+        };
+        let dseq = b.seq.wrapping_sub(a.seq);
+        assert!((1..=3).contains(&dseq), "sequence jump {dseq}: {}", ctx());
+        let dts = b.ts.wrapping_sub(a.ts) as i32;
+        assert!(
+            (0..=5 * 90_000).contains(&dts),
+            "timestamp step {dts}: {}",
+            ctx()
+        );
+        if let (Some((pa, ta)), Some((pb, tb))) = (a.pic, b.pic) {
+            let dp = pb.wrapping_sub(pa) & 0x7fff;
+            assert!(dp <= 1, "picture ID step {dp}: {}", ctx());
+            let dt = tb.wrapping_sub(ta);
+            assert!(dt <= 1, "TL0PICIDX step {dt}: {}", ctx());
+        }
+        if layer_of(publisher, a) != layer_of(publisher, b) {
+            assert_eq!(dseq, 1, "sequence gap at the switch: {}", ctx());
+            assert!(b.keyframe, "the switch is not at a keyframe: {}", ctx());
+            assert_eq!(
+                b.pic.map(|p| p.0),
+                a.pic.map(|p| (p.0 + 1) & 0x7fff),
+                "picture ID not continued at the switch: {}",
+                ctx()
+            );
+            switches.push(i);
+        }
+    }
+    switches
+}
+
+/// Resets the receiver's counters and waits until it gets layer `rid`.
+async fn wait_layer(publisher: &Peer, receiver: &Peer, rid: &str) {
+    let tag = publisher.layer_tag(rid).unwrap();
+    receiver.reset_counters();
+    let ok = eventually(START, || receiver.received(tag, Kind::Video) > 0).await;
+    assert!(
+        ok,
+        "the receiver never got layer {rid}: {:?}; keyframe requests per layer {:?}",
+        layer_counts(publisher, receiver),
+        RIDS.map(|r| (r, publisher.layer_keyframe_requests(r)))
+    );
+}
+
+/// Over one second, the receiver gets layer `rid` and nothing else of the publisher's video.
+async fn assert_only_layer(publisher: &Peer, receiver: &Peer, mid: &str, rid: &str) {
+    receiver.reset_counters();
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let counts = layer_counts(publisher, receiver);
+    for (r, n) in &counts {
+        if *r == rid {
+            assert!(*n > 10, "layer {rid} is not flowing: {counts:?}");
+        } else {
+            assert_eq!(*n, 0, "layer {r} arrives besides {rid}: {counts:?}");
+        }
+    }
+    let t = video_track(receiver, mid);
+    assert_eq!(t.ssrcs.len(), 1, "one SSRC on the line: {:?}", t.ssrcs);
+    assert_eq!(t.mismatches + t.unparsable, 0, "payloads altered: {t:?}");
+    assert!(assert_continuous(publisher, &t.history).is_empty());
+}
+
+/// Simulcast: a receiver gets one layer, the best, by default; after `media_layer` `low` it gets
+/// only the smallest, switched at a keyframe the server asked the publisher for, and the line
+/// stays one continuous stream (sequence numbers, timestamps, VP8 picture IDs); `high` brings
+/// the best layer back the same way.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn simulcast_receiver_gets_one_layer_and_switches_on_request() {
+    let _serial = SERIAL.lock().await;
+    let (server, _port) = start().await;
+    let (publisher, receiver) = simulcast_pair(&server).await;
+    let mid = video_mid(&receiver, &publisher);
+    tokio::time::sleep(SETTLE).await;
+    assert_only_layer(&publisher, &receiver, &mid, "f").await;
+
+    // Down to the smallest layer.
+    let plis_before = publisher.layer_keyframe_requests("q");
+    receiver.reset_counters();
+    receiver
+        .ok(json!({"type": "media_layer", "mid": mid, "quality": "low"}))
+        .await
+        .unwrap();
+    let q = publisher.layer_tag("q").unwrap();
+    let ok = eventually(START, || receiver.received(q, Kind::Video) > 0).await;
+    assert!(
+        ok,
+        "no switch to q: {:?}",
+        layer_counts(&publisher, &receiver)
+    );
+    assert!(
+        publisher.layer_keyframe_requests("q") > plis_before,
+        "the server did not ask for a keyframe of the layer it switched to"
+    );
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let t = video_track(&receiver, &mid);
+    let switches = assert_continuous(&publisher, &t.history);
+    assert_eq!(switches.len(), 1, "one switch, f to q: {switches:?}");
+    let at = switches[0];
+    assert_eq!(layer_of(&publisher, &t.history[at - 1]), Some("f"));
+    assert!(
+        t.history[at..]
+            .iter()
+            .all(|p| layer_of(&publisher, p) == Some("q")),
+        "after the switch only q"
+    );
+    assert_eq!(t.mismatches + t.unparsable, 0, "payloads altered: {t:?}");
+    assert_only_layer(&publisher, &receiver, &mid, "q").await;
+
+    // `medium` is the middle layer.
+    receiver
+        .ok(json!({"type": "media_layer", "mid": mid, "quality": "medium"}))
+        .await
+        .unwrap();
+    wait_layer(&publisher, &receiver, "h").await;
+    assert_only_layer(&publisher, &receiver, &mid, "h").await;
+
+    // And back up.
+    receiver
+        .ok(json!({"type": "media_layer", "mid": mid, "quality": "high"}))
+        .await
+        .unwrap();
+    wait_layer(&publisher, &receiver, "f").await;
+    assert_only_layer(&publisher, &receiver, &mid, "f").await;
+    assert!(receiver.errors().is_empty(), "{:?}", receiver.errors());
+    publisher.close().await;
+    receiver.close().await;
+}
+
+/// Simulcast: when the publisher stops sending the best layer (its uplink got thin), a receiver
+/// that wanted it gets the next one down, and the best one again when it returns; the line stays
+/// continuous through both switches.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn simulcast_falls_back_when_a_layer_stops() {
+    let _serial = SERIAL.lock().await;
+    let (server, _port) = start().await;
+    let (publisher, receiver) = simulcast_pair(&server).await;
+    let mid = video_mid(&receiver, &publisher);
+    tokio::time::sleep(SETTLE).await;
+    assert_only_layer(&publisher, &receiver, &mid, "f").await;
+
+    receiver.reset_counters();
+    publisher.set_layer_sending("f", false);
+    wait_layer_kept(&publisher, &receiver, "h").await;
+    let t = video_track(&receiver, &mid);
+    let switches = assert_continuous(&publisher, &t.history);
+    assert_eq!(switches.len(), 1, "one switch, f to h: {switches:?}");
+    assert_eq!(layer_of(&publisher, &t.history[switches[0]]), Some("h"));
+    assert_only_layer(&publisher, &receiver, &mid, "h").await;
+
+    receiver.reset_counters();
+    publisher.set_layer_sending("f", true);
+    wait_layer_kept(&publisher, &receiver, "f").await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let t = video_track(&receiver, &mid);
+    let switches = assert_continuous(&publisher, &t.history);
+    assert_eq!(switches.len(), 1, "one switch, h to f: {switches:?}");
+    assert_eq!(layer_of(&publisher, &t.history[switches[0]]), Some("f"));
+    assert_only_layer(&publisher, &receiver, &mid, "f").await;
+    publisher.close().await;
+    receiver.close().await;
+}
+
+/// Like [`wait_layer`], without resetting the counters (the history keeps the switch).
+async fn wait_layer_kept(publisher: &Peer, receiver: &Peer, rid: &str) {
+    let tag = publisher.layer_tag(rid).unwrap();
+    let ok = eventually(START, || receiver.received(tag, Kind::Video) > 0).await;
+    assert!(
+        ok,
+        "the receiver never got layer {rid}: {:?}",
+        layer_counts(publisher, receiver)
+    );
+}
+
+/// Bad input: `media_layer` for a mid that is not one of the receiver's received video lines
+/// (unknown, its own published line, an audio line) or with an unknown quality gets a typed
+/// error, and the receiver keeps getting the layer it had.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn media_layer_refuses_foreign_mids_and_changes_nothing() {
+    let _serial = SERIAL.lock().await;
+    let (server, _port) = start().await;
+    let (publisher, receiver) = simulcast_pair(&server).await;
+    let mid = video_mid(&receiver, &publisher);
+    let own_sdp = receiver.local_sdp().await.unwrap();
+    let own_video_mid = own_sdp
+        .split("m=")
+        .find(|m| m.starts_with("video"))
+        .and_then(|m| m.lines().find_map(|l| l.trim().strip_prefix("a=mid:")))
+        .unwrap()
+        .to_owned();
+    let audio_mid = receiver
+        .media_tracks()
+        .into_iter()
+        .find(|t| serde_json::to_value(t.kind).unwrap() == "audio")
+        .map(|t| t.mid)
+        .unwrap();
+    let cases = [
+        (
+            json!({"type": "media_layer", "mid": "zz9", "quality": "low"}),
+            "not_found",
+        ),
+        (
+            json!({"type": "media_layer", "mid": own_video_mid, "quality": "low"}),
+            "not_found",
+        ),
+        (
+            json!({"type": "media_layer", "mid": audio_mid, "quality": "low"}),
+            "invalid_message",
+        ),
+        (
+            json!({"type": "media_layer", "mid": mid, "quality": "ultra"}),
+            "invalid_message",
+        ),
+        (
+            json!({"type": "media_layer", "mid": 7, "quality": "low"}),
+            "invalid_message",
+        ),
+    ];
+    for (msg, code) in cases {
+        let r = receiver.signal(msg.clone()).await.unwrap();
+        assert_eq!(r["type"], "error", "{msg} -> {r}");
+        assert_eq!(r["code"], code, "{msg} -> {r}");
+    }
+    // Nothing changed: still the best layer only.
+    tokio::time::sleep(SETTLE).await;
+    assert_only_layer(&publisher, &receiver, &mid, "f").await;
+    publisher.close().await;
+    receiver.close().await;
 }

@@ -6,6 +6,26 @@
 //! payloads are forwarded as they came (no depacketizing); only SSRC, payload type, sequence
 //! numbers and header extensions are rewritten per receiver.
 //!
+//! Simulcast: a publisher's video line may carry several encodings, told apart by their rid
+//! (`a=simulcast:send` in its offer; str0m maps each rid's SSRC from the RTP header extensions).
+//! Each receiver's line carries one of them at a time ([`OutTrack::layers`]): the best layer
+//! that is arriving and not above the quality the receiver asked for (`media_layer`, default
+//! the best), else the lowest one arriving above it. A layer counts as stopped when str0m
+//! reports its stream paused ([`PAUSE_AFTER`] without packets) and as flowing again with its
+//! next packet. A change of layer is made at a keyframe of the new layer, which the engine asks
+//! the publisher for (PLI on that rid); until it comes, the old layer goes on. At the switch the
+//! outgoing stream is kept continuous: sequence numbers go on from the last one sent, the RTP
+//! timestamp goes on from the last one sent plus the wall-clock time between the two packets
+//! (layers have unrelated timestamp bases), and VP8 picture IDs and TL0PICIDX go on from the
+//! last ones sent (a jump would make a receiver's decoder treat the new layer's frames as
+//! missing references or as old frames). Layers are ranked by their rid names when they are a
+//! known scheme (`q`/`h`/`f`, `l`/`m`/`h`, `low`/`medium`/`high`, numbers), else in the order of
+//! the publisher's `a=simulcast` line, taken as smallest first (how browsers list
+//! `sendEncodings` in the usual configuration).
+//!
+//! Bandwidth estimation (str0m's `enable_bwe` with TWCC from receivers) is not used to cap a
+//! receiver's layer: it is not enabled, so a receiver on a thin link relies on `media_layer`.
+//!
 //! Renegotiation: when a receiver may receive a new track (a publisher added one, the plan
 //! changed), the engine adds a send-only media line to the receiver's connection, or flips an
 //! existing one between send-only and inactive, and sends the client a `media_offer`. One
@@ -19,14 +39,17 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use str0m::change::{SdpAnswer, SdpOffer, SdpPendingOffer};
-use str0m::media::{Direction, KeyframeRequestKind, MediaKind as Kind, Mid, Pt};
+use str0m::format::Codec;
+use str0m::media::{Direction, KeyframeRequestKind, MediaKind as Kind, Mid, Pt, Rid};
 use str0m::net::{Protocol, Receive, TcpType};
-use str0m::rtp::{ExtensionValues, RtpWrite};
+use str0m::rtp::{ExtensionValues, RtpWrite, Vp8Descriptor};
 use str0m::{Candidate, Event, IceConnectionState, Input, Output, Rtc};
 use tokio::net::UdpSocket;
 use tokio::sync::mpsc;
 use tracing::{debug, info, warn};
-use yuntiao_signaling::protocol::{ErrorCode, MediaKind, ProtocolError, ServerMessage, TrackInfo};
+use yuntiao_signaling::protocol::{
+    ErrorCode, LayerQuality, MediaKind, ProtocolError, ServerMessage, TrackInfo,
+};
 
 use super::tcp::{self, TcpEvent};
 use super::{Command, MediaPlan, MediaStats, PeerKey, PeerStats};
@@ -35,11 +58,53 @@ use crate::rooms::Outbound;
 /// How often per-peer bitrate and loss are refreshed for `/metrics`.
 const STATS_INTERVAL: Duration = Duration::from_secs(1);
 
+/// How long a simulcast layer may send nothing before receivers fall back to another one.
+const PAUSE_AFTER: Duration = Duration::from_secs(1);
+/// How often a keyframe of the layer a receiver waits for is asked for again.
+const LAYER_KEYFRAME_RETRY: Duration = Duration::from_millis(500);
+
 struct InTrack {
     kind: Kind,
-    first_seq: Option<u64>,
-    max_seq: u64,
+    /// Sequence statistics per encoding (rid; `None` without simulcast), for the loss figure.
+    seqs: HashMap<Option<Rid>, SeqStat>,
+    /// Simulcast layers, smallest first; empty without simulcast.
+    layers: Vec<Layer>,
+}
+
+#[derive(Default)]
+struct SeqStat {
+    first: Option<u64>,
+    max: u64,
     received: u64,
+}
+
+#[derive(Clone, Copy, Debug)]
+struct Layer {
+    rid: Rid,
+    /// A packet of it arrived and str0m has not reported it paused since.
+    flowing: bool,
+}
+
+/// Which layer a receiver's line carries, and how its stream is kept continuous across
+/// switches (see the module docs).
+#[derive(Default)]
+struct LayerState {
+    quality: Option<LayerQuality>,
+    /// The layer forwarded now.
+    current: Option<Rid>,
+    /// The layer to switch to at its next keyframe, and when its keyframe was last asked for.
+    target: Option<(Rid, Instant)>,
+    /// Packets of the current layer below this sequence number predate the switch (dropped).
+    switch_seq: u64,
+    /// Added to the current layer's RTP timestamps.
+    ts_offset: u32,
+    /// The last timestamp sent, and when its packet arrived.
+    last_ts: Option<(u32, Instant)>,
+    /// Added to the current layer's VP8 picture ID and TL0PICIDX, and the last ones sent.
+    pid_offset: u16,
+    tl0_offset: u8,
+    last_pid: Option<u16>,
+    last_tl0: Option<u8>,
 }
 
 struct OutTrack {
@@ -54,6 +119,18 @@ struct OutTrack {
     next_seq: u64,
     seq_offset: Option<i64>,
     pt_map: HashMap<Pt, Option<Pt>>,
+    /// Simulcast layer selection for this line (unused when the source has no layers).
+    layers: LayerState,
+}
+
+impl OutTrack {
+    /// The line starts over after a pause: new sequence offset, layer chosen again at a
+    /// keyframe (the receiver's preference stays).
+    fn restart(&mut self) {
+        self.seq_offset = None;
+        self.layers.current = None;
+        self.layers.target = None;
+    }
 }
 
 struct Peer {
@@ -82,6 +159,7 @@ struct Peer {
 struct Forward {
     from: usize,
     mid: Mid,
+    rid: Option<Rid>,
     pt: Pt,
     seq: u64,
     time: u32,
@@ -103,7 +181,7 @@ pub struct Engine {
     plans: HashMap<String, MediaPlan>,
     dirty: HashSet<String>,
     forwards: VecDeque<Forward>,
-    keyframes: VecDeque<(usize, Mid, KeyframeRequestKind)>,
+    keyframes: VecDeque<(usize, Mid, Option<Rid>, KeyframeRequestKind)>,
     last_stats: Instant,
 }
 
@@ -119,6 +197,88 @@ async fn next_tcp(rx: &mut Option<mpsc::Receiver<TcpEvent>>) -> Option<TcpEvent>
     match rx {
         Some(rx) => rx.recv().await,
         None => std::future::pending().await,
+    }
+}
+
+/// Ranks simulcast rids smallest first: by a known naming scheme, else as listed.
+fn rank_layers(rids: &[Rid]) -> Vec<Rid> {
+    let names: Vec<String> = rids.iter().map(|r| r.to_ascii_lowercase()).collect();
+    let has = |n: &str| names.iter().any(|x| x == n);
+    let scheme: &[&str] = if has("f") || has("q") {
+        &["q", "h", "f"]
+    } else if has("l") || has("m") {
+        &["l", "m", "h"]
+    } else if has("low") || has("medium") || has("high") {
+        &["low", "medium", "high"]
+    } else {
+        &[]
+    };
+    let rank = |n: &String| -> Option<u64> {
+        if scheme.is_empty() {
+            n.parse().ok()
+        } else {
+            scheme.iter().position(|s| s == n).map(|p| p as u64)
+        }
+    };
+    if names.iter().all(|n| rank(n).is_some()) {
+        let mut v: Vec<(u64, Rid)> = names
+            .iter()
+            .zip(rids)
+            .filter_map(|(n, r)| Some((rank(n)?, *r)))
+            .collect();
+        v.sort_by_key(|(k, _)| *k);
+        v.into_iter().map(|(_, r)| r).collect()
+    } else {
+        rids.to_vec()
+    }
+}
+
+/// The layer a receiver asking for `quality` should get: the best flowing layer not above it,
+/// else the lowest flowing one above it, else none.
+fn choose_layer(layers: &[Layer], quality: LayerQuality) -> Option<Rid> {
+    let n = layers.len();
+    if n == 0 {
+        return None;
+    }
+    let cap = match quality {
+        LayerQuality::High => n - 1,
+        LayerQuality::Medium => (n - 1) / 2,
+        LayerQuality::Low => 0,
+    };
+    layers[..=cap]
+        .iter()
+        .rev()
+        .chain(layers[cap + 1..].iter())
+        .find(|l| l.flowing)
+        .map(|l| l.rid)
+}
+
+/// Whether a video payload starts a keyframe (unknown codecs: always, so switching still works).
+fn starts_keyframe(codec: Option<Codec>, payload: &[u8]) -> bool {
+    use str0m::format::{
+        detect_av1_keyframe, detect_h264_keyframe, detect_h265_keyframe, detect_vp8_keyframe,
+        detect_vp9_keyframe,
+    };
+    match codec {
+        Some(Codec::Vp8) => detect_vp8_keyframe(payload),
+        Some(Codec::Vp9) => detect_vp9_keyframe(payload),
+        Some(Codec::H264) => detect_h264_keyframe(payload),
+        Some(Codec::H265) => detect_h265_keyframe(payload),
+        Some(Codec::Av1) => detect_av1_keyframe(payload),
+        _ => true,
+    }
+}
+
+/// The VP8 picture ID's width: 15 bits (M set) or 7, when the descriptor has one.
+fn vp8_pid_bits(payload: &[u8]) -> u32 {
+    // X, then I in the extension octet, then M in the first picture ID octet.
+    let wide = payload.len() > 2 && payload[0] & 0x80 != 0 && payload[1] & 0x80 != 0 && {
+        payload[2] & 0x80 != 0
+    };
+    if wide {
+        15
+    } else {
+        7
     }
 }
 
@@ -285,6 +445,14 @@ impl Engine {
                     self.peers[i].touched = true;
                 }
             }
+            Command::Layer {
+                key,
+                mid,
+                quality,
+                reply,
+            } => {
+                let _ = reply.send(self.set_layer(&key, &mid, quality));
+            }
         }
     }
 
@@ -302,6 +470,7 @@ impl Engine {
                 let mut rtc = Rtc::builder()
                     .set_rtp_mode(true)
                     .set_ice_lite(true)
+                    .set_pause_threshold(PAUSE_AFTER)
                     .build(Instant::now());
                 let internal = |e: str0m::error::IceError| {
                     ProtocolError::new(ErrorCode::Internal, e.to_string())
@@ -356,7 +525,7 @@ impl Engine {
                 let active = negotiated[&t.mid];
                 if t.active != active {
                     t.active = active;
-                    t.seq_offset = None;
+                    t.restart();
                 }
             }
             peer.tracks_sent = None;
@@ -419,9 +588,49 @@ impl Engine {
             .collect();
         for (participant, mid) in srcs {
             if let Some(i) = self.peer_index(&key.case, &participant) {
-                self.keyframes.push_back((i, mid, KeyframeRequestKind::Pli));
+                self.keyframes
+                    .push_back((i, mid, None, KeyframeRequestKind::Pli));
             }
         }
+        Ok(())
+    }
+
+    /// `media_layer`: the receiver's quality for one of its received video lines. Takes effect
+    /// with the next packet of that line's source.
+    fn set_layer(
+        &mut self,
+        key: &PeerKey,
+        mid: &str,
+        quality: LayerQuality,
+    ) -> Result<(), ProtocolError> {
+        let peer = self
+            .peers
+            .iter_mut()
+            .find(|p| &p.key == key)
+            .ok_or_else(|| {
+                ProtocolError::new(
+                    ErrorCode::Conflict,
+                    "no peer connection yet; send media_offer first",
+                )
+            })?;
+        let shown: String = mid.chars().take(20).collect();
+        let track = peer
+            .outbound
+            .iter_mut()
+            .find(|t| t.mid.to_string() == mid)
+            .ok_or_else(|| {
+                ProtocolError::new(
+                    ErrorCode::NotFound,
+                    format!("no received track with mid `{shown}` on this connection"),
+                )
+            })?;
+        if track.kind != Kind::Video {
+            return Err(ProtocolError::new(
+                ErrorCode::InvalidMessage,
+                format!("mid `{shown}` is audio, which has no layers"),
+            ));
+        }
+        track.layers.quality = Some(quality);
         Ok(())
     }
 
@@ -459,11 +668,13 @@ impl Engine {
             while let Some(f) = self.forwards.pop_front() {
                 self.forward(f);
             }
-            while let Some((i, mid, kind)) = self.keyframes.pop_front() {
+            while let Some((i, mid, rid, kind)) = self.keyframes.pop_front() {
                 if let Some(p) = self.peers.get_mut(i) {
                     p.touched = true;
+                    // Without a rid, a simulcast source has no stream to ask: the receiver's
+                    // line asks for its layer's keyframe itself when it picks one (`forward`).
                     let mut api = p.rtc.direct_api();
-                    if let Some(rx) = api.stream_rx_by_mid(mid, None) {
+                    if let Some(rx) = api.stream_rx_by_mid(mid, rid) {
                         rx.request_keyframe(kind);
                     }
                 }
@@ -529,13 +740,23 @@ impl Engine {
             Event::MediaAdded(m) => {
                 let ours = peer.outbound.iter().any(|t| t.mid == m.mid);
                 if !ours && matches!(m.direction, Direction::RecvOnly | Direction::SendRecv) {
+                    let rids: Vec<Rid> = m
+                        .simulcast
+                        .map(|s| s.recv.iter().map(|l| l.rid).collect())
+                        .unwrap_or_default();
+                    let layers = rank_layers(&rids)
+                        .into_iter()
+                        .map(|rid| Layer {
+                            rid,
+                            flowing: false,
+                        })
+                        .collect();
                     peer.inbound.insert(
                         m.mid,
                         InTrack {
                             kind: m.kind,
-                            first_seq: None,
-                            max_seq: 0,
-                            received: 0,
+                            seqs: HashMap::new(),
+                            layers,
                         },
                     );
                     self.dirty.insert(peer.key.case.clone());
@@ -543,7 +764,12 @@ impl Engine {
             }
             Event::RtpPacket(p) => {
                 let ssrc = p.header.ssrc;
-                let Some(mid) = peer.rtc.direct_api().stream_rx(&ssrc).map(|s| s.mid()) else {
+                let Some((mid, rid)) = peer
+                    .rtc
+                    .direct_api()
+                    .stream_rx(&ssrc)
+                    .map(|s| (s.mid(), s.rid()))
+                else {
                     MediaStats::add(&self.stats.packets_dropped, 1);
                     return;
                 };
@@ -553,9 +779,17 @@ impl Engine {
                 peer.bytes_in += len;
                 let seq: u64 = *p.seq_no;
                 if let Some(t) = peer.inbound.get_mut(&mid) {
-                    t.received += 1;
-                    t.first_seq.get_or_insert(seq);
-                    t.max_seq = t.max_seq.max(seq);
+                    let s = t.seqs.entry(rid).or_default();
+                    s.received += 1;
+                    s.first.get_or_insert(seq);
+                    s.max = s.max.max(seq);
+                    if let Some(rid) = rid {
+                        match t.layers.iter_mut().find(|l| l.rid == rid) {
+                            Some(l) => l.flowing = true,
+                            // A rid the offer did not list: a layer all the same, ranked last.
+                            None => t.layers.push(Layer { rid, flowing: true }),
+                        }
+                    }
                 }
                 let ext = ExtensionValues {
                     audio_level: p.header.ext_vals.audio_level,
@@ -566,6 +800,7 @@ impl Engine {
                 self.forwards.push_back(Forward {
                     from: i,
                     mid,
+                    rid,
                     pt: p.header.payload_type,
                     seq,
                     time: p.header.timestamp,
@@ -578,9 +813,18 @@ impl Engine {
             Event::KeyframeRequest(r) => {
                 if let Some(t) = peer.outbound.iter().find(|t| t.mid == r.mid) {
                     let (src, src_mid) = t.src.clone();
+                    // The layer this line carries (or is about to).
+                    let rid = t.layers.current.or(t.layers.target.map(|(r, _)| r));
                     let case = peer.key.case.clone();
                     if let Some(j) = self.peer_index(&case, &src) {
-                        self.keyframes.push_back((j, src_mid, r.kind));
+                        self.keyframes.push_back((j, src_mid, rid, r.kind));
+                    }
+                }
+            }
+            Event::StreamPaused(sp) => {
+                if let (Some(t), Some(rid)) = (peer.inbound.get_mut(&sp.mid), sp.rid) {
+                    if let Some(l) = t.layers.iter_mut().find(|l| l.rid == rid) {
+                        l.flowing = !sp.paused;
                     }
                 }
             }
@@ -599,6 +843,30 @@ impl Engine {
             .iter()
             .find(|p| p.pt() == f.pt)
             .map(|p| p.spec());
+        let codec = src_params.as_ref().map(|p| p.codec);
+        let clock = src_params.as_ref().map_or(90_000, |p| p.clock_rate.get());
+        // Simulcast: the source's layers (smallest first), to pick one per receiver.
+        let layers: Vec<Layer> = match f.rid {
+            Some(_) => self.peers[f.from]
+                .inbound
+                .get(&f.mid)
+                .map(|t| t.layers.clone())
+                .unwrap_or_default(),
+            None => Vec::new(),
+        };
+        let rid = f.rid.filter(|_| !layers.is_empty());
+        let keyframe = rid.is_some() && starts_keyframe(codec, &f.payload);
+        let vp8 = match (rid, codec) {
+            (Some(_), Some(Codec::Vp8)) => Vp8Descriptor::parse(&f.payload).ok(),
+            _ => None,
+        };
+        let pid_mask: u16 = if vp8_pid_bits(&f.payload) == 15 {
+            0x7fff
+        } else {
+            0x7f
+        };
+        let now = Instant::now();
+        let mut asks: Vec<Rid> = Vec::new();
         let plan = self.plans.get(&case);
         for j in 0..self.peers.len() {
             if j == f.from || self.peers[j].key.case != case {
@@ -636,6 +904,81 @@ impl Engine {
                 MediaStats::add(&self.stats.packets_dropped, 1);
                 continue;
             };
+            let mut time = f.time;
+            let mut patch = None;
+            if let Some(rid) = rid {
+                let ls = &mut track.layers;
+                let want = choose_layer(&layers, ls.quality.unwrap_or(LayerQuality::High));
+                match want {
+                    Some(w) if Some(w) != ls.current => {
+                        let ask = ls.target.is_none_or(|(t, at)| {
+                            t != w || now.saturating_duration_since(at) >= LAYER_KEYFRAME_RETRY
+                        });
+                        if ask {
+                            ls.target = Some((w, now));
+                            if !asks.contains(&w) {
+                                asks.push(w);
+                            }
+                        }
+                    }
+                    // The wanted layer is the one sent, or nothing arrives: no switch.
+                    _ => ls.target = None,
+                }
+                if keyframe && ls.target.is_some_and(|(t, _)| t == rid) {
+                    // Switch: this layer's keyframe continues the outgoing stream.
+                    ls.current = Some(rid);
+                    ls.target = None;
+                    ls.switch_seq = f.seq;
+                    track.seq_offset = Some(track.next_seq as i64 - f.seq as i64);
+                    ls.ts_offset = match ls.last_ts {
+                        Some((last, at)) => {
+                            let gap = f.arrival.saturating_duration_since(at).as_secs_f64();
+                            let step = ((gap * clock as f64) as u32).max(1);
+                            last.wrapping_add(step).wrapping_sub(f.time)
+                        }
+                        None => 0,
+                    };
+                    if let Some(d) = &vp8 {
+                        ls.pid_offset = match (ls.last_pid, d.picture_id()) {
+                            (Some(last), Some(pid)) => last.wrapping_add(1).wrapping_sub(pid),
+                            _ => 0,
+                        } & pid_mask;
+                        ls.tl0_offset = match (ls.last_tl0, d.tl0_pic_idx()) {
+                            (Some(last), Some(t)) => last.wrapping_add(1).wrapping_sub(t),
+                            _ => 0,
+                        };
+                    }
+                    MediaStats::add(&self.stats.layer_switches, 1);
+                } else if ls.current != Some(rid) || f.seq < ls.switch_seq {
+                    // Another layer than the one sent, or a late packet from before the switch.
+                    continue;
+                }
+                time = f.time.wrapping_add(ls.ts_offset);
+                ls.last_ts = Some((time, f.arrival));
+                if let Some(d) = &vp8 {
+                    let mut b = d.patch();
+                    let mut changed = false;
+                    if let Some(pid) = d.picture_id() {
+                        let out = pid.wrapping_add(ls.pid_offset) & pid_mask;
+                        ls.last_pid = Some(out);
+                        if out != pid {
+                            b = b.picture_id(out);
+                            changed = true;
+                        }
+                    }
+                    if let Some(t) = d.tl0_pic_idx() {
+                        let out = t.wrapping_add(ls.tl0_offset);
+                        ls.last_tl0 = Some(out);
+                        if out != t {
+                            b = b.tl0_pic_idx(out);
+                            changed = true;
+                        }
+                    }
+                    if changed {
+                        patch = b.build().ok();
+                    }
+                }
+            }
             let offset = *track
                 .seq_offset
                 .get_or_insert(track.next_seq as i64 - f.seq as i64);
@@ -649,16 +992,22 @@ impl Engine {
                 MediaStats::add(&self.stats.packets_dropped, 1);
                 continue;
             };
-            tx.write_rtp(
-                RtpWrite::new(pt, seq.into(), f.time, f.arrival, f.payload.clone())
-                    .marker(f.marker)
-                    .ext_vals(f.ext.clone())
-                    .nackable(nackable),
-            );
+            let mut write = RtpWrite::new(pt, seq.into(), time, f.arrival, f.payload.clone())
+                .marker(f.marker)
+                .ext_vals(f.ext.clone())
+                .nackable(nackable);
+            if let Some(patch) = patch {
+                write = write.vp8_patch(patch);
+            }
+            tx.write_rtp(write);
             let len = f.payload.len() as u64;
             peer.bytes_out += len;
             MediaStats::add(&self.stats.packets_forwarded, 1);
             MediaStats::add(&self.stats.bytes_forwarded, len);
+        }
+        for rid in asks {
+            self.keyframes
+                .push_back((f.from, f.mid, Some(rid), KeyframeRequestKind::Pli));
         }
     }
 
@@ -701,7 +1050,7 @@ impl Engine {
                         .any(|(p, m, _)| *p == t.src.0 && *m == t.src.1);
                 if want != t.active {
                     t.active = want;
-                    t.seq_offset = None;
+                    t.restart();
                     api.set_direction(
                         t.mid,
                         if want {
@@ -743,6 +1092,7 @@ impl Engine {
                     next_seq: 1,
                     seq_offset: None,
                     pt_map: HashMap::new(),
+                    layers: LayerState::default(),
                 });
                 changed = true;
                 if *kind == Kind::Video {
@@ -786,7 +1136,8 @@ impl Engine {
         }
         for ((src, mid), case) in keyframes {
             if let Some(i) = self.peer_index(&case, &src) {
-                self.keyframes.push_back((i, mid, KeyframeRequestKind::Pli));
+                self.keyframes
+                    .push_back((i, mid, None, KeyframeRequestKind::Pli));
             }
         }
     }
@@ -798,10 +1149,13 @@ impl Engine {
             .peers
             .iter_mut()
             .map(|p| {
-                let (expected, received) = p.inbound.values().fold((0u64, 0u64), |acc, t| {
-                    let exp = t.first_seq.map_or(0, |f| t.max_seq - f + 1);
-                    (acc.0 + exp, acc.1 + t.received)
-                });
+                let (expected, received) = p.inbound.values().flat_map(|t| t.seqs.values()).fold(
+                    (0u64, 0u64),
+                    |acc, s| {
+                        let exp = s.first.map_or(0, |f| s.max - f + 1);
+                        (acc.0 + exp, acc.1 + s.received)
+                    },
+                );
                 let s = PeerStats {
                     case: p.key.case.clone(),
                     participant: p.key.participant.clone(),
@@ -821,5 +1175,78 @@ impl Engine {
         if let Ok(mut g) = self.stats.per_peer.lock() {
             *g = per_peer;
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn rids(names: &[&str]) -> Vec<Rid> {
+        names.iter().map(|n| Rid::from(*n)).collect()
+    }
+
+    fn names(r: &[Rid]) -> Vec<String> {
+        r.iter().map(|r| r.to_string()).collect()
+    }
+
+    #[test]
+    fn layers_are_ranked_smallest_first() {
+        assert_eq!(
+            names(&rank_layers(&rids(&["f", "h", "q"]))),
+            ["q", "h", "f"]
+        );
+        assert_eq!(
+            names(&rank_layers(&rids(&["h", "l", "m"]))),
+            ["l", "m", "h"]
+        );
+        assert_eq!(
+            names(&rank_layers(&rids(&["2", "0", "1"]))),
+            ["0", "1", "2"]
+        );
+        assert_eq!(
+            names(&rank_layers(&rids(&["high", "low"]))),
+            ["low", "high"]
+        );
+        // Unknown names: as listed.
+        assert_eq!(names(&rank_layers(&rids(&["b", "a"]))), ["b", "a"]);
+    }
+
+    #[test]
+    fn choice_is_the_best_flowing_layer_not_above_the_quality() {
+        let layers = |flow: [bool; 3]| -> Vec<Layer> {
+            rids(&["q", "h", "f"])
+                .into_iter()
+                .zip(flow)
+                .map(|(rid, flowing)| Layer { rid, flowing })
+                .collect()
+        };
+        let pick = |flow, q| choose_layer(&layers(flow), q).map(|r| r.to_string());
+        use LayerQuality::*;
+        assert_eq!(pick([true; 3], High).as_deref(), Some("f"));
+        assert_eq!(pick([true; 3], Medium).as_deref(), Some("h"));
+        assert_eq!(pick([true; 3], Low).as_deref(), Some("q"));
+        // The top layer stopped: the next one down.
+        assert_eq!(pick([true, true, false], High).as_deref(), Some("h"));
+        // Nothing at or below the wish: the lowest above it.
+        assert_eq!(pick([false, false, true], Low).as_deref(), Some("f"));
+        assert_eq!(pick([false, true, true], Low).as_deref(), Some("h"));
+        assert_eq!(pick([false; 3], High), None);
+        // Two layers: medium is the smaller one.
+        let two: Vec<Layer> = rids(&["l", "h"])
+            .into_iter()
+            .map(|rid| Layer { rid, flowing: true })
+            .collect();
+        assert_eq!(
+            choose_layer(&two, Medium).map(|r| r.to_string()).as_deref(),
+            Some("l")
+        );
+    }
+
+    #[test]
+    fn vp8_picture_id_width() {
+        assert_eq!(vp8_pid_bits(&[0x90, 0x80, 0x81, 0x02, 0]), 15);
+        assert_eq!(vp8_pid_bits(&[0x90, 0x80, 0x01, 0]), 7);
+        assert_eq!(vp8_pid_bits(&[0x10, 0x00]), 7);
     }
 }

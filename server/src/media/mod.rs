@@ -12,6 +12,11 @@
 //! checks to addresses a client names, so client candidates cannot make it send traffic anywhere,
 //! and clients only ever see the server's address — never another participant's.
 //!
+//! Simulcast: a publisher may send several encodings (rids) of its video on one line; each
+//! receiver gets one of them at a time, as one continuous stream — the layer it asked for with
+//! `media_layer` (default: the best), or the next one down while that one is not arriving. See
+//! [`engine`] for how layers are switched.
+//!
 //! Room tasks talk to the engine through a [`MediaHandle`].
 
 pub mod engine;
@@ -24,7 +29,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 use tokio::sync::{mpsc, oneshot};
-use yuntiao_signaling::protocol::{ErrorCode, ProtocolError};
+use yuntiao_signaling::protocol::{ErrorCode, LayerQuality, ProtocolError};
 
 use crate::rooms::Outbound;
 
@@ -72,6 +77,12 @@ pub(crate) enum Command {
     Remove {
         key: PeerKey,
     },
+    Layer {
+        key: PeerKey,
+        mid: String,
+        quality: LayerQuality,
+        reply: oneshot::Sender<Result<(), ProtocolError>>,
+    },
 }
 
 /// Counters of the media plane, exported on `/metrics`.
@@ -87,6 +98,8 @@ pub struct MediaStats {
     /// Packets dropped: send buffer full, unknown source, socket errors.
     pub packets_dropped: AtomicU64,
     pub udp_garbage: AtomicU64,
+    /// Simulcast layer switches made on receivers' lines.
+    pub layer_switches: AtomicU64,
     /// Per-peer figures, refreshed by the engine about once a second.
     pub per_peer: std::sync::Mutex<Vec<PeerStats>>,
 }
@@ -203,6 +216,26 @@ impl MediaHandle {
                 plan,
             })
             .await;
+    }
+
+    /// Sets the simulcast layer a participant wants on one of its received video lines.
+    pub async fn layer(
+        &self,
+        key: PeerKey,
+        mid: String,
+        quality: LayerQuality,
+    ) -> Result<(), ProtocolError> {
+        let (reply, rx) = oneshot::channel();
+        self.tx
+            .send(Command::Layer {
+                key,
+                mid,
+                quality,
+                reply,
+            })
+            .await
+            .map_err(|_| stopped())?;
+        rx.await.map_err(|_| stopped())?
     }
 
     /// Closes a participant's peer connection at once (left, removed, revoked, disconnected).
