@@ -1173,7 +1173,10 @@ async fn simulcast_receiver_gets_one_layer_and_switches_on_request() {
 
     // Down to the smallest layer.
     let plis_before = publisher.layer_keyframe_requests("q");
+    // Some of f in the history first, so that it shows the switch.
     receiver.reset_counters();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let asked = std::time::Instant::now();
     receiver
         .ok(json!({"type": "media_layer", "mid": mid, "quality": "low"}))
         .await
@@ -1184,6 +1187,10 @@ async fn simulcast_receiver_gets_one_layer_and_switches_on_request() {
         ok,
         "no switch to q: {:?}",
         layer_counts(&publisher, &receiver)
+    );
+    eprintln!(
+        "media_layer low to the first packet of q: {:?}",
+        asked.elapsed()
     );
     assert!(
         publisher.layer_keyframe_requests("q") > plis_before,
@@ -1236,9 +1243,16 @@ async fn simulcast_falls_back_when_a_layer_stops() {
     tokio::time::sleep(SETTLE).await;
     assert_only_layer(&publisher, &receiver, &mid, "f").await;
 
+    // Some of f in the history first, so that it shows the switch.
     receiver.reset_counters();
+    tokio::time::sleep(Duration::from_millis(300)).await;
     publisher.set_layer_sending("f", false);
+    let stopped = std::time::Instant::now();
     wait_layer_kept(&publisher, &receiver, "h").await;
+    eprintln!(
+        "f stopped to the first packet of h: {:?}",
+        stopped.elapsed()
+    );
     let t = video_track(&receiver, &mid);
     let switches = assert_continuous(&publisher, &t.history);
     assert_eq!(switches.len(), 1, "one switch, f to h: {switches:?}");
@@ -1246,8 +1260,14 @@ async fn simulcast_falls_back_when_a_layer_stops() {
     assert_only_layer(&publisher, &receiver, &mid, "h").await;
 
     receiver.reset_counters();
+    tokio::time::sleep(Duration::from_millis(300)).await;
     publisher.set_layer_sending("f", true);
+    let resumed = std::time::Instant::now();
     wait_layer_kept(&publisher, &receiver, "f").await;
+    eprintln!(
+        "f resumed to its first packet forwarded: {:?}",
+        resumed.elapsed()
+    );
     tokio::time::sleep(Duration::from_millis(300)).await;
     let t = video_track(&receiver, &mid);
     let switches = assert_continuous(&publisher, &t.history);
