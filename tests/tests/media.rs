@@ -1027,7 +1027,12 @@ const RIDS: [&str; 3] = ["q", "h", "f"];
 /// A simulcast publisher (the consumer, layers [`RIDS`]) and a plain receiver (the merchant),
 /// with the receiver getting the publisher's video.
 async fn simulcast_pair(server: &Server) -> (Peer, Peer) {
-    let (_case, mut clients) = four_admitted(server).await;
+    let (_case, clients) = four_admitted(server).await;
+    simulcast_pair_of(clients).await
+}
+
+/// [`simulcast_pair`] of the first two of these clients (consumer, merchant, ...).
+async fn simulcast_pair_of(mut clients: Vec<Client>) -> (Peer, Peer) {
     clients.truncate(2);
     let merchant = clients.pop().unwrap();
     let consumer = clients.pop().unwrap();
@@ -1291,13 +1296,25 @@ async fn wait_layer_kept(publisher: &Peer, receiver: &Peer, rid: &str) {
 
 /// Bad input: `media_layer` for a mid that is not one of the receiver's received video lines
 /// (unknown, its own published line, an audio line) or with an unknown quality gets a typed
-/// error, and the receiver keeps getting the layer it had.
+/// error, and the receiver keeps getting the layer it had; a participant without a peer
+/// connection gets `conflict`.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn media_layer_refuses_foreign_mids_and_changes_nothing() {
     let _serial = SERIAL.lock().await;
     let (server, _port) = start().await;
-    let (publisher, receiver) = simulcast_pair(&server).await;
+    let (_case, mut clients) = four_admitted(&server).await;
+    let mut mediator = clients.remove(2);
+    let (publisher, receiver) = simulcast_pair_of(clients).await;
     let mid = video_mid(&receiver, &publisher);
+    let r = mediator
+        .request(json!({"type": "media_layer", "mid": mid, "quality": "low"}))
+        .await
+        .unwrap();
+    assert_eq!(
+        (&r["type"], &r["code"]),
+        (&json!("error"), &json!("conflict")),
+        "{r}"
+    );
     let own_sdp = receiver.local_sdp().await.unwrap();
     let own_video_mid = own_sdp
         .split("m=")
