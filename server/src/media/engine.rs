@@ -23,8 +23,12 @@
 //! the publisher's `a=simulcast` line, taken as smallest first (how browsers list
 //! `sendEncodings` in the usual configuration).
 //!
-//! Bandwidth estimation (str0m's `enable_bwe` with TWCC from receivers) is not used to cap a
-//! receiver's layer: it is not enabled, so a receiver on a thin link relies on `media_layer`.
+//! Bandwidth estimation is not used to cap a receiver's layer (not built): str0m's `enable_bwe`
+//! does produce `EgressBitrateEstimate` events in RTP mode from the TWCC feedback of receivers
+//! (tried with the webrtc-rs test peers: estimates every ~100-200 ms, ramping up from the
+//! initial value by about 5% a step on loopback), but a cap also needs each layer's measured
+//! bitrate, hysteresis against flapping, and a test on a shaped link. Until then a receiver on
+//! a thin link relies on `media_layer`.
 //!
 //! Renegotiation: when a receiver may receive a new track (a publisher added one, the plan
 //! changed), the engine adds a send-only media line to the receiver's connection, or flips an
