@@ -1,6 +1,6 @@
 import { describe, expect, it } from 'vitest';
 import type { TrackInfo } from './protocol';
-import { meterLevel, midMap, newSenders, nextCamera, onServerOffer, senders, speakingLevel, speakingNow, stalled, tiles } from './media-logic';
+import { camerasToTry, flowing, meterLevel, midMap, newSenders, nextCamera, onServerOffer, senders, speakingLevel, speakingNow, stalled, tiles } from './media-logic';
 
 const tracks: TrackInfo[] = [
   { mid: '2', participant: 'p_med', kind: 'audio' },
@@ -72,6 +72,20 @@ describe('cameras', () => {
     expect(nextCamera(devs, 'front')).toBe('back');
     expect(nextCamera(devs, 'back')).toBe('front');
     expect(nextCamera(devs, undefined)).toBe('front');
+  });
+  it('a switch tries every other camera, the next first', () => {
+    const three = [...devs, { kind: 'videoinput', deviceId: 'ir' }];
+    expect(camerasToTry(three, 'front')).toEqual(['back', 'ir']);
+    expect(camerasToTry(three, 'back')).toEqual(['ir', 'front']);
+    expect(camerasToTry(three, 'ir')).toEqual(['front', 'back']);
+    // The current one unknown (settings without an id): every camera, in order.
+    expect(camerasToTry(three, undefined)).toEqual(['front', 'back', 'ir']);
+    expect(camerasToTry(devs.slice(0, 2), 'front')).toEqual([]);
+  });
+  it('a camera counts as working once bytes flow', () => {
+    expect(flowing([100, 100, 100])).toBe(false);
+    expect(flowing([100, 100, 180])).toBe(true);
+    expect(flowing([100])).toBe(false);
   });
   it('no switch with one camera, or labels hidden (empty ids)', () => {
     expect(nextCamera(devs.slice(0, 2), 'front')).toBeUndefined();

@@ -102,6 +102,29 @@ export function nextCamera(devices: readonly { kind: string; deviceId: string }[
 }
 
 /**
+ * The cameras to try, in order, when switching away from `current`: every other camera, starting
+ * with the next one and wrapping round. A switch tries them in turn until one actually sends
+ * (some cameras cannot be encoded at all, e.g. a laptop's infrared face-login camera, listed
+ * like any other), and goes back to `current` if none does.
+ */
+export function camerasToTry(devices: readonly { kind: string; deviceId: string }[], current?: string): string[] {
+  const cams = devices.filter((d) => d.kind === 'videoinput' && d.deviceId !== '').map((d) => d.deviceId);
+  if (cams.length < 2) return [];
+  const i = cams.indexOf(current ?? '');
+  const out: string[] = [];
+  for (let k = 1; k <= cams.length; k++) {
+    const id = cams[(i + k + cams.length) % cams.length]!;
+    if (id !== current && !out.includes(id)) out.push(id);
+  }
+  return out;
+}
+
+/** A counter (bytes sent) moved between the first and the last sample: something flows. */
+export function flowing(samples: readonly number[]): boolean {
+  return samples.length >= 2 && samples[samples.length - 1]! > samples[0]!;
+}
+
+/**
  * Video that should flow but does not: the counter (bytes sent, or frames decoded) has not
  * moved over the last `window` samples, taken while the connection was up. Fewer samples than
  * that: too early to tell.

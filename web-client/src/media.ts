@@ -23,7 +23,7 @@
  */
 import type { IceServer, Request, ServerMessage, TrackInfo } from './protocol';
 import type { Action } from './state';
-import { newSenders, nextCamera, onServerOffer, stalled, type MuteStates } from './media-logic';
+import { camerasToTry, flowing, newSenders, nextCamera, onServerOffer, stalled, type MuteStates } from './media-logic';
 import { fingerprintOf, initialRecovery, recover, type Recovery, type RecoveryInput } from './media-recovery';
 
 export type CaptureProblem = 'no_camera' | 'no_devices';
@@ -50,6 +50,8 @@ export interface MediaSnapshot {
 type Send = (r: Request) => string | undefined;
 
 const STATS_EVERY_MS = 2_000;
+/** How long a newly chosen camera has to get video out before the next one is tried. */
+const CAMERA_CHECK_MS = 3_000;
 /** Samples (at STATS_EVERY_MS) of no video bytes sent, while connected, before going audio-only. */
 const STALL_SAMPLES = 6;
 
@@ -63,6 +65,7 @@ export class MediaSession {
   private statsTimer?: ReturnType<typeof setInterval>;
   private videoBytes: number[] = [];
   private closed = false;
+  private switching = false;
   /** Media-only recovery (media-recovery.ts). */
   private recovery: Recovery = initialRecovery;
   /** The server's DTLS fingerprint in its first answer on this peer connection. */
@@ -331,23 +334,56 @@ export class MediaSession {
     this.send({ type: 'mute', kind: 'video', muted: off });
   }
 
-  /** The next camera, swapped in on the same line (no renegotiation). */
+  /**
+   * The next camera, swapped in on the same line (no renegotiation). A camera whose video does
+   * not leave within `CAMERA_CHECK_MS` (one that cannot be encoded, like an infrared camera) is
+   * skipped for the one after; if none works, the camera in use stays.
+   */
   async switchCamera(): Promise<void> {
     const local = this.snapshot.local;
     const old = local?.getVideoTracks()[0];
-    if (!local || !old) return;
-    const devices = await navigator.mediaDevices.enumerateDevices();
-    const next = nextCamera(devices, old.getSettings().deviceId);
-    if (!next) return;
-    const fresh = await navigator.mediaDevices.getUserMedia({ video: { deviceId: { exact: next } } });
-    const track = fresh.getVideoTracks()[0];
-    if (!track) return;
-    track.enabled = !this.snapshot.camOff;
-    const sender = this.pc?.getSenders().find((s) => s.track === old);
-    if (sender) await sender.replaceTrack(track);
-    old.stop();
-    const stream = new MediaStream([...local.getAudioTracks(), track]);
-    this.update({ local: stream });
+    if (!local || !old || this.switching) return;
+    this.switching = true;
+    try {
+      const devices = await navigator.mediaDevices.enumerateDevices();
+      for (const id of camerasToTry(devices, old.getSettings().deviceId)) {
+        let fresh: MediaStream;
+        try {
+          fresh = await navigator.mediaDevices.getUserMedia({ video: { deviceId: { exact: id } } });
+        } catch {
+          continue;
+        }
+        const track = fresh.getVideoTracks()[0];
+        if (!track) continue;
+        track.enabled = !this.snapshot.camOff;
+        const sender = this.pc?.getSenders().find((s) => s.track === old || s.track?.kind === 'video');
+        if (sender) await sender.replaceTrack(track);
+        if (!sender || this.snapshot.camOff || (await this.videoLeaves())) {
+          old.stop();
+          this.update({ local: new MediaStream([...local.getAudioTracks(), track]) });
+          return;
+        }
+        // Nothing leaves with this camera: put the old one back and try the next.
+        await sender.replaceTrack(old);
+        track.stop();
+      }
+    } finally {
+      this.switching = false;
+    }
+  }
+
+  /** Whether video bytes leave our peer connection within `CAMERA_CHECK_MS` (true when not connected: nothing to tell). */
+  private async videoLeaves(): Promise<boolean> {
+    const pc = this.pc;
+    if (!pc || pc.connectionState !== 'connected') return true;
+    const samples: number[] = [];
+    const deadline = Date.now() + CAMERA_CHECK_MS;
+    while (Date.now() < deadline) {
+      samples.push(await videoBytesSent(pc));
+      if (flowing(samples) && samples[samples.length - 1]! - samples[0]! > 2_000) return true;
+      await new Promise((r) => setTimeout(r, 250));
+    }
+    return false;
   }
 
   /** Video captured but not leaving: stop it and go audio-only. */
@@ -359,10 +395,7 @@ export class MediaSession {
     }
     let bytes = 0;
     try {
-      const stats = await pc.getStats();
-      stats.forEach((r: { type?: string; kind?: string; bytesSent?: number }) => {
-        if (r.type === 'outbound-rtp' && r.kind === 'video') bytes += r.bytesSent ?? 0;
-      });
+      bytes = await videoBytesSent(pc);
     } catch {
       return;
     }
@@ -415,6 +448,16 @@ export class MediaSession {
     this.closed = true;
     this.listeners.clear();
   }
+}
+
+/** Video bytes our peer connection has sent so far. */
+async function videoBytesSent(pc: RTCPeerConnection): Promise<number> {
+  let bytes = 0;
+  const stats = await pc.getStats();
+  stats.forEach((r: { type?: string; kind?: string; bytesSent?: number }) => {
+    if (r.type === 'outbound-rtp' && r.kind === 'video') bytes += r.bytesSent ?? 0;
+  });
+  return bytes;
 }
 
 function toRtcIceServer(s: IceServer): RTCIceServer {
