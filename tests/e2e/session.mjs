@@ -35,7 +35,10 @@ let step = 'launch';
 const problems = [];
 const browser = await chromium.launch({
   executablePath: process.env.CHROMIUM ?? '/usr/bin/chromium',
-  args: ['--use-fake-ui-for-media-stream', '--use-fake-device-for-media-stream'],
+  // Three fake cameras, so that switching camera can be exercised. (Chromium's second fake camera
+  // delivers frames that never reach the encoder, as an infrared camera would: switching skips
+  // it for the third.)
+  args: ['--use-fake-ui-for-media-stream', '--use-fake-device-for-media-stream=device-count=3'],
 });
 
 // axe-core's source, evaluated through the devtools protocol (the page's CSP rightly forbids
@@ -61,9 +64,16 @@ async function accessible(who, where) {
 const droppable = new Map();
 
 /** One person: their own context (cookies, storage), page and screen size. */
-async function person(label, link, opts, { canDrop = false, check = true } = {}) {
+async function person(label, link, opts, { canDrop = false, check = true, slowProbe = false, voiceOnly = false } = {}) {
   const context = await browser.newContext(opts);
   const page = await context.newPage();
+  if (slowProbe) {
+    // A slow network, as the device check's download probe sees it: the answer takes 2.5 s.
+    await page.route(/\/probe\?/, async (route) => {
+      await new Promise((r) => setTimeout(r, 2_500));
+      await route.continue();
+    });
+  }
   if (canDrop) {
     // The signaling websocket goes through playwright, which can cut it like a lost network.
     await page.routeWebSocket(/\/ws$/, (ws) => {
@@ -90,17 +100,48 @@ async function person(label, link, opts, { canDrop = false, check = true } = {})
     await visible(who, page.getByTestId('precheck-preview'), 'the camera preview');
     await visible(who, page.getByTestId('precheck-level'), 'the microphone level');
     await page.getByTestId('precheck-enter').waitFor({ state: 'visible', timeout: TIMEOUT });
-    await page.waitForFunction(() => !document.querySelector('[data-testid="precheck-enter"]')?.hasAttribute('disabled'), null, { timeout: TIMEOUT, polling: 100 });
-    await shot('00-precheck', who);
+    // The measured connection check: slow only where the test made it slow.
+    try {
+      await page.locator('[data-testid="connection-check"][data-state="done"]').waitFor({ state: 'visible', timeout: TIMEOUT });
+    } catch {
+      throw new Error(`${label}: the connection check does not finish`);
+    }
+    const warned = await page.getByTestId('weak-connection').count();
+    if (slowProbe && !warned) throw new Error(`${label}: no weak-connection warning on a slow download`);
+    if (!slowProbe && warned) throw new Error(`${label}: a weak-connection warning on loopback (${await page.getByTestId('connection-check').textContent()})`);
+    if (slowProbe) await visible(who, page.getByTestId('weak-connection').filter({ hasText: /voice only|仅语音/ }), 'the suggestion to take part by voice only');
     if (label === 'consumer' || label === 'merchant') {
       // A party is asked, in plain words, to agree to online mediation; entering waits for it.
       await visible(who, page.getByTestId('consent'), 'the consent to online mediation');
       if (!(await page.getByTestId('precheck-enter').isDisabled())) throw new Error(`${label} can enter without agreeing to online mediation`);
       await page.getByTestId('consent-check').check();
-      await page.waitForFunction(() => !document.querySelector('[data-testid="precheck-enter"]')?.hasAttribute('disabled'), null, { timeout: TIMEOUT, polling: 100 });
     } else if ((await page.getByTestId('consent').count()) > 0) throw new Error(`${label} (staff) is asked for consent`);
-    // The join page a party sees first, on a phone.
-    if (label === 'consumer') await accessible(who, 'device check (join)');
+    try {
+      await page.waitForFunction(() => !document.querySelector('[data-testid="precheck-enter"]')?.hasAttribute('disabled'), null, { timeout: TIMEOUT, polling: 100 });
+    } catch {
+      throw new Error(`${label}: the enter button stays disabled`);
+    }
+    await shot('00-precheck', who);
+    if (label === 'consumer') {
+      // Ticking the box was a touch: the microphone level now moves (Chromium's fake microphone beeps).
+      try {
+        await page.waitForFunction(() => Number(document.querySelector('[data-testid="precheck-level"]')?.value) > 0.05, null, { timeout: TIMEOUT, polling: 100 });
+      } catch {
+        throw new Error('the microphone level does not move after a touch');
+      }
+      // The join page a party sees first, on a phone.
+      await accessible(who, 'device check (join)');
+    }
+    if (voiceOnly) {
+      // Voice only, chosen in the device check: the camera preview goes away.
+      await page.getByTestId('precheck-audio-only').check();
+      try {
+        await page.getByTestId('precheck-preview').waitFor({ state: 'detached', timeout: TIMEOUT });
+      } catch {
+        throw new Error(`${label} still sees a camera preview after choosing voice only`);
+      }
+      await page.waitForFunction(() => !document.querySelector('[data-testid="precheck-enter"]')?.hasAttribute('disabled'), null, { timeout: TIMEOUT, polling: 100 });
+    }
     await page.getByTestId('precheck-enter').click();
   }
   return who;
@@ -169,7 +210,7 @@ let everyone = [];
 try {
   step = 'staff open their links';
   const mediator = await person('mediator', links[2], { locale: 'zh-CN', viewport: { width: 1280, height: 900 } });
-  const judge = await person('judge', links[3], { locale: 'en-US', viewport: { width: 1280, height: 900 } });
+  const judge = await person('judge', links[3], { locale: 'en-US', viewport: { width: 1280, height: 900 } }, { slowProbe: true });
   everyone = [mediator, judge];
   for (const who of everyone) {
     await visible(who, who.page.getByTestId('participants'), 'the session');
@@ -185,7 +226,7 @@ try {
     { locale: 'zh-CN', viewport: { width: 360, height: 740 }, isMobile: true, hasTouch: true },
     { canDrop: true },
   );
-  const merchant = await person('merchant', links[1], { locale: 'zh-CN', viewport: { width: 1024, height: 768 } });
+  const merchant = await person('merchant', links[1], { locale: 'zh-CN', viewport: { width: 1024, height: 768 } }, { voiceOnly: true });
   everyone = [consumer, merchant, mediator, judge];
   for (const who of [consumer, merchant]) {
     await visible(who, who.page.getByText('调解员将很快让您进入'), 'the lobby ("the mediator will let you in")');
@@ -229,6 +270,41 @@ try {
   await videoPlaying(merchant, 'consumer', "the consumer's video");
   await videoPlaying(consumer, 'mediator', "the mediator's video");
   for (const who of everyone) await shot('03b-video', who);
+  // The mediator touched nothing since "enter": the speaking indicator works all the same.
+  try {
+    await mediator.page.waitForFunction(() => document.querySelector('[data-testid="remote-tile"].speaking') !== null, null, { timeout: 2 * TIMEOUT, polling: 100 });
+  } catch {
+    throw new Error('the mediator sees no speaking indicator on any remote tile (audio context not running?)');
+  }
+
+  step = 'the merchant chose voice only: the others get their audio and no video line';
+  for (const who of [consumer, mediator, judge]) {
+    const tile = who.page.locator('[data-testid="remote-tile"][data-role="merchant"]');
+    await visible(who, tile.filter({ hasText: /仅语音|audio only/ }), "the merchant's audio-only tile");
+    if ((await tile.first().getAttribute('data-video')) !== 'none') throw new Error(`${who.label} receives a video line from the merchant, who chose voice only`);
+  }
+  await shot('03c-voice-only', consumer);
+
+  step = 'the consumer switches camera; the others keep seeing their video';
+  const cameraOf = () =>
+    consumer.page.evaluate(() => document.querySelector('[data-testid="self-tile"] video')?.srcObject?.getVideoTracks()[0]?.getSettings().deviceId ?? '');
+  const before = await cameraOf();
+  await consumer.page.getByTestId('switch-cam').click();
+  try {
+    await consumer.page.waitForFunction(
+      (old) => {
+        const id = document.querySelector('[data-testid="self-tile"] video')?.srcObject?.getVideoTracks()[0]?.getSettings().deviceId;
+        return !!id && id !== old;
+      },
+      before,
+      { timeout: TIMEOUT, polling: 100 },
+    );
+  } catch {
+    throw new Error('the consumer\'s own preview does not show another camera after switching');
+  }
+  await videoPlaying(merchant, 'consumer', "the consumer's video after they switched camera");
+  await videoPlaying(mediator, 'consumer', "the consumer's video after they switched camera");
+  await shot('03d-switched-camera', merchant);
 
   step = "the consumer's chat reaches the other three";
   await consumer.page.getByLabel('输入消息').fill('我要求全额退款');
@@ -356,6 +432,19 @@ try {
   await videoPlaying(consumer, 'mediator', "the mediator's video after reconnecting");
   await videoPlaying(merchant, 'consumer', "the consumer's video after the consumer reconnected");
   await shot('10-reconnected', consumer);
+
+  step = 'the mediator removes the merchant, after confirming; the merchant sees that they were removed';
+  const merchantRow = mediator.page.getByTestId('participant').filter({ hasText: '某某电器店' });
+  await merchantRow.getByTestId('remove').click();
+  await visible(mediator, merchantRow.getByTestId('remove-confirm').filter({ hasText: '确定将某某电器店移出' }), 'the confirmation question');
+  // Nothing happens before the confirmation.
+  if ((await merchant.page.getByTestId('removed').count()) > 0) throw new Error('the merchant was removed before the mediator confirmed');
+  await shot('11-remove-confirm', mediator);
+  await merchantRow.getByTestId('remove-yes').click();
+  await visible(merchant, merchant.page.getByTestId('removed').filter({ hasText: '您已被移出本次调解' }), 'the "you were removed" page');
+  await visible(mediator, merchantRow.filter({ hasText: '已移出' }), 'the merchant as removed in the participants list');
+  await shot('11-removed', merchant);
+  await accessible(merchant, 'removed');
 
   step = 'a broken link shows a plain-language page';
   const stranger = await person('broken-link', `${origin}/join#token=not-a-valid-token`, { locale: 'zh-CN', viewport: { width: 360, height: 740 } }, { check: false });
