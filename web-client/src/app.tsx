@@ -127,7 +127,7 @@ export function App({ token }: { token?: string }) {
       <Notice
         title={fatalTitle(t, state.fatal)}
         text={fatalText(t, state.fatal)}
-        contact={t.contact}
+        contact={state.fatal === 'removed' || state.fatal === 'denied' ? t.contactAfterDecision : t.contact}
         testid={state.fatal === 'removed' ? 'removed' : 'link-problem'}
       />
     );

@@ -143,6 +143,7 @@ const zh = {
   removedTitle: '您已被移出本次调解',
   deniedTitle: '调解员未让您进入本次调解',
   contact: '如有疑问，请联系向您发送此链接的调解委员会，他们可以为您发送新的链接。',
+  contactAfterDecision: '如有疑问，请联系向您发送此链接的调解委员会。',
   fatal: {
     expired: '此邀请链接已过期。',
     not_yet: '此邀请链接尚未生效，请在约定的时间再打开。',
@@ -267,6 +268,7 @@ const en: Strings = {
   removedTitle: 'You were removed from this mediation',
   deniedTitle: 'The mediator did not let you in',
   contact: 'If you have questions, contact the mediation committee that sent you this link; they can send you a new one.',
+  contactAfterDecision: 'If you have questions, contact the mediation committee that sent you this link.',
   fatal: {
     expired: 'This invite link has expired.',
     not_yet: 'This invite link is not valid yet. Please open it again at the agreed time.',

@@ -208,7 +208,7 @@ export function DeviceCheck({
         {probe ? t.measured(probe.rttMs, probe.downKbps) : t.measuring}
       </p>
       {verdict.quality !== 'good' && (
-        <p class="warning" role="alert" data-testid="weak-connection" data-quality={verdict.quality}>
+        <p class="warning" role="alert" data-testid="weak-connection" data-quality={verdict.quality} data-reasons={verdict.reasons.join(' ')}>
           {verdict.quality === 'poor' ? t.poor : t.weak}
         </p>
       )}
