@@ -1,14 +1,16 @@
-//! HTTP surface: health checks, the websocket upgrade and the admin API.
+//! HTTP surface: health checks, the connection probe, the websocket upgrade and the admin API.
 //!
 //! The admin API (`/admin/...`) is guarded by the admin bearer token and answers JSON; its errors
 //! use the same codes as the websocket protocol (`{"code": ..., "message": ...}`).
 //! Invite links carry the token in the URL fragment (`/join#token=...`), so it never reaches
 //! this server's logs nor a Referer header.
 
+use std::sync::LazyLock;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use axum::extract::{Path, State, WebSocketUpgrade};
-use axum::http::{HeaderMap, StatusCode};
+use axum::body::Bytes;
+use axum::extract::{Path, Query, State, WebSocketUpgrade};
+use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{delete, get, post};
 use axum::{Json, Router};
@@ -28,6 +30,7 @@ pub fn router(state: AppState) -> Router {
     Router::new()
         .route("/healthz", get(|| async { "ok" }))
         .route("/readyz", get(readyz))
+        .route("/probe", get(probe))
         .route("/metrics", get(crate::metrics::render))
         .route(
             "/ws",
@@ -112,6 +115,46 @@ async fn readyz(State(state): State<AppState>) -> Response {
         Ok(()) => (StatusCode::OK, "ready").into_response(),
         Err(_) => (StatusCode::SERVICE_UNAVAILABLE, "store unreachable").into_response(),
     }
+}
+
+/// Largest answer of `GET /probe`, in bytes.
+pub const PROBE_MAX_BYTES: usize = 256 * 1024;
+/// Size of `GET /probe` without `bytes`.
+pub const PROBE_DEFAULT_BYTES: usize = 64 * 1024;
+
+/// The probe's payload: pseudo-random bytes (xorshift), made once, so that nothing on the way
+/// can compress them and make a slow link look fast.
+static PROBE_PAYLOAD: LazyLock<Bytes> = LazyLock::new(|| {
+    let mut x: u64 = 0x9E37_79B9_7F4A_7C15;
+    let mut out = Vec::with_capacity(PROBE_MAX_BYTES);
+    while out.len() < PROBE_MAX_BYTES {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        out.extend_from_slice(&x.to_le_bytes());
+    }
+    out.truncate(PROBE_MAX_BYTES);
+    Bytes::from(out)
+});
+
+#[derive(Deserialize)]
+struct ProbeQuery {
+    bytes: Option<usize>,
+}
+
+/// `GET /probe?bytes=N`: N bytes (default 64 KiB, at most 256 KiB), never cached, for the web
+/// client's device check to time a small download (docs/operations.md). No token: it reveals
+/// nothing, and costs no more than the client's own script, which is served to anyone too.
+async fn probe(Query(q): Query<ProbeQuery>) -> Response {
+    let n = q.bytes.unwrap_or(PROBE_DEFAULT_BYTES).min(PROBE_MAX_BYTES);
+    (
+        [
+            (header::CONTENT_TYPE, "application/octet-stream"),
+            (header::CACHE_CONTROL, "no-store"),
+        ],
+        PROBE_PAYLOAD.slice(..n),
+    )
+        .into_response()
 }
 
 #[derive(Deserialize)]
@@ -424,4 +467,45 @@ async fn revoke_invite(
     };
     tracing::info!(case = %case, "invite revoked");
     Ok(Json(json!({"revoked": jti, "seq": seq})).into_response())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    async fn probe_len(bytes: Option<usize>) -> (usize, Option<String>) {
+        let r = probe(Query(ProbeQuery { bytes })).await;
+        let cache = r
+            .headers()
+            .get(header::CACHE_CONTROL)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned);
+        let body = axum::body::to_bytes(r.into_body(), usize::MAX)
+            .await
+            .unwrap();
+        (body.len(), cache)
+    }
+
+    #[tokio::test]
+    async fn probe_answers_the_size_asked_capped_and_uncached() {
+        assert_eq!(probe_len(Some(1000)).await.0, 1000);
+        assert_eq!(probe_len(None).await.0, PROBE_DEFAULT_BYTES);
+        assert_eq!(probe_len(Some(10 << 20)).await.0, PROBE_MAX_BYTES);
+        assert_eq!(probe_len(Some(0)).await.0, 0);
+        assert_eq!(probe_len(Some(5)).await.1.as_deref(), Some("no-store"));
+    }
+
+    #[test]
+    fn probe_payload_does_not_compress() {
+        // No byte value dominates: a run of equal bytes would compress to nothing.
+        let mut counts = [0usize; 256];
+        for b in PROBE_PAYLOAD.iter() {
+            counts[*b as usize] += 1;
+        }
+        let max = *counts.iter().max().unwrap();
+        assert!(
+            max < PROBE_MAX_BYTES / 128,
+            "most common byte occurs {max} times"
+        );
+    }
 }
