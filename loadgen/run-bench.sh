@@ -13,7 +13,9 @@
 #   RATE (1, per room per second), NOTES_ROOMS (100), WINDOW (8), NOTE_PADDING (160),
 #   XADD_N (200000), KEEP (dir to keep results in, default target/bench), NICE (e.g. -10: run
 #   server, redis, loadgen and redis-benchmark at this nice level, so other work on a shared
-#   machine disturbs the figures less; needs root).
+#   machine disturbs the figures less; needs root), PIN (1: run the server and Redis on CPU 0
+#   and the load generator and redis-benchmark on CPU 1, with `taskset`, so that the load
+#   generator's bursts do not preempt the server on the core it is using; needs 2 CPUs).
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
@@ -27,13 +29,21 @@ NOTE_PADDING=${NOTE_PADDING:-160}
 XADD_N=${XADD_N:-200000}
 KEEP=${KEEP:-$ROOT/target/bench}
 NICE=${NICE:-0}
+PIN=${PIN:-0}
 RUN=(nice -n "$NICE")
+# Server side (yuntiao, redis-server) and client side (load generator, redis-benchmark).
+SRV=("${RUN[@]}")
+CLI=("${RUN[@]}")
+if [[ $PIN == 1 ]]; then
+    SRV=(taskset -c 0 "${RUN[@]}")
+    CLI=(taskset -c 1 "${RUN[@]}")
+fi
 
 # 4 sockets per room in the load generator and 4 in the server.
 ulimit -n 65536 2>/dev/null || ulimit -n "$(ulimit -Hn)"
 
 cd "$ROOT"
-cargo build --release -p yuntiao-server --bin yuntiao -p yuntiao-loadgen
+cargo build --release -p yuntiao-server -p yuntiao-loadgen --bins
 BIN=$ROOT/target/release/yuntiao
 LOADGEN=$ROOT/target/release/yuntiao-loadgen
 
@@ -90,7 +100,7 @@ export YUNTIAO_JWT_SECRET="bench-jwt-$(head -c 24 /dev/urandom | od -An -tx1 | t
 # --- Redis: production-like durability (AOF, fsync before every reply) ---
 RPORT=$(free_port)
 mkdir -p "$WORK/redis"
-"${RUN[@]}" redis-server --bind 127.0.0.1 --port "$RPORT" --dir "$WORK/redis" --save "" \
+"${SRV[@]}" redis-server --bind 127.0.0.1 --port "$RPORT" --dir "$WORK/redis" --save "" \
     --appendonly yes --appendfsync always --daemonize no >"$WORK/redis.log" 2>&1 &
 RPID=$!
 STARTED+=("$RPID")
@@ -111,7 +121,7 @@ start_server() { # $1 = store (embedded|redis), $2 = run name
     for attempt in 1 2 3; do
         port=$(free_port)
         # The media plane's UDP socket takes the same port number (its default is fixed).
-        "${RUN[@]}" "$BIN" serve --listen "127.0.0.1:$port" --media-listen "127.0.0.1:$port" \
+        "${SRV[@]}" "$BIN" serve --listen "127.0.0.1:$port" --media-listen "127.0.0.1:$port" \
             --data "$WORK/data-$2" "${args[@]}" \
             --rate-limit 1000000 --rate-burst 1000000 >"$WORK/server-$2.log" 2>&1 &
         SERVER_PID=$!
@@ -137,12 +147,12 @@ stop_server() {
 loadgen() { # $1 = store, then loadgen options
     local store=$1
     shift
-    "${RUN[@]}" "$LOADGEN" --server "$SERVER_URL" --server-pid "$SERVER_PID" --label "$store" \
+    "${CLI[@]}" "$LOADGEN" --server "$SERVER_URL" --server-pid "$SERVER_PID" --label "$store" \
         --duration "$DURATION" --summary "$RESULTS" "$@"
 }
 
 # The floor under any durable fan-out: one append + fdatasync on the disk the stores use.
-"${RUN[@]}" "$LOADGEN" --fsync-probe "$WORK/probe" --duration 5s --label "data directory disk" --summary "$RESULTS"
+"${CLI[@]}" "$LOADGEN" --fsync-probe "$WORK/probe" --duration 5s --label "data directory disk" --summary "$RESULTS"
 
 for store in $STORES; do
     extra=()
@@ -170,7 +180,7 @@ xadd_bench() { # $1 = label
     redis-cli -p "$RPORT" del bench >/dev/null
     b0=$(busy_ticks)
     t0=$(date +%s.%N)
-    out=$("${RUN[@]}" redis-benchmark -q -p "$RPORT" -n "$XADD_N" -c 50 -P 1 XADD bench '*' d "$PAYLOAD")
+    out=$("${CLI[@]}" redis-benchmark -q -p "$RPORT" -n "$XADD_N" -c 50 -P 1 XADD bench '*' d "$PAYLOAD")
     t1=$(date +%s.%N)
     b1=$(busy_ticks)
     rps=$(printf '%s\n' "$out" | tr '\r' '\n' | grep -o '[0-9.]* requests per second' | tail -1 | cut -d' ' -f1)
@@ -186,7 +196,7 @@ xadd_bench "appendonly no"
 redis-cli -p "$RPORT" del bench >/dev/null
 
 echo
-echo "## Summary (nice $NICE; $(nproc) cores: $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ //'); server, loadgen and redis share them)"
+echo "## Summary (nice $NICE, pinned $PIN; $(nproc) cores: $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ //'); server, loadgen and redis share them)"
 echo
 "$LOADGEN" --summarize "$RESULTS"
 echo

@@ -79,7 +79,7 @@ trap 'exit 130' INT TERM
 cd "$ROOT"
 mkdir -p "$WORK/bin"
 if [[ $REV == worktree ]]; then
-    cargo build --release -p yuntiao-server --bin yuntiao -p yuntiao-loadgen
+    cargo build --release -p yuntiao-server -p yuntiao-loadgen --bins
     cp target/release/yuntiao target/release/yuntiao-loadgen "$WORK/bin/"
     DIRTY=$(git diff --quiet HEAD -- server signaling loadgen || echo ' + uncommitted changes')
     BUILD_DESC="working tree at $(git rev-parse --short HEAD)$DIRTY"
@@ -89,7 +89,7 @@ else
     mkdir -p "$WORK/src"
     git archive "$REV" | tar -x -C "$WORK/src"
     (cd "$WORK/src" && CARGO_TARGET_DIR="$ROOT/target" cargo build --release \
-        -p yuntiao-server --bin yuntiao -p yuntiao-loadgen)
+        -p yuntiao-server -p yuntiao-loadgen --bins)
     cp target/release/yuntiao target/release/yuntiao-loadgen "$WORK/bin/"
     BUILD_DESC="commit $(git rev-parse --short "$REV")"
 fi
