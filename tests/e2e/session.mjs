@@ -3,16 +3,22 @@
 //   node tests/e2e/session.mjs <base url> <consumer link> <merchant link> <mediator link> <judge link>
 //
 // Opens the four invite links in four browser contexts of Debian's headless Chromium (driven
-// by playwright-core, fake camera and microphone); each first passes the device check (camera
-// preview, microphone level) and enters; then: the parties wait in the lobby; the
+// by playwright-core, fake camera and microphone, three fake cameras); each first passes the
+// device check (camera preview, microphone level, the measured connection check, which warns
+// when the test slows the judge's download probe; the parties agree to online mediation, the
+// merchant chooses voice only) and enters; then: the parties wait in the lobby and the mediator
+// sees their consent (participants list, plain-language timeline); the
 // mediator admits both from the lobby panel; everyone sees the other three's video playing
-// (decoded frames advance); the consumer's chat reaches the other three; the mediator holds a
+// (decoded frames advance), the mediator a speaking indicator without touching the page again;
+// the merchant's tile is audio-only; the consumer switches camera and the others' video keeps
+// playing; the consumer's chat reaches the other three; the mediator holds a
 // caucus with the consumer, the merchant sees the banner and not the caucus chat, and no longer
 // receives the consumer's and the mediator's video (back after the caucus, with the consumer's
 // mute made inside it); the mediator types the agreement draft and everyone reads it live; the mediator puts
 // the draft to the parties as terms, both parties accept, the judge confirms and all four see
 // the confirmation; the consumer's connection is cut and comes back to the same room with
-// nothing lost or doubled; a broken link shows the plain-language "cannot use this link" page;
+// nothing lost or doubled; the mediator removes the merchant after a confirmation and the
+// merchant sees the "you were removed" page; a broken link shows the plain-language "cannot use this link" page;
 // axe-core finds no serious or critical violation on the lobby, session and broken-link pages. A screenshot of each step goes to test-artifacts/e2e/. Exits non-zero with
 // the failing step on failure. Run by tests/tests/browser.rs.
 import { mkdirSync, readFileSync } from 'node:fs';
@@ -106,9 +112,11 @@ async function person(label, link, opts, { canDrop = false, check = true, slowPr
     } catch {
       throw new Error(`${label}: the connection check does not finish`);
     }
-    const warned = await page.getByTestId('weak-connection').count();
-    if (slowProbe && !warned) throw new Error(`${label}: no weak-connection warning on a slow download`);
-    if (!slowProbe && warned) throw new Error(`${label}: a weak-connection warning on loopback (${await page.getByTestId('connection-check').textContent()})`);
+    // The download decides here: on a loaded test machine the round trip alone may well look long.
+    const reasons = (await page.getByTestId('weak-connection').count()) ? await page.getByTestId('weak-connection').getAttribute('data-reasons') : '';
+    const slowDownload = (reasons ?? '').split(' ').includes('throughput');
+    if (slowProbe && !slowDownload) throw new Error(`${label}: no slow-download warning when the probe is slow (${await page.getByTestId('connection-check').textContent()})`);
+    if (!slowProbe && slowDownload) throw new Error(`${label}: a slow-download warning on loopback (${await page.getByTestId('connection-check').textContent()})`);
     if (slowProbe) await visible(who, page.getByTestId('weak-connection').filter({ hasText: /voice only|仅语音/ }), 'the suggestion to take part by voice only');
     if (label === 'consumer' || label === 'merchant') {
       // A party is asked, in plain words, to agree to online mediation; entering waits for it.

@@ -1,5 +1,7 @@
 //! The web client in a real browser: four people open their invite links in headless Chromium
-//! and go through lobby, admit, chat, caucus and the terms flow to judicial confirmation
+//! and go through the device check (the parties' consent to online mediation, the measured
+//! connection check, voice only), lobby, admit, video, switching camera, chat, caucus and the
+//! terms flow to judicial confirmation, a dropped connection, and the removal of a participant
 //! (`tests/e2e/session.mjs`, playwright-core driving Debian's `/usr/bin/chromium`).
 //!
 //! Needs the built client (`web-client/dist`, which `scripts/test.sh` builds before the Rust
