@@ -701,7 +701,7 @@ pub async fn main(argv: impl Iterator<Item = String>) -> anyhow::Result<()> {
         "late_join": late,
         "paced": paced,
         "server_rss_kib_end": rss_end,
-        "cores": std::thread::available_parallelism().map_or(1, |n| n.get()),
+        "cores": procstat::machine_cpus(),
     });
     print_report(&report);
     if let Some(path) = &args.summary {

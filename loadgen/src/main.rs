@@ -517,7 +517,7 @@ async fn main() -> anyhow::Result<()> {
         (m - server_cpu.unwrap_or(0.0) - redis_cpu.unwrap_or(0.0) - loadgen_cpu.unwrap_or(0.0))
             .max(0.0)
     });
-    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let cores = procstat::machine_cpus();
     let per_participant = match (rss_before, rss_idle) {
         (Some(b), Some(a)) => Some((a as f64 - b as f64) / conns_total as f64),
         _ => None,

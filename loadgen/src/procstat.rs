@@ -20,6 +20,21 @@ pub fn clock_ticks() -> f64 {
     }
 }
 
+/// The machine's CPUs as `/proc/stat` counts them (its `cpuN` lines), which is what
+/// [`machine_busy_seconds`] adds up. Unlike `available_parallelism`, this does not shrink when
+/// the load generator itself is pinned to one CPU (`PIN=1` in run-bench.sh).
+pub fn machine_cpus() -> usize {
+    let counted = std::fs::read_to_string("/proc/stat").ok().map(|s| {
+        s.lines()
+            .filter(|l| l.starts_with("cpu") && l.as_bytes().get(3).is_some_and(u8::is_ascii_digit))
+            .count()
+    });
+    match counted {
+        Some(n) if n > 0 => n,
+        _ => std::thread::available_parallelism().map_or(1, |n| n.get()),
+    }
+}
+
 /// CPU seconds (user + system) the process has used so far.
 pub fn cpu_seconds(pid: u32) -> anyhow::Result<f64> {
     let path = format!("/proc/{pid}/stat");
