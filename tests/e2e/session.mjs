@@ -463,7 +463,7 @@ try {
 
   step = 'no third-party requests, no page errors';
   if (problems.length) throw new Error(problems.join('; '));
-  console.log('e2e: 1 passed, 0 failed (lobby, admit, video playing, chat, caucus hides media, agreement, terms, confirmation, reconnect, axe-core; screenshots in test-artifacts/e2e/)');
+  console.log('e2e: 1 passed, 0 failed (consent, connection check, lobby, admit, video playing, speaking, voice only, switch camera, chat, caucus hides media, agreement, terms, confirmation, timeline, reconnect, remove, axe-core; screenshots in test-artifacts/e2e/)');
   await browser.close();
 } catch (e) {
   console.error(`e2e FAILED at step "${step}": ${e instanceof Error ? e.message : e}`);
