@@ -169,3 +169,52 @@ async fn redis_doc_store_keeps_the_contract() {
         assert!(k.starts_with("yt:{"), "{k}");
     }
 }
+
+/// Killed before the update log's checkpoint: what was acknowledged is replayed from the
+/// write-ahead log, and the updates a snapshot covered while they were still only in the log do
+/// not come back.
+#[tokio::test]
+async fn embedded_doc_store_replays_its_log_after_a_crash() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = EmbeddedDocStore::open(dir.path()).unwrap();
+    store
+        .append(CASE, "agreement", 1, &updates(1..=5))
+        .await
+        .unwrap();
+    store
+        .snapshot(CASE, "agreement", 3, b"state-3")
+        .await
+        .unwrap();
+    store
+        .append(CASE, "agreement", 6, &updates(6..=7))
+        .await
+        .unwrap();
+    store
+        .append(CASE, "caucus-a", 1, &updates(1..=2))
+        .await
+        .unwrap();
+    store.close_without_checkpoint();
+
+    let store = EmbeddedDocStore::open(dir.path()).unwrap();
+    let doc = store.load(CASE, "agreement").await.unwrap();
+    assert_eq!(doc.snapshot, Some((3, b"state-3".to_vec())));
+    let all = updates(1..=7);
+    assert_eq!(doc.updates, numbered(4, &all[3..]));
+    assert_eq!(
+        store.load(CASE, "caucus-a").await.unwrap().updates,
+        numbered(1, &updates(1..=2))
+    );
+    // Appends continue after the head, and only there.
+    assert!(matches!(
+        store.append(CASE, "agreement", 7, &updates(9..=9)).await,
+        Err(StoreError::Conflict { found: 7, .. })
+    ));
+    store
+        .append(CASE, "agreement", 8, &updates(8..=8))
+        .await
+        .unwrap();
+    assert_eq!(
+        store.list(CASE).await.unwrap(),
+        vec!["agreement".to_owned(), "caucus-a".to_owned()]
+    );
+}

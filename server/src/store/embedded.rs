@@ -83,6 +83,10 @@ const CASES: TableDefinition<&str, u64> = TableDefinition::new("cases");
 /// `"checkpoint_lsn" -> LSN` of the last log record copied into this file.
 const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
 const CHECKPOINT_LSN: &str = "checkpoint_lsn";
+/// `log key -> seq`: the events up to this seq were dropped on purpose ([`EmbeddedStore::truncate`],
+/// used by the document store for the updates a snapshot covers); checkpoints and log replay do
+/// not bring them back. Case logs are never truncated, so this table has no case in it.
+const FLOORS: TableDefinition<&str, u64> = TableDefinition::new("floors");
 
 /// Upper bound on the append requests handled in one group commit, so one huge backlog does not
 /// make the first callers of the group wait for everyone else's records.
@@ -242,6 +246,7 @@ impl EmbeddedStore {
         let txn = db.begin_write().map_err(unavailable)?;
         txn.open_table(EVENTS).map_err(unavailable)?;
         txn.open_table(CASES).map_err(unavailable)?;
+        txn.open_table(FLOORS).map_err(unavailable)?;
         let checkpoint = txn
             .open_table(META)
             .map_err(unavailable)?
@@ -375,6 +380,92 @@ impl EmbeddedStore {
         .await
         .map_err(|e| StoreError::Unavailable(format!("embedded store: read task failed: {e}")))?
         .map_err(unavailable)
+    }
+
+    /// The last seq appended under `key` (0 if none), durable ones in the tail included.
+    pub(crate) async fn last_seq(&self, key: &str) -> Result<u64, StoreError> {
+        let pending = {
+            let tail = self.shared.lock_tail();
+            let last = |m: &TailMap| m.get(key).and_then(|l| l.last()).map(|e| e.seq);
+            last(&tail.active).or_else(|| tail.flushing.as_deref().and_then(last))
+        };
+        if let Some(seq) = pending {
+            return Ok(seq);
+        }
+        let key = key.to_owned();
+        self.read_txn(move |txn| {
+            let table = txn.open_table(CASES)?;
+            Ok(table.get(key.as_str())?.map_or(0, |g| g.value()))
+        })
+        .await
+    }
+
+    /// Drops the events of `key` up to `upto` for good (durably), keeping its last seq, so the
+    /// next append still continues after it. For the document store's compaction: a snapshot
+    /// covers those updates. Never used on case logs, which are kept whole.
+    pub(crate) async fn truncate(&self, key: &str, upto: u64) -> Result<(), StoreError> {
+        let db = Arc::clone(&self.db);
+        let owned = key.to_owned();
+        tokio::task::spawn_blocking(move || -> Result<(), DbError> {
+            let mut txn = db.begin_write()?;
+            txn.set_durability(Durability::Immediate);
+            {
+                let mut floors = txn.open_table(FLOORS)?;
+                let floor = floors.get(owned.as_str())?.map_or(0, |g| g.value());
+                if upto > floor {
+                    floors.insert(owned.as_str(), upto)?;
+                }
+                let mut events = txn.open_table(EVENTS)?;
+                events.retain_in((owned.as_str(), 0)..=(owned.as_str(), upto), |_, _| false)?;
+            }
+            txn.commit()?;
+            Ok(())
+        })
+        .await
+        .map_err(|e| StoreError::Unavailable(format!("embedded store: truncate failed: {e}")))?
+        .map_err(unavailable)?;
+        // What the tail still holds of them (a copy being checkpointed meanwhile is filtered by
+        // the floor inside its own transaction).
+        let mut tail = self.shared.lock_tail();
+        let mut dropped = 0;
+        if let Some(list) = tail.active.get_mut(key) {
+            let before = list.len();
+            list.retain(|e| e.seq > upto);
+            dropped = before - list.len();
+        }
+        tail.active_events -= dropped;
+        Ok(())
+    }
+
+    /// Writes `events` under `key` straight into the database, bypassing the log: for moving data
+    /// from an older file layout at startup, before any append to `key`. Idempotent. Blocking.
+    /// `head` is the key's last seq (at least that of the last event; more if later ones were
+    /// dropped).
+    pub(crate) fn import_blocking(
+        &self,
+        key: &str,
+        events: &[StoredEvent],
+        head: u64,
+    ) -> Result<(), StoreError> {
+        let last = events.last().map_or(0, |e| e.seq).max(head);
+        let run = || -> Result<(), DbError> {
+            let mut txn = self.db.begin_write()?;
+            txn.set_durability(Durability::Immediate);
+            {
+                let mut table = txn.open_table(EVENTS)?;
+                for e in events {
+                    table.insert((key, e.seq), e.data.as_slice())?;
+                }
+                let mut cases = txn.open_table(CASES)?;
+                let known = cases.get(key)?.map_or(0, |g| g.value());
+                if last > known {
+                    cases.insert(key, last)?;
+                }
+            }
+            txn.commit()?;
+            Ok(())
+        };
+        run().map_err(unavailable)
     }
 }
 
@@ -553,8 +644,12 @@ fn write_checkpoint(db: &Database, map: &TailMap, lsn: u64) -> Result<(), DbErro
     {
         let mut events = txn.open_table(EVENTS)?;
         let mut cases = txn.open_table(CASES)?;
+        let floors = txn.open_table(FLOORS)?;
         for (case, list) in map {
-            for e in list {
+            // Read inside this write transaction: a truncation committed before it is seen here,
+            // one committed after it deletes what this one inserts.
+            let floor = floors.get(case.as_str())?.map_or(0, |g| g.value());
+            for e in list.iter().filter(|e| e.seq > floor) {
                 events.insert((case.as_str(), e.seq), e.data.as_slice())?;
             }
             let last = list.last().map_or(0, |e| e.seq);
@@ -691,7 +786,7 @@ impl Store for EmbeddedStore {
                 .collect()
         };
         let case = case.to_owned();
-        let mut out = self
+        let (mut out, floor) = self
             .read_txn(move |txn| {
                 let table = txn.open_table(EVENTS)?;
                 let mut out = Vec::new();
@@ -702,10 +797,17 @@ impl Store for EmbeddedStore {
                         data: value.value().to_vec(),
                     });
                 }
-                Ok(out)
+                let floor = txn
+                    .open_table(FLOORS)?
+                    .get(case.as_str())?
+                    .map_or(0, |g| g.value());
+                Ok((out, floor))
             })
             .await?;
-        let mut next = out.last().map_or(start, |e| e.seq + 1);
+        // After a truncation the log starts right after its floor.
+        let mut next = out
+            .last()
+            .map_or(start.max(floor.saturating_add(1)), |e| e.seq + 1);
         for e in pending {
             if e.seq == next {
                 next += 1;
@@ -749,5 +851,59 @@ impl Store for EmbeddedStore {
 
     fn kind(&self) -> &'static str {
         "embedded"
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn events(range: std::ops::RangeInclusive<u64>) -> Vec<StoredEvent> {
+        range
+            .map(|seq| StoredEvent {
+                seq,
+                data: format!("e{seq}").into_bytes(),
+            })
+            .collect()
+    }
+
+    fn seqs(list: &[StoredEvent]) -> Vec<u64> {
+        list.iter().map(|e| e.seq).collect()
+    }
+
+    /// Truncated events stay gone: whether they were still only in the write-ahead log (replayed
+    /// after a crash) or already checkpointed, and the key's last seq is kept.
+    #[tokio::test]
+    async fn truncated_events_do_not_come_back() {
+        let dir = std::env::temp_dir().join(format!(
+            "yuntiao-store-truncate-{}-{:?}",
+            std::process::id(),
+            std::time::SystemTime::now()
+        ));
+        let store = EmbeddedStore::open(&dir).unwrap();
+        // "a": truncated while only in the log; "b": checkpointed first (closing checkpoints).
+        store.append("a", &events(1..=5)).await.unwrap();
+        store.append("b", &events(1..=4)).await.unwrap();
+        drop(store);
+        let store = EmbeddedStore::open(&dir).unwrap();
+        store.append("a", &events(6..=6)).await.unwrap();
+        store.truncate("b", 4).await.unwrap();
+        store.truncate("a", 5).await.unwrap();
+        assert_eq!(seqs(&store.read("a", 0).await.unwrap()), vec![6]);
+        store.close_without_checkpoint();
+
+        let store = EmbeddedStore::open(&dir).unwrap();
+        assert_eq!(seqs(&store.read("a", 0).await.unwrap()), vec![6]);
+        assert!(store.read("b", 0).await.unwrap().is_empty());
+        assert_eq!(store.last_seq("a").await.unwrap(), 6);
+        assert_eq!(store.last_seq("b").await.unwrap(), 4);
+        assert!(matches!(
+            store.append("b", &events(1..=1)).await,
+            Err(StoreError::Conflict { found: 4, .. })
+        ));
+        store.append("b", &events(5..=5)).await.unwrap();
+        assert_eq!(seqs(&store.read("b", 0).await.unwrap()), vec![5]);
+        drop(store);
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 }

@@ -1,55 +1,48 @@
-//! The embedded document store: a redb file of its own (`docs.redb`) in the data directory.
+//! The embedded document store: each document's update log in a write-ahead-logged store of its
+//! own (`docs-log/` in the data directory), its snapshot in a redb file (`docs.redb`).
 //!
-//! A separate file from the case log (`store::embedded`) so that keystrokes in a document never
-//! queue behind, or enlarge, the case log's commits, and the two can be compacted independently.
-//! The same scheme as the case log, though: one writer thread takes every write, drains what is
-//! queued and commits it as one durable transaction (`Durability::Immediate`, i.e. fsync), then
-//! answers each request; reads run in read transactions on tokio's blocking pool.
+//! The update log is an [`EmbeddedStore`], the same engine as the case log (`store::embedded`),
+//! in its own directory, with one log per document keyed `"<case>/<doc>"` and the Yjs updates
+//! as its entries: an append is durable once its record is in the write-ahead log and
+//! `fdatasync`ed (one per group commit, shared by every document with updates queued), and is
+//! copied into redb in the background. So a keystroke waits for what the disk's own append costs,
+//! not for a redb commit (about 18 pages and an fsync per update at a low rate, most of the paced
+//! fan-out latency before: docs/benchmarks.md). A separate directory from the case log so that
+//! keystrokes never queue behind, or enlarge, the case log's commits.
 //!
-//! Tables, keyed by (case, document):
-//! * `doc_updates`: (case, doc, seq) → update bytes;
-//! * `doc_heads`: (case, doc) → seq of the last update appended (also after compaction);
-//! * `doc_snapshots`: (case, doc) → (seq included up to, state bytes).
+//! A snapshot is written to `docs.redb` (durable) *before* the updates it covers are dropped from
+//! the log ([`EmbeddedStore::truncate`]), so a crash in between leaves extra updates that are
+//! skipped when loading, never a gap.
+//!
+//! Tables of `docs.redb`, keyed by (case, document):
+//! * `doc_snapshots`: (case, doc) → (seq included up to, state bytes);
+//! * `doc_updates`, `doc_heads`: the update log of the earlier layout (updates as redb rows);
+//!   opening moves whatever is there into the log store and empties them.
 
 use std::path::{Path, PathBuf};
-use std::sync::{mpsc, Arc};
+use std::sync::Arc;
 
 use async_trait::async_trait;
 use redb::{Database, Durability, ReadableTable, TableDefinition};
-use tokio::sync::oneshot;
 
 use super::{DocStore, StoredDoc};
-use crate::store::StoreError;
+use crate::store::embedded::EmbeddedStore;
+use crate::store::{Store, StoreError, StoredEvent};
 
-/// The database file's name inside the data directory.
+/// The snapshot database's file name inside the data directory.
 pub const DB_FILE: &str = "docs.redb";
+/// The update log's directory inside the data directory.
+pub const LOG_DIR: &str = "docs-log";
 
 const UPDATES: TableDefinition<(&str, &str, u64), &[u8]> = TableDefinition::new("doc_updates");
 const HEADS: TableDefinition<(&str, &str), u64> = TableDefinition::new("doc_heads");
 const SNAPSHOTS: TableDefinition<(&str, &str), (u64, &[u8])> =
     TableDefinition::new("doc_snapshots");
 
-/// Writes queued while a commit runs are committed together, up to this many.
-const MAX_GROUP: usize = 256;
-
-enum Write {
-    Append {
-        case: String,
-        doc: String,
-        first: u64,
-        updates: Vec<Vec<u8>>,
-    },
-    Snapshot {
-        case: String,
-        doc: String,
-        upto: u64,
-        state: Vec<u8>,
-    },
-}
-
-struct WriteRequest {
-    write: Write,
-    reply: oneshot::Sender<Result<(), StoreError>>,
+/// The update log's key of a document. Document names never contain `/` (`DocName`), so the
+/// last `/` separates the two whatever the case id holds.
+fn log_key(case: &str, doc: &str) -> String {
+    format!("{case}/{doc}")
 }
 
 /// redb's error, boxed: it is large, and results carry it through every read and write.
@@ -75,8 +68,7 @@ fn unavailable(e: impl std::fmt::Display) -> StoreError {
 pub struct EmbeddedDocStore {
     db: Arc<Database>,
     path: PathBuf,
-    writer_tx: Option<mpsc::Sender<WriteRequest>>,
-    writer: Option<std::thread::JoinHandle<()>>,
+    log: EmbeddedStore,
 }
 
 impl std::fmt::Debug for EmbeddedDocStore {
@@ -88,7 +80,9 @@ impl std::fmt::Debug for EmbeddedDocStore {
 }
 
 impl EmbeddedDocStore {
-    /// Opens (or creates) `docs.redb` in `dir` and starts the writer thread. Blocking.
+    /// Opens (or creates) `docs.redb` and the update log `docs-log/` in `dir` (replaying the
+    /// log's records after its last checkpoint), and moves updates kept in `docs.redb` by the
+    /// earlier layout into the log. Blocking.
     pub fn open(dir: &Path) -> Result<Self, StoreError> {
         std::fs::create_dir_all(dir).map_err(unavailable)?;
         let path = dir.join(DB_FILE);
@@ -98,30 +92,19 @@ impl EmbeddedDocStore {
         txn.open_table(HEADS).map_err(unavailable)?;
         txn.open_table(SNAPSHOTS).map_err(unavailable)?;
         txn.commit().map_err(unavailable)?;
-        let db = Arc::new(db);
-        let (writer_tx, writer_rx) = mpsc::channel();
-        let writer_db = Arc::clone(&db);
-        let writer = std::thread::Builder::new()
-            .name("yuntiao-docs-writer".into())
-            .spawn(move || writer_loop(&writer_db, &writer_rx))
-            .map_err(unavailable)?;
+        let log = EmbeddedStore::open(&dir.join(LOG_DIR))?;
+        migrate(&db, &log)?;
         Ok(Self {
-            db,
+            db: Arc::new(db),
             path,
-            writer_tx: Some(writer_tx),
-            writer: Some(writer),
+            log,
         })
     }
 
-    async fn write(&self, write: Write) -> Result<(), StoreError> {
-        let (reply, rx) = oneshot::channel();
-        self.writer_tx
-            .as_ref()
-            .ok_or_else(|| unavailable("closed"))?
-            .send(WriteRequest { write, reply })
-            .map_err(|_| unavailable("the writer thread stopped"))?;
-        rx.await
-            .map_err(|_| unavailable("the writer thread stopped"))?
+    /// Stops the way a crash would (for tests of recovery): updates appended since the log's last
+    /// checkpoint are only in its write-ahead log, as after `kill -9`.
+    pub fn close_without_checkpoint(self) {
+        self.log.close_without_checkpoint();
     }
 
     async fn read<T, F>(&self, f: F) -> Result<T, StoreError>
@@ -140,139 +123,104 @@ impl EmbeddedDocStore {
     }
 }
 
-impl Drop for EmbeddedDocStore {
-    fn drop(&mut self) {
-        drop(self.writer_tx.take());
-        if let Some(w) = self.writer.take() {
-            let _ = w.join();
-        }
+/// Moves the updates of the earlier layout (rows of `doc_updates`, heads in `doc_heads`) into
+/// the log store: written there durably first, then removed here, so a crash in between only
+/// repeats the move.
+fn migrate(db: &Database, log: &EmbeddedStore) -> Result<(), StoreError> {
+    migrate_rows(db, log).map_err(|e| match e {
+        Migration::Db(e) => unavailable(e),
+        Migration::Store(e) => e,
+    })
+}
+
+enum Migration {
+    Db(Failure),
+    Store(StoreError),
+}
+
+impl<E: Into<redb::Error>> From<E> for Migration {
+    fn from(e: E) -> Self {
+        Migration::Db(Failure::from(e))
     }
 }
 
-fn writer_loop(db: &Database, rx: &mpsc::Receiver<WriteRequest>) {
-    let mut group = Vec::with_capacity(MAX_GROUP);
-    while let Ok(first) = rx.recv() {
-        group.push(first);
-        while group.len() < MAX_GROUP {
-            match rx.try_recv() {
-                Ok(r) => group.push(r),
-                Err(_) => break,
-            }
-        }
-        match write_group(db, &group) {
-            Ok(outcomes) => {
-                for (r, outcome) in group.drain(..).zip(outcomes) {
-                    let _ = r.reply.send(outcome);
-                }
-            }
-            Err(e) => {
-                let message = format!("embedded document store: commit failed: {e}");
-                tracing::error!("{message}");
-                for r in group.drain(..) {
-                    let _ = r.reply.send(Err(StoreError::Unavailable(message.clone())));
-                }
-            }
-        }
+impl From<StoreError> for Migration {
+    fn from(e: StoreError) -> Self {
+        Migration::Store(e)
     }
 }
 
-/// Writes a group in one durable transaction; each request gets its own verdict, and `Err` means
-/// nothing of the group was written.
-fn write_group(
-    db: &Database,
-    group: &[WriteRequest],
-) -> Result<Vec<Result<(), StoreError>>, Failure> {
+fn migrate_rows(db: &Database, log: &EmbeddedStore) -> Result<(), Migration> {
+    let mut docs: Vec<((String, String), u64)> = Vec::new();
+    {
+        let txn = db.begin_read()?;
+        for entry in txn.open_table(HEADS)?.iter()? {
+            let (k, v) = entry?;
+            let (case, doc) = k.value();
+            docs.push(((case.to_owned(), doc.to_owned()), v.value()));
+        }
+    }
+    if docs.is_empty() {
+        return Ok(());
+    }
+    tracing::info!(
+        documents = docs.len(),
+        "embedded document store: moving updates into the update log"
+    );
+    for ((case, doc), head) in &docs {
+        let mut events = Vec::new();
+        {
+            let txn = db.begin_read()?;
+            let table = txn.open_table(UPDATES)?;
+            for entry in table
+                .range((case.as_str(), doc.as_str(), 0)..=(case.as_str(), doc.as_str(), u64::MAX))?
+            {
+                let (k, v) = entry?;
+                events.push(StoredEvent {
+                    seq: k.value().2,
+                    data: v.value().to_vec(),
+                });
+            }
+        }
+        // The head carries over even when a snapshot covered every update.
+        log.import_blocking(&log_key(case, doc), &events, *head)?;
+    }
     let mut txn = db.begin_write()?;
     txn.set_durability(Durability::Immediate);
-    let mut outcomes = Vec::with_capacity(group.len());
     {
         let mut updates = txn.open_table(UPDATES)?;
+        updates.retain(|_, _| false)?;
         let mut heads = txn.open_table(HEADS)?;
-        let mut snapshots = txn.open_table(SNAPSHOTS)?;
-        for r in group {
-            match &r.write {
-                Write::Append {
-                    case,
-                    doc,
-                    first,
-                    updates: batch,
-                } => {
-                    if batch.is_empty() || *first == 0 {
-                        outcomes.push(Err(StoreError::InvalidBatch(
-                            "an append needs updates, numbered from 1",
-                        )));
-                        continue;
-                    }
-                    let key = (case.as_str(), doc.as_str());
-                    let found = heads.get(key)?.map(|g| g.value()).unwrap_or(0);
-                    if found != first - 1 {
-                        outcomes.push(Err(StoreError::Conflict {
-                            expected: first - 1,
-                            found,
-                        }));
-                        continue;
-                    }
-                    for (i, u) in batch.iter().enumerate() {
-                        updates.insert((key.0, key.1, first + i as u64), u.as_slice())?;
-                    }
-                    heads.insert(key, first + batch.len() as u64 - 1)?;
-                    outcomes.push(Ok(()));
-                }
-                Write::Snapshot {
-                    case,
-                    doc,
-                    upto,
-                    state,
-                } => {
-                    let key = (case.as_str(), doc.as_str());
-                    let current = snapshots.get(key)?.map(|g| g.value().0).unwrap_or(0);
-                    let head = heads.get(key)?.map(|g| g.value()).unwrap_or(0);
-                    if *upto > head {
-                        outcomes.push(Err(StoreError::InvalidBatch(
-                            "a snapshot cannot include updates that were never stored",
-                        )));
-                        continue;
-                    }
-                    if *upto > current {
-                        snapshots.insert(key, (*upto, state.as_slice()))?;
-                        // Drop what the snapshot covers.
-                        let covered: Vec<u64> = updates
-                            .range((key.0, key.1, 0)..=(key.0, key.1, *upto))?
-                            .map(|e| e.map(|(k, _)| k.value().2))
-                            .collect::<Result<_, _>>()?;
-                        for seq in covered {
-                            updates.remove((key.0, key.1, seq))?;
-                        }
-                    }
-                    outcomes.push(Ok(()));
-                }
-            }
-        }
+        heads.retain(|_, _| false)?;
     }
     txn.commit()?;
-    Ok(outcomes)
+    Ok(())
 }
 
 #[async_trait]
 impl DocStore for EmbeddedDocStore {
     async fn load(&self, case: &str, doc: &str) -> Result<StoredDoc, StoreError> {
-        let (case, doc) = (case.to_owned(), doc.to_owned());
-        self.read(move |txn| {
-            let key = (case.as_str(), doc.as_str());
-            let snapshot = txn.open_table(SNAPSHOTS)?.get(key)?.map(|g| {
-                let (upto, state) = g.value();
-                (upto, state.to_vec())
-            });
-            let after = snapshot.as_ref().map_or(0, |(s, _)| *s);
-            let table = txn.open_table(UPDATES)?;
-            let mut updates = Vec::new();
-            for entry in table.range((key.0, key.1, after + 1)..=(key.0, key.1, u64::MAX))? {
-                let (k, v) = entry?;
-                updates.push((k.value().2, v.value().to_vec()));
-            }
-            Ok(StoredDoc { snapshot, updates })
-        })
-        .await
+        let (c, d) = (case.to_owned(), doc.to_owned());
+        let snapshot = self
+            .read(move |txn| {
+                Ok(txn
+                    .open_table(SNAPSHOTS)?
+                    .get((c.as_str(), d.as_str()))?
+                    .map(|g| {
+                        let (upto, state) = g.value();
+                        (upto, state.to_vec())
+                    }))
+            })
+            .await?;
+        let after = snapshot.as_ref().map_or(0, |(s, _)| *s);
+        let updates = self
+            .log
+            .read(&log_key(case, doc), after)
+            .await?
+            .into_iter()
+            .map(|e| (e.seq, e.data))
+            .collect();
+        Ok(StoredDoc { snapshot, updates })
     }
 
     async fn append(
@@ -282,13 +230,20 @@ impl DocStore for EmbeddedDocStore {
         first: u64,
         updates: &[Vec<u8>],
     ) -> Result<(), StoreError> {
-        self.write(Write::Append {
-            case: case.to_owned(),
-            doc: doc.to_owned(),
-            first,
-            updates: updates.to_vec(),
-        })
-        .await
+        if updates.is_empty() || first == 0 {
+            return Err(StoreError::InvalidBatch(
+                "an append needs updates, numbered from 1",
+            ));
+        }
+        let events: Vec<StoredEvent> = updates
+            .iter()
+            .enumerate()
+            .map(|(i, u)| StoredEvent {
+                seq: first + i as u64,
+                data: u.clone(),
+            })
+            .collect();
+        self.log.append(&log_key(case, doc), &events).await
     }
 
     async fn snapshot(
@@ -298,31 +253,148 @@ impl DocStore for EmbeddedDocStore {
         upto: u64,
         state: &[u8],
     ) -> Result<(), StoreError> {
-        self.write(Write::Snapshot {
-            case: case.to_owned(),
-            doc: doc.to_owned(),
-            upto,
-            state: state.to_vec(),
+        let key = log_key(case, doc);
+        if upto > self.log.last_seq(&key).await? {
+            return Err(StoreError::InvalidBatch(
+                "a snapshot cannot include updates that were never stored",
+            ));
+        }
+        let db = Arc::clone(&self.db);
+        let (c, d, state) = (case.to_owned(), doc.to_owned(), state.to_vec());
+        let newer = tokio::task::spawn_blocking(move || -> Result<bool, Failure> {
+            let mut txn = db.begin_write()?;
+            txn.set_durability(Durability::Immediate);
+            let newer = {
+                let mut snapshots = txn.open_table(SNAPSHOTS)?;
+                let key = (c.as_str(), d.as_str());
+                let current = snapshots.get(key)?.map_or(0, |g| g.value().0);
+                if upto > current {
+                    snapshots.insert(key, (upto, state.as_slice()))?;
+                }
+                upto > current
+            };
+            txn.commit()?;
+            Ok(newer)
         })
         .await
+        .map_err(unavailable)?
+        .map_err(unavailable)?;
+        if newer {
+            // Durable snapshot first, then drop what it covers.
+            self.log.truncate(&key, upto).await?;
+        }
+        Ok(())
     }
 
     async fn list(&self, case: &str) -> Result<Vec<String>, StoreError> {
-        let case = case.to_owned();
-        self.read(move |txn| {
-            let heads = txn.open_table(HEADS)?;
-            let mut docs = Vec::new();
-            // Every (case, doc) key sorts after (case, "") and before the next case.
-            for entry in heads.range((case.as_str(), "")..)? {
-                let (k, _) = entry?;
-                let (c, d) = k.value();
-                if c != case {
-                    break;
+        let mut docs: Vec<String> = self
+            .log
+            .list_cases()
+            .await?
+            .into_iter()
+            .filter_map(|k| {
+                let (c, d) = k.rsplit_once('/')?;
+                (c == case).then(|| d.to_owned())
+            })
+            .collect();
+        let c = case.to_owned();
+        let snapped = self
+            .read(move |txn| {
+                let table = txn.open_table(SNAPSHOTS)?;
+                let mut out = Vec::new();
+                for entry in table.range((c.as_str(), "")..)? {
+                    let (k, _) = entry?;
+                    let (kc, d) = k.value();
+                    if kc != c {
+                        break;
+                    }
+                    out.push(d.to_owned());
                 }
-                docs.push(d.to_owned());
+                Ok(out)
+            })
+            .await?;
+        docs.extend(snapped);
+        docs.sort();
+        docs.dedup();
+        Ok(docs)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use redb::ReadableTableMetadata;
+
+    fn temp_dir(name: &str) -> PathBuf {
+        let dir = std::env::temp_dir().join(format!(
+            "yuntiao-docstore-{name}-{}-{:?}",
+            std::process::id(),
+            std::time::SystemTime::now()
+        ));
+        std::fs::create_dir_all(&dir).unwrap();
+        dir
+    }
+
+    /// A `docs.redb` of the earlier layout (updates as rows) is moved into the update log on
+    /// open: the same document loads, appends continue after its head, the old rows are gone.
+    #[tokio::test]
+    async fn updates_of_the_earlier_layout_move_into_the_log() {
+        let dir = temp_dir("migrate");
+        {
+            let db = Database::create(dir.join(DB_FILE)).unwrap();
+            let txn = db.begin_write().unwrap();
+            {
+                let mut updates = txn.open_table(UPDATES).unwrap();
+                let mut heads = txn.open_table(HEADS).unwrap();
+                let mut snapshots = txn.open_table(SNAPSHOTS).unwrap();
+                // "agreement": snapshot up to 2, updates 3 and 4 after it.
+                snapshots
+                    .insert(("c1", "agreement"), (2u64, &b"state"[..]))
+                    .unwrap();
+                updates.insert(("c1", "agreement", 3), &b"u3"[..]).unwrap();
+                updates.insert(("c1", "agreement", 4), &b"u4"[..]).unwrap();
+                heads.insert(("c1", "agreement"), 4).unwrap();
+                // "caucus-a": a snapshot covers every update; its head must still carry over.
+                snapshots
+                    .insert(("c1", "caucus-a"), (5u64, &b"all"[..]))
+                    .unwrap();
+                heads.insert(("c1", "caucus-a"), 5).unwrap();
             }
-            Ok(docs)
-        })
-        .await
+            txn.commit().unwrap();
+        }
+        let store = EmbeddedDocStore::open(&dir).unwrap();
+        let doc = store.load("c1", "agreement").await.unwrap();
+        assert_eq!(doc.snapshot, Some((2, b"state".to_vec())));
+        assert_eq!(doc.updates, vec![(3, b"u3".to_vec()), (4, b"u4".to_vec())]);
+        assert!(matches!(
+            store.append("c1", "agreement", 4, &[b"x".to_vec()]).await,
+            Err(StoreError::Conflict {
+                expected: 3,
+                found: 4
+            })
+        ));
+        store
+            .append("c1", "agreement", 5, &[b"u5".to_vec()])
+            .await
+            .unwrap();
+        assert!(matches!(
+            store.append("c1", "caucus-a", 1, &[b"x".to_vec()]).await,
+            Err(StoreError::Conflict { found: 5, .. })
+        ));
+        assert_eq!(
+            store.list("c1").await.unwrap(),
+            vec!["agreement".to_owned(), "caucus-a".to_owned()]
+        );
+        {
+            let txn = store.db.begin_read().unwrap();
+            assert!(txn.open_table(UPDATES).unwrap().is_empty().unwrap());
+            assert!(txn.open_table(HEADS).unwrap().is_empty().unwrap());
+        }
+        // Reopening does not move anything twice.
+        drop(store);
+        let store = EmbeddedDocStore::open(&dir).unwrap();
+        assert_eq!(store.load("c1", "agreement").await.unwrap().head(), 5);
+        drop(store);
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 }
