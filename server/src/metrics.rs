@@ -128,6 +128,13 @@ pub async fn render(State(state): State<AppState>) -> impl IntoResponse {
         "Datagrams on the media port that no peer accepted (garbage, strangers).",
         get(&m.udp_garbage),
     );
+    metric(
+        &mut out,
+        "yuntiao_media_layer_switches_total",
+        "counter",
+        "Simulcast layer switches made on receivers' lines (a receiver's first layer counts as one).",
+        get(&m.layer_switches),
+    );
     if let Ok(peers) = m.per_peer.lock() {
         let _ = writeln!(out, "# HELP yuntiao_media_peer_bitrate_in_bps Bits per second received from a participant.\n# TYPE yuntiao_media_peer_bitrate_in_bps gauge");
         for p in peers.iter() {

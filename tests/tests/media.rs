@@ -1181,6 +1181,11 @@ async fn simulcast_receiver_gets_one_layer_and_switches_on_request() {
     // Some of f in the history first, so that it shows the switch.
     receiver.reset_counters();
     tokio::time::sleep(Duration::from_millis(300)).await;
+    let switches_before = gauge(
+        &metrics(&server).await,
+        "yuntiao_media_layer_switches_total",
+    )
+    .expect("the layer switch counter is on /metrics");
     let asked = std::time::Instant::now();
     receiver
         .ok(json!({"type": "media_layer", "mid": mid, "quality": "low"}))
@@ -1205,6 +1210,15 @@ async fn simulcast_receiver_gets_one_layer_and_switches_on_request() {
     let t = video_track(&receiver, &mid);
     let switches = assert_continuous(&publisher, &t.history);
     assert_eq!(switches.len(), 1, "one switch, f to q: {switches:?}");
+    let switches_after = gauge(
+        &metrics(&server).await,
+        "yuntiao_media_layer_switches_total",
+    )
+    .unwrap_or_default();
+    assert!(
+        switches_after > switches_before,
+        "the switch f to q is not counted on /metrics: {switches_before} then {switches_after}"
+    );
     let at = switches[0];
     assert_eq!(layer_of(&publisher, &t.history[at - 1]), Some("f"));
     assert!(
