@@ -55,7 +55,9 @@ use yuntiao_signaling::protocol::{
     ErrorCode, LayerQuality, MediaKind, ProtocolError, ServerMessage, TrackInfo,
 };
 
+use super::routes::Routes;
 use super::tcp::{self, TcpEvent};
+use super::udp::{self, RecvBufs, SendQueue};
 use super::{Command, MediaPlan, MediaStats, PeerKey, PeerStats};
 use crate::rooms::Outbound;
 
@@ -187,6 +189,12 @@ pub struct Engine {
     forwards: VecDeque<Forward>,
     keyframes: VecDeque<(usize, Mid, Option<Rid>, KeyframeRequestKind)>,
     last_stats: Instant,
+    /// Which peer a source address belongs to (see [`Routes`]).
+    routes: Routes,
+    /// UDP datagrams the peers produced in this wake-up, sent together at its end.
+    sendq: SendQueue,
+    /// Scratch list of a packet's receivers (peer, outbound line), kept to reuse its memory.
+    targets: Vec<(usize, usize)>,
 }
 
 /// One ICE-TCP connection as the engine sees it.
@@ -320,6 +328,9 @@ impl Engine {
             forwards: VecDeque::new(),
             keyframes: VecDeque::new(),
             last_stats: Instant::now(),
+            routes: Routes::default(),
+            sendq: SendQueue::default(),
+            targets: Vec::new(),
         }
     }
 
@@ -330,16 +341,18 @@ impl Engine {
         mut rx: mpsc::Receiver<Command>,
         mut tcp_rx: Option<mpsc::Receiver<TcpEvent>>,
     ) {
-        let mut buf = vec![0u8; 2048];
+        // Every datagram waiting when the engine wakes is taken at once (`recvmmsg`) and fed to
+        // its peer before any peer is polled: a peer that got several packets, or had several
+        // written to it, is polled once, and what they all produce leaves in one `sendmmsg`.
+        let mut bufs = RecvBufs::default();
         info!(addr = %self.advertised, "media plane listening");
         loop {
             let next = self.drive(&socket);
             let sleep = tokio::time::sleep_until(tokio::time::Instant::from_std(next));
+            let mut received = false;
             tokio::select! {
-                r = socket.recv_from(&mut buf) => match r {
-                    Ok((n, source)) => {
-                        self.datagram(Protocol::Udp, source, &buf[..n]);
-                    }
+                r = udp::recv_batch(&socket, &mut bufs) => match r {
+                    Ok(_) => received = true,
                     Err(e) => debug!(error = %e, "udp receive error"),
                 },
                 Some(ev) = next_tcp(&mut tcp_rx) => self.tcp_event(ev),
@@ -348,6 +361,11 @@ impl Engine {
                     None => break,
                 },
                 _ = sleep => {}
+            }
+            if received {
+                for (source, data) in bufs.iter() {
+                    self.datagram(Protocol::Udp, source, data);
+                }
             }
             let now = Instant::now();
             for p in &mut self.peers {
@@ -370,12 +388,20 @@ impl Engine {
             return false;
         };
         let input = Input::Receive(Instant::now(), receive);
-        match self.peers.iter_mut().find(|p| p.rtc.accepts(&input)) {
-            Some(p) => {
+        let peers = &self.peers;
+        let found = self
+            .routes
+            .find(proto, source, peers.len(), |i| peers[i].rtc.accepts(&input));
+        match found {
+            Some(i) => {
+                let p = &mut self.peers[i];
                 if let Err(e) = p.rtc.handle_input(input) {
                     debug!(error = %e, "peer rejected input");
                 }
-                p.touched = true;
+                // Polled at once: in RTP mode str0m holds one received packet until the next
+                // `poll_output`, and the next datagram of a batch may be this peer's too.
+                let due = self.poll(i);
+                self.peers[i].due = due;
                 true
             }
             None => {
@@ -645,6 +671,7 @@ impl Engine {
     }
 
     fn drop_peer(&mut self, idx: usize) {
+        self.routes.removed(idx, self.peers.len());
         let p = self.peers.swap_remove(idx);
         self.dirty.insert(p.key.case.clone());
         self.stats.peers.store(
@@ -662,7 +689,7 @@ impl Engine {
             next = Instant::now() + Duration::from_millis(100);
             for i in 0..self.peers.len() {
                 if std::mem::take(&mut self.peers[i].touched) {
-                    self.peers[i].due = self.poll(i, socket);
+                    self.peers[i].due = self.poll(i);
                 }
                 next = next.min(self.peers[i].due);
             }
@@ -696,6 +723,10 @@ impl Engine {
                 self.drop_peer(i);
             }
         }
+        if !self.sendq.is_empty() {
+            let dropped = self.sendq.flush(socket);
+            MediaStats::add(&self.stats.packets_dropped, dropped as u64);
+        }
         if !self.dirty.is_empty() {
             next = Instant::now();
         }
@@ -705,7 +736,7 @@ impl Engine {
         next
     }
 
-    fn poll(&mut self, i: usize, socket: &UdpSocket) -> Instant {
+    fn poll(&mut self, i: usize) -> Instant {
         loop {
             let peer = &mut self.peers[i];
             if !peer.rtc.is_alive() {
@@ -713,19 +744,20 @@ impl Engine {
             }
             match peer.rtc.poll_output() {
                 Ok(Output::Timeout(t)) => return t,
-                Ok(Output::Transmit(t)) => {
-                    let sent = match t.proto {
-                        Protocol::Tcp => self
+                Ok(Output::Transmit(t)) => match t.proto {
+                    Protocol::Tcp => {
+                        let sent = self
                             .tcp
                             .get(&t.destination)
                             .zip(tcp::frame(&t.contents))
-                            .is_some_and(|(c, f)| c.writer.try_send(f).is_ok()),
-                        _ => socket.try_send_to(&t.contents, t.destination).is_ok(),
-                    };
-                    if !sent {
-                        MediaStats::add(&self.stats.packets_dropped, 1);
+                            .is_some_and(|(c, f)| c.writer.try_send(f).is_ok());
+                        if !sent {
+                            MediaStats::add(&self.stats.packets_dropped, 1);
+                        }
                     }
-                }
+                    // Sent at the end of this wake-up (`drive`), with the others.
+                    _ => self.sendq.push(t.destination, t.contents.into()),
+                },
                 Ok(Output::Event(e)) => self.event(i, e),
                 Err(e) => {
                     warn!(error = %e, "media peer failed; closing it");
@@ -837,10 +869,6 @@ impl Engine {
     }
 
     fn forward(&mut self, f: Forward) {
-        let (case, src) = {
-            let p = &self.peers[f.from];
-            (p.key.case.clone(), p.key.participant.clone())
-        };
         let src_params: Option<str0m::format::CodecSpec> = self.peers[f.from]
             .rtc
             .codec_config()
@@ -871,28 +899,38 @@ impl Engine {
         };
         let now = Instant::now();
         let mut asks: Vec<Rid> = Vec::new();
-        let plan = self.plans.get(&case);
-        for j in 0..self.peers.len() {
-            if j == f.from || self.peers[j].key.case != case {
-                continue;
+        // The receivers (peer, line) first, without copying the names for every packet.
+        let mut targets = std::mem::take(&mut self.targets);
+        targets.clear();
+        {
+            let from = &self.peers[f.from];
+            let (case, src) = (&from.key.case, &from.key.participant);
+            let plan = self.plans.get(case);
+            for (j, p) in self.peers.iter().enumerate() {
+                if j == f.from || p.key.case != *case {
+                    continue;
+                }
+                let allowed = plan
+                    .and_then(|pl| pl.get(&p.key.participant))
+                    .is_some_and(|s| s.contains(src));
+                if !allowed {
+                    MediaStats::add(&self.stats.packets_withheld, 1);
+                    continue;
+                }
+                match p
+                    .outbound
+                    .iter()
+                    .position(|t| t.active && t.src.0 == *src && t.src.1 == f.mid)
+                {
+                    Some(k) => targets.push((j, k)),
+                    // Not negotiated yet (the offer is on its way).
+                    None => MediaStats::add(&self.stats.packets_withheld, 1),
+                }
             }
-            let allowed = plan
-                .and_then(|p| p.get(&self.peers[j].key.participant))
-                .is_some_and(|s| s.contains(&src));
-            if !allowed {
-                MediaStats::add(&self.stats.packets_withheld, 1);
-                continue;
-            }
+        }
+        for &(j, k) in &targets {
             let peer = &mut self.peers[j];
-            let Some(track) = peer
-                .outbound
-                .iter_mut()
-                .find(|t| t.active && t.src.0 == src && t.src.1 == f.mid)
-            else {
-                // Not negotiated yet (the offer is on its way).
-                MediaStats::add(&self.stats.packets_withheld, 1);
-                continue;
-            };
+            let track = &mut peer.outbound[k];
             let pt = *track.pt_map.entry(f.pt).or_insert_with(|| {
                 let spec = src_params?;
                 peer.rtc
@@ -1009,6 +1047,7 @@ impl Engine {
             MediaStats::add(&self.stats.packets_forwarded, 1);
             MediaStats::add(&self.stats.bytes_forwarded, len);
         }
+        self.targets = targets;
         for rid in asks {
             self.keyframes
                 .push_back((f.from, f.mid, Some(rid), KeyframeRequestKind::Pli));

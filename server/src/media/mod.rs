@@ -20,8 +20,10 @@
 //! Room tasks talk to the engine through a [`MediaHandle`].
 
 pub mod engine;
+mod routes;
 pub mod tcp;
 pub mod turn;
+mod udp;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::{IpAddr, SocketAddr};
