@@ -64,6 +64,10 @@ use crate::rooms::Outbound;
 /// How often per-peer bitrate and loss are refreshed for `/metrics`.
 const STATS_INTERVAL: Duration = Duration::from_secs(1);
 
+/// How many already-passed deadlines one poll of a peer handles before leaving the rest to the
+/// next wake-up (so that a peer that keeps asking cannot hold the engine).
+const MAX_TIMEOUT_ROUNDS: u32 = 4;
+
 /// How long a simulcast layer may send nothing before receivers fall back to another one.
 const PAUSE_AFTER: Duration = Duration::from_secs(1);
 /// How often a keyframe of the layer a receiver waits for is asked for again.
@@ -737,13 +741,27 @@ impl Engine {
     }
 
     fn poll(&mut self, i: usize) -> Instant {
+        let mut rounds = 0;
         loop {
             let peer = &mut self.peers[i];
             if !peer.rtc.is_alive() {
                 return Instant::now() + Duration::from_millis(100);
             }
             match peer.rtc.poll_output() {
-                Ok(Output::Timeout(t)) => return t,
+                Ok(Output::Timeout(t)) => {
+                    // A deadline that has already passed is handled at once, not on another
+                    // wake-up of the engine. In RTP mode str0m asks for one after every packet
+                    // written to a peer (its pacer takes stock of the send queues only in
+                    // `handle_timeout`) and again after sending it, so without this each
+                    // forwarded packet cost the engine two more trips through the runtime.
+                    let now = Instant::now();
+                    if t <= now && rounds < MAX_TIMEOUT_ROUNDS {
+                        rounds += 1;
+                        let _ = peer.rtc.handle_input(Input::Timeout(now));
+                        continue;
+                    }
+                    return t;
+                }
                 Ok(Output::Transmit(t)) => match t.proto {
                     Protocol::Tcp => {
                         let sent = self
