@@ -161,6 +161,9 @@ struct Peer {
     /// timeout, a negotiation): poll it. Peers nothing happened to are not polled, so the
     /// cost of a packet does not grow with the number of peers on the server.
     touched: bool,
+    /// RTP was written to it since it was last polled: str0m's pacer sees written packets only
+    /// after a `handle_timeout`, so one is given before the poll (saves a `poll_output` round).
+    written: bool,
     tracks_sent: Option<Vec<TrackInfo>>,
     bytes_in: u64,
     bytes_out: u64,
@@ -531,6 +534,7 @@ impl Engine {
                     negotiated: HashMap::new(),
                     due: Instant::now(),
                     touched: true,
+                    written: false,
                     tracks_sent: None,
                     bytes_in: 0,
                     bytes_out: 0,
@@ -693,6 +697,10 @@ impl Engine {
             next = Instant::now() + Duration::from_millis(100);
             for i in 0..self.peers.len() {
                 if std::mem::take(&mut self.peers[i].touched) {
+                    let p = &mut self.peers[i];
+                    if std::mem::take(&mut p.written) && p.rtc.is_alive() {
+                        let _ = p.rtc.handle_input(Input::Timeout(Instant::now()));
+                    }
                     self.peers[i].due = self.poll(i);
                 }
                 next = next.min(self.peers[i].due);
@@ -1060,6 +1068,7 @@ impl Engine {
                 write = write.vp8_patch(patch);
             }
             tx.write_rtp(write);
+            peer.written = true;
             let len = f.payload.len() as u64;
             peer.bytes_out += len;
             MediaStats::add(&self.stats.packets_forwarded, 1);
