@@ -4,9 +4,9 @@
 //!
 //! Why `sendmmsg` and not UDP GSO (`quinn-udp`'s fast path): GSO sends one buffer cut into
 //! equal segments to *one* destination, while an SFU's output is mostly one packet to each of
-//! several receivers, so GSO would batch almost nothing here. `quinn-udp` itself sends one
-//! `sendmsg` per transmit (its `sendmmsg` path was removed), so it would not save the system
-//! calls either. `libc::sendmmsg` behind the small wrapper below is all that is needed; the
+//! several receivers, so GSO would batch almost nothing here. `quinn-udp` (0.6) sends one
+//! `sendmsg` per transmit and has no batch of several destinations, so it would not save the
+//! system calls either. `libc::sendmmsg` behind the small wrapper below is all that is needed; the
 //! socket stays a tokio socket (non-blocking, readiness kept by `try_io`).
 
 use std::io;
