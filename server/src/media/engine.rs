@@ -595,16 +595,7 @@ impl Engine {
 
     fn answer(&mut self, key: &PeerKey, sdp: &str) -> Result<(), ProtocolError> {
         let answer = SdpAnswer::from_sdp_string(sdp).map_err(bad_sdp)?;
-        let peer = self
-            .peers
-            .iter_mut()
-            .find(|p| &p.key == key)
-            .ok_or_else(|| {
-                ProtocolError::new(
-                    ErrorCode::Conflict,
-                    "no peer connection yet; send media_offer first",
-                )
-            })?;
+        let peer = peer_of(&mut self.peers, key)?;
         peer.touched = true;
         let pending = peer.pending.take().ok_or_else(|| {
             ProtocolError::new(ErrorCode::Conflict, "the server has no offer outstanding")
@@ -641,16 +632,7 @@ impl Engine {
         mid: &str,
         quality: LayerQuality,
     ) -> Result<(), ProtocolError> {
-        let peer = self
-            .peers
-            .iter_mut()
-            .find(|p| &p.key == key)
-            .ok_or_else(|| {
-                ProtocolError::new(
-                    ErrorCode::Conflict,
-                    "no peer connection yet; send media_offer first",
-                )
-            })?;
+        let peer = peer_of(&mut self.peers, key)?;
         let shown: String = mid.chars().take(20).collect();
         let track = peer
             .outbound
@@ -1246,6 +1228,16 @@ impl Engine {
             *g = per_peer;
         }
     }
+}
+
+/// The peer connection of `key`, or `conflict` when the participant has not offered media yet.
+fn peer_of<'a>(peers: &'a mut [Peer], key: &PeerKey) -> Result<&'a mut Peer, ProtocolError> {
+    peers.iter_mut().find(|p| &p.key == key).ok_or_else(|| {
+        ProtocolError::new(
+            ErrorCode::Conflict,
+            "no peer connection yet; send media_offer first",
+        )
+    })
 }
 
 #[cfg(test)]
