@@ -64,3 +64,28 @@ export function unlockOnGesture(target: Pick<EventTarget, 'addEventListener' | '
 
 /** The page's one context (none where Web Audio is missing). */
 export const pageAudio = new SharedAudio<AudioContext>(() => (typeof AudioContext === 'undefined' ? undefined : new AudioContext()));
+
+/** An analyser on one audio track, on the page's AudioContext; `stop` disconnects it. */
+export interface TrackTap {
+  analyser: AnalyserNode;
+  stop: () => void;
+}
+
+/**
+ * Taps `track` for level readings (the device check's meter, the tiles' speaking indicator), or
+ * returns undefined when there is no AudioContext or the track cannot be tapped.
+ */
+export function tapTrack(track: MediaStreamTrack, fftSize: number): TrackTap | undefined {
+  const ctx = pageAudio.get();
+  if (!ctx) return undefined;
+  let src: MediaStreamAudioSourceNode;
+  try {
+    src = ctx.createMediaStreamSource(new MediaStream([track]));
+  } catch {
+    return undefined;
+  }
+  const analyser = ctx.createAnalyser();
+  analyser.fftSize = fftSize;
+  src.connect(analyser);
+  return { analyser, stop: () => src.disconnect() };
+}

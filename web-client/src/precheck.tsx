@@ -6,7 +6,7 @@
  */
 import { useEffect, useRef, useState } from 'preact/hooks';
 import type { Lang } from './i18n';
-import { pageAudio, unlockOnGesture } from './audio';
+import { pageAudio, tapTrack, unlockOnGesture } from './audio';
 import { meterLevel } from './media-logic';
 import { connectionVerdict, type NetworkInformationLike, type ProbeResult } from './probe';
 
@@ -163,17 +163,9 @@ export function DeviceCheck({
   useEffect(() => unlockOnGesture(document, pageAudio), []);
   useEffect(() => {
     const track = stream?.getAudioTracks()[0];
-    const ctx = track ? pageAudio.get() : undefined;
-    if (!track || !ctx) return;
-    let src: MediaStreamAudioSourceNode;
-    try {
-      src = ctx.createMediaStreamSource(new MediaStream([track]));
-    } catch {
-      return;
-    }
-    const analyser = ctx.createAnalyser();
-    analyser.fftSize = 512;
-    src.connect(analyser);
+    const tap = track ? tapTrack(track, 512) : undefined;
+    if (!tap) return;
+    const { analyser } = tap;
     const data = new Uint8Array(analyser.fftSize);
     let raf = 0;
     const tick = () => {
@@ -186,7 +178,7 @@ export function DeviceCheck({
     tick();
     return () => {
       cancelAnimationFrame(raf);
-      src.disconnect();
+      tap.stop();
     };
   }, [stream]);
 

@@ -13,7 +13,7 @@ import type { T } from './i18n';
 import type { MediaSession, MediaSnapshot } from './media';
 import { SPEAKING_THRESHOLD, speakingLevel, speakingNow, stalled, tiles } from './media-logic';
 import { inRoom, type State } from './state';
-import { pageAudio } from './audio';
+import { pageAudio, tapTrack } from './audio';
 
 function useSnapshot(media: MediaSession): MediaSnapshot {
   const [snap, setSnap] = useState(media.snapshot);
@@ -37,18 +37,10 @@ function useSpeaking(track: MediaStreamTrack | undefined, off: boolean): boolean
       setSpeaking(false);
       return;
     }
-    const ctx = pageAudio.get();
-    if (!ctx) return;
-    let src: MediaStreamAudioSourceNode;
-    try {
-      src = ctx.createMediaStreamSource(new MediaStream([track]));
-    } catch {
-      return;
-    }
-    const analyser = ctx.createAnalyser();
     // About 40 ms of sound per look (at 48 kHz): short syllables are not missed between looks.
-    analyser.fftSize = 2048;
-    src.connect(analyser);
+    const tap = tapTrack(track, 2048);
+    if (!tap) return;
+    const { analyser } = tap;
     const buf = new Uint8Array(analyser.fftSize);
     let lastLoud: number | undefined;
     const timer = setInterval(() => {
@@ -59,7 +51,7 @@ function useSpeaking(track: MediaStreamTrack | undefined, off: boolean): boolean
     }, 150);
     return () => {
       clearInterval(timer);
-      src.disconnect();
+      tap.stop();
     };
   }, [track, off]);
   return speaking;
