@@ -61,6 +61,25 @@ fn send_some(socket: &UdpSocket, items: &[(SocketAddr, Vec<u8>)]) -> io::Result<
     socket.try_io(Interest::WRITABLE, || sendmmsg(socket, items))
 }
 
+/// One message header for `sendmmsg`/`recvmmsg`: one buffer, one address, no control data.
+#[cfg(target_os = "linux")]
+fn mmsghdr(
+    name: *mut libc::c_void,
+    namelen: libc::socklen_t,
+    iov: &mut libc::iovec,
+) -> libc::mmsghdr {
+    // SAFETY: an all-zero msghdr is valid (no control data, no flags).
+    let mut hdr: libc::msghdr = unsafe { std::mem::zeroed() };
+    hdr.msg_name = name;
+    hdr.msg_namelen = namelen;
+    hdr.msg_iov = iov as *mut libc::iovec;
+    hdr.msg_iovlen = 1;
+    libc::mmsghdr {
+        msg_hdr: hdr,
+        msg_len: 0,
+    }
+}
+
 #[cfg(target_os = "linux")]
 fn sendmmsg(socket: &UdpSocket, items: &[(SocketAddr, Vec<u8>)]) -> io::Result<usize> {
     use std::os::fd::AsRawFd;
@@ -79,18 +98,7 @@ fn sendmmsg(socket: &UdpSocket, items: &[(SocketAddr, Vec<u8>)]) -> io::Result<u
     let mut msgs: Vec<libc::mmsghdr> = addrs
         .iter()
         .zip(iovs.iter_mut())
-        .map(|(a, iov)| {
-            // SAFETY: an all-zero msghdr is valid (no control data, no flags).
-            let mut hdr: libc::msghdr = unsafe { std::mem::zeroed() };
-            hdr.msg_name = a.as_ptr() as *mut libc::c_void;
-            hdr.msg_namelen = a.len();
-            hdr.msg_iov = iov as *mut libc::iovec;
-            hdr.msg_iovlen = 1;
-            libc::mmsghdr {
-                msg_hdr: hdr,
-                msg_len: 0,
-            }
-        })
+        .map(|(a, iov)| mmsghdr(a.as_ptr() as *mut libc::c_void, a.len(), iov))
         .collect();
     // SAFETY: every pointer in `msgs` points into `addrs`, `iovs` and `items`, which outlive
     // the call and are not moved during it; the kernel only reads the addresses and buffers
@@ -186,16 +194,11 @@ fn recvmmsg(socket: &UdpSocket, bufs: &mut RecvBufs) -> io::Result<usize> {
         .iter_mut()
         .zip(iovs.iter_mut())
         .map(|(a, iov)| {
-            // SAFETY: an all-zero msghdr is valid (no control data, no flags).
-            let mut hdr: libc::msghdr = unsafe { std::mem::zeroed() };
-            hdr.msg_name = a as *mut libc::sockaddr_storage as *mut libc::c_void;
-            hdr.msg_namelen = std::mem::size_of::<libc::sockaddr_storage>() as libc::socklen_t;
-            hdr.msg_iov = iov as *mut libc::iovec;
-            hdr.msg_iovlen = 1;
-            libc::mmsghdr {
-                msg_hdr: hdr,
-                msg_len: 0,
-            }
+            mmsghdr(
+                a as *mut libc::sockaddr_storage as *mut libc::c_void,
+                std::mem::size_of::<libc::sockaddr_storage>() as libc::socklen_t,
+                iov,
+            )
         })
         .collect();
     // SAFETY: every pointer in `msgs` points into `addrs`, `iovs` and `bufs.data`, which
