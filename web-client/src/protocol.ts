@@ -1,10 +1,12 @@
 /**
  * Signaling protocol v1, as TypeScript types.
  *
- * Hand-written for this first slice, mirroring `signaling/src/protocol.rs` (messages, error
- * codes) and `signaling/src/event.rs` (events) field by field; docs/protocol.md documents them.
- * TODO(issue 5): generate these from the Rust definitions with ts-rs so the client cannot drift
- * from the server; until then, a change to either Rust file must be mirrored here.
+ * Hand-written (with the helpers and comments the views use), mirroring `signaling/src/protocol.rs`
+ * (messages, error codes) and `signaling/src/event.rs` (events); docs/protocol.md documents them.
+ * They cannot drift from the server unnoticed: `generated/protocol.ts` is generated from the Rust
+ * definitions with ts-rs (signaling/src/typescript.rs, checked by the Rust tests), and
+ * `protocol-check.ts` makes `tsc` (so `npm run build`) fail when these types and the generated
+ * ones disagree.
  */
 
 export const PROTOCOL_VERSION = 1;
