@@ -1,6 +1,6 @@
 import { describe, expect, it } from 'vitest';
 import type { TrackInfo } from './protocol';
-import { camerasToTry, flowing, meterLevel, midMap, newSenders, nextCamera, onServerOffer, senders, speakingLevel, speakingNow, stalled, tiles } from './media-logic';
+import { camerasToTry, flowing, meterLevel, midMap, newSenders, nextCamera, onServerOffer, senders, speakingLevel, speakingNow, stalled, tiles, videoTooPoor, type SendSample } from './media-logic';
 
 const tracks: TrackInfo[] = [
   { mid: '2', participant: 'p_med', kind: 'audio' },
@@ -99,6 +99,28 @@ describe('flow checks', () => {
     expect(stalled([5, 5, 5], 3)).toBe(true);
     expect(stalled([1, 2, 3], 3)).toBe(false);
     expect(stalled([1, 2, 9, 9, 9], 3)).toBe(true);
+  });
+  it('video too poor to send: none, or only a trickle, over the whole window', () => {
+    // Samples every 2 s: `fps` frames and `kbps` kbit a second.
+    const run = (fps: number, kbps: number, n = 6, frames = true): SendSample[] =>
+      Array.from({ length: n }, (_, i) => ({ at: i * 2000, bytes: (i * 2 * kbps * 1000) / 8, ...(frames ? { frames: i * 2 * fps } : {}) }));
+    // Healthy video, and a camera pointed at a wall (full frame rate, small frames): keep it.
+    expect(videoTooPoor(run(15, 300), 6)).toBe(false);
+    expect(videoTooPoor(run(15, 12), 6)).toBe(false);
+    // Nothing at all leaves.
+    expect(videoTooPoor(run(0, 0), 6)).toBe(true);
+    // A weak uplink: a key frame every couple of seconds, still bytes moving. Not zero, yet useless.
+    expect(videoTooPoor(run(0.5, 40), 6)).toBe(true);
+    // Bytes (retransmissions, padding) but almost no picture data.
+    expect(videoTooPoor(run(15, 4), 6)).toBe(true);
+    // A browser that does not count frames: the bytes alone decide.
+    expect(videoTooPoor(run(0, 40, 6, false), 6)).toBe(false);
+    expect(videoTooPoor(run(0, 2, 6, false), 6)).toBe(true);
+    // Too early to tell: fewer samples than the window.
+    expect(videoTooPoor(run(0, 0, 5), 6)).toBe(false);
+    // Only the last window counts: video that recovered is kept.
+    const recovered = [...run(0, 0), ...run(15, 300).map((x) => ({ ...x, at: x.at + 12_000 }))];
+    expect(videoTooPoor(recovered, 6)).toBe(false);
   });
   it('speaking level: silence is 0, a full-scale wave is loud', () => {
     expect(speakingLevel(new Uint8Array(64).fill(128))).toBe(0);

@@ -135,6 +135,43 @@ export function stalled(samples: readonly number[], window: number): boolean {
   return recent[recent.length - 1]! <= recent[0]!;
 }
 
+/** One look at the video we send: when (ms), and the bytes and frames sent so far. */
+export interface SendSample {
+  at: number;
+  bytes: number;
+  /** Undefined where the browser does not count frames sent. */
+  frames?: number;
+}
+
+/**
+ * Below these, averaged over a whole window, the video we send is no use to the others: under
+ * one frame a second is a still picture now and then, and under 1 kB/s no picture at all. (A
+ * camera pointed at a wall still sends its full frame rate, only smaller frames; Chromium's
+ * own minimum for a video stream is about 30 kbit/s.)
+ */
+export const MIN_VIDEO_FPS = 1;
+export const MIN_VIDEO_BPS = 8_000;
+
+/**
+ * Video we send that the others cannot use: over the last `window` samples (taken while the
+ * connection was up and the camera on), fewer than `minFps` frames a second or fewer than
+ * `minBps` bits a second left. Not only none at all: a phone on a weak uplink trickles a frame
+ * now and then (a key frame the server asked for), the others see a frozen face, and that video
+ * still takes the bandwidth the voice needs. Fewer samples than the window: too early to tell.
+ */
+export function videoTooPoor(samples: readonly SendSample[], window: number, minFps = MIN_VIDEO_FPS, minBps = MIN_VIDEO_BPS): boolean {
+  if (window < 2 || samples.length < window) return false;
+  const recent = samples.slice(-window);
+  const first = recent[0]!;
+  const last = recent[recent.length - 1]!;
+  const secs = (last.at - first.at) / 1000;
+  if (secs <= 0) return false;
+  const bps = ((last.bytes - first.bytes) * 8) / secs;
+  if (bps < minBps) return true;
+  if (first.frames === undefined || last.frames === undefined) return false;
+  return (last.frames - first.frames) / secs < minFps;
+}
+
 /** Speaking, from an analyser's time-domain bytes (128 = silence): RMS above a threshold. */
 export function speakingLevel(bytes: ArrayLike<number>): number {
   if (bytes.length === 0) return 0;

@@ -14,8 +14,9 @@
  *    drops out of the list, and so out of the tiles.
  * 4. Muting sets `track.enabled = false` (the line keeps flowing, silence or black) and sends
  *    `mute`; newcomers who start receiving us are told our state again.
- * 5. Video that cannot be captured, or is not being sent once connected, falls back to audio
- *    only (and says so: `degraded`).
+ * 5. Video that cannot be captured, or that once connected leaves too slowly to be of use
+ *    (`videoTooPoor`: under a frame a second, not only none at all), falls back to audio only
+ *    (and says so: `degraded`); the microphone goes on as before.
  * 6. The peer connection fails while the websocket stays up: ICE restart, and if that does not
  *    do, a fresh peer connection through a new websocket (`media-recovery.ts`).
  *
@@ -23,7 +24,7 @@
  */
 import type { IceServer, Request, ServerMessage, TrackInfo } from './protocol';
 import type { Action } from './state';
-import { camerasToTry, flowing, newSenders, nextCamera, onServerOffer, stalled, type MuteStates } from './media-logic';
+import { camerasToTry, flowing, newSenders, nextCamera, onServerOffer, videoTooPoor, type MuteStates, type SendSample } from './media-logic';
 import { fingerprintOf, initialRecovery, recover, type Recovery, type RecoveryInput } from './media-recovery';
 
 export type CaptureProblem = 'no_camera' | 'no_devices';
@@ -52,8 +53,11 @@ type Send = (r: Request) => string | undefined;
 const STATS_EVERY_MS = 2_000;
 /** How long a newly chosen camera has to get video out before the next one is tried. */
 const CAMERA_CHECK_MS = 3_000;
-/** Samples (at STATS_EVERY_MS) of no video bytes sent, while connected, before going audio-only. */
-const STALL_SAMPLES = 6;
+/**
+ * Samples (at STATS_EVERY_MS, so a window of 10 s) of too little video leaving, while connected
+ * with the camera on, before going audio-only.
+ */
+export const STALL_SAMPLES = 6;
 
 export class MediaSession {
   private pc?: RTCPeerConnection;
@@ -63,7 +67,7 @@ export class MediaSession {
   private listeners = new Set<() => void>();
   private capturing?: Promise<void>;
   private statsTimer?: ReturnType<typeof setInterval>;
-  private videoBytes: number[] = [];
+  private videoSent: SendSample[] = [];
   private closed = false;
   private switching = false;
   /** Media-only recovery (media-recovery.ts). */
@@ -227,7 +231,7 @@ export class MediaSession {
     this.closePc();
     const pc = new RTCPeerConnection({ iceServers: this.iceServers, bundlePolicy: 'max-bundle', rtcpMuxPolicy: 'require' });
     this.pc = pc;
-    this.videoBytes = [];
+    this.videoSent = [];
     // Others tell a new receiver their mute state again (they see us arrive in media_tracks).
     this.update({ connection: pc.connectionState, tracks: [], remote: {}, mutes: {} });
     this.remoteFingerprint = undefined;
@@ -379,37 +383,46 @@ export class MediaSession {
     const samples: number[] = [];
     const deadline = Date.now() + CAMERA_CHECK_MS;
     while (Date.now() < deadline) {
-      samples.push(await videoBytesSent(pc));
+      samples.push((await videoSentSoFar(pc)).bytes);
       if (flowing(samples) && samples[samples.length - 1]! - samples[0]! > 2_000) return true;
       await new Promise((r) => setTimeout(r, 250));
     }
     return false;
   }
 
-  /** Video captured but not leaving: stop it and go audio-only. */
+  /** Video captured but not leaving (or only a trickle of it): stop it and go audio-only. */
   private async checkVideoFlow(pc: RTCPeerConnection): Promise<void> {
-    if (pc !== this.pc || pc.connectionState !== 'connected') return;
-    if (!this.snapshot.hasVideo || this.snapshot.camOff) {
-      this.videoBytes = [];
+    if (pc !== this.pc || pc.connectionState !== 'connected' || this.snapshot.degraded) return;
+    if (!this.snapshot.hasVideo || this.snapshot.camOff || this.switching) {
+      this.videoSent = [];
       return;
     }
-    let bytes = 0;
+    let sent: { bytes: number; frames?: number };
     try {
-      bytes = await videoBytesSent(pc);
+      sent = await videoSentSoFar(pc);
     } catch {
       return;
     }
-    this.videoBytes = [...this.videoBytes.slice(-STALL_SAMPLES), bytes];
-    if (stalled(this.videoBytes, STALL_SAMPLES)) await this.goAudioOnly();
+    if (pc !== this.pc) return;
+    const last = this.videoSent[this.videoSent.length - 1];
+    // Counters that went back belong to another sender: start the window again.
+    if (last && (sent.bytes < last.bytes || (sent.frames ?? 0) < (last.frames ?? 0))) this.videoSent = [];
+    this.videoSent = [...this.videoSent.slice(-(STALL_SAMPLES - 1)), { at: Date.now(), ...sent }];
+    if (videoTooPoor(this.videoSent, STALL_SAMPLES)) await this.goAudioOnly();
   }
 
+  /**
+   * Voice only from now on: the camera is stopped and its line sends nothing (the others are
+   * told, as for a camera turned off); the microphone and everything we receive go on.
+   */
   async goAudioOnly(): Promise<void> {
     const local = this.snapshot.local;
     const video = local?.getVideoTracks()[0];
-    if (!local || !video) return;
+    if (!local || !video || this.snapshot.degraded) return;
     const sender = this.pc?.getSenders().find((s) => s.track === video);
     if (sender) await sender.replaceTrack(null);
     video.stop();
+    this.videoSent = [];
     this.update({ local: new MediaStream(local.getAudioTracks()), hasVideo: false, degraded: true, canSwitch: false });
     this.send({ type: 'mute', kind: 'video', muted: true });
   }
@@ -450,14 +463,19 @@ export class MediaSession {
   }
 }
 
-/** Video bytes our peer connection has sent so far. */
-async function videoBytesSent(pc: RTCPeerConnection): Promise<number> {
+/** Video bytes and frames our peer connection has sent so far. */
+async function videoSentSoFar(pc: RTCPeerConnection): Promise<{ bytes: number; frames?: number }> {
   let bytes = 0;
+  let frames: number | undefined;
   const stats = await pc.getStats();
-  stats.forEach((r: { type?: string; kind?: string; bytesSent?: number }) => {
-    if (r.type === 'outbound-rtp' && r.kind === 'video') bytes += r.bytesSent ?? 0;
+  stats.forEach((r: { type?: string; kind?: string; bytesSent?: number; framesSent?: number }) => {
+    if (r.type === 'outbound-rtp' && r.kind === 'video') {
+      bytes += r.bytesSent ?? 0;
+      // Not every browser counts frames: then the bytes alone decide.
+      if (r.framesSent !== undefined) frames = (frames ?? 0) + r.framesSent;
+    }
   });
-  return bytes;
+  return { bytes, frames };
 }
 
 function toRtcIceServer(s: IceServer): RTCIceServer {
