@@ -478,7 +478,7 @@ function NotesPanel({ t, s, send }: { t: T; s: State; send: Send }) {
       <ul class="plain">
         {s.notes.map((n) => (
           <li key={n.seq} data-testid="note" data-scope={n.scope}>
-            <em class={`tag scope-${n.scope}`}>{noteLabel(t, n.scope)}</em> <strong>{nameOf(t, s, n.author)}</strong>{t.colon}{n.text}
+            <em class={`tag scope-${n.scope}`}>{noteLabel(t, n.scope, n.caucus)}</em> <strong>{nameOf(t, s, n.author)}</strong>{t.colon}{n.text}
           </li>
         ))}
       </ul>

@@ -159,6 +159,10 @@ describe('notes visibility display', () => {
     expect(s.notes.map((n) => n.scope)).toEqual(['shared', 'staff', 'private']);
     expect(s.notes.map((n) => noteLabel(STRINGS.zh, n.scope))).toEqual(['所有人可见', '仅调解员和法官', '仅自己']);
     expect(noteLabel(STRINGS.en, 'staff')).toBe('Mediators and judges only');
+    // A shared note written in a caucus reached only the caucus: it does not say "everyone".
+    expect(noteLabel(STRINGS.zh, 'shared', 'k1')).toBe('单独沟通');
+    expect(noteLabel(STRINGS.en, 'shared', 'k1')).toBe('private talk');
+    expect(noteLabel(STRINGS.zh, 'staff', 'k1')).toBe('仅调解员和法官');
   });
 });
 
