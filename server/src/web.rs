@@ -29,10 +29,14 @@ use rust_embed::RustEmbed;
 struct Assets;
 
 /// Only our own origin: scripts, styles and images from this server, websockets to it; no inline
-/// script, no framing, no forms posting elsewhere.
-const CSP: &str = concat!(
+/// script, no framing, no forms posting elsewhere. `connect-src 'self'` covers the websockets to
+/// this same host and port too (`ws:` from an `http:` page, `wss:` from `https:`: CSP Level 3,
+/// as Chromium, Firefox and Safari implement it), so no scheme-wide `ws:`/`wss:` is needed, which
+/// would have let a script talk to any host. The browser test (`tests/e2e/session.mjs`) runs the
+/// whole session under this policy and fails on any violation.
+pub const CSP: &str = concat!(
     "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data: blob:; ",
-    "media-src 'self' blob:; connect-src 'self' ws: wss:; font-src 'self'; object-src 'none'; ",
+    "media-src 'self' blob:; connect-src 'self'; font-src 'self'; object-src 'none'; ",
     "base-uri 'none'; form-action 'self'; frame-ancestors 'none'"
 );
 
