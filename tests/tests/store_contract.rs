@@ -622,6 +622,42 @@ fn wal_segments(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
     out
 }
 
+/// Where a segment's records end: its length without the zeros of a zero-filled segment that
+/// were not written over yet (the events of these tests end in `}`, never in a zero byte).
+fn records_end(segment: &std::path::Path) -> usize {
+    let bytes = std::fs::read(segment).unwrap();
+    bytes.iter().rposition(|b| *b != 0).map_or(0, |i| i + 1)
+}
+
+/// The segment holding the log's last record, and where its records end. The store moves to a
+/// zero-filled segment when one is ready, so which segment that is depends on timing; segments
+/// after it are spares not written to yet.
+fn last_records(dir: &std::path::Path) -> (std::path::PathBuf, usize) {
+    wal_segments(dir)
+        .into_iter()
+        .rev()
+        .map(|p| {
+            let end = records_end(&p);
+            (p, end)
+        })
+        .find(|(_, end)| *end > 0)
+        .expect("the log holds no record")
+}
+
+/// Damages the log's last record as a crash in the middle of writing it can: `damage` edits the
+/// bytes of the segment holding it. The store moves to a new segment only after a record is
+/// durable, so when the crash hit that record, no later segment existed yet: empty ones made
+/// since are removed too.
+fn crash_in_last_record(dir: &std::path::Path, damage: impl FnOnce(&mut Vec<u8>)) {
+    let (segment, _) = last_records(dir);
+    for later in wal_segments(dir).into_iter().filter(|p| *p > segment) {
+        std::fs::remove_file(later).unwrap();
+    }
+    let mut bytes = std::fs::read(&segment).unwrap();
+    damage(&mut bytes);
+    std::fs::write(&segment, &bytes).unwrap();
+}
+
 /// Crash after the log's fsync, before any checkpoint copied the appends into redb: the appends
 /// were acknowledged, so reopening must replay them from the log, in order, with the
 /// conditional check picking up where the log ended.
@@ -670,15 +706,16 @@ async fn embedded_drops_a_torn_tail_and_keeps_everything_before_it() {
         let case = "c_torn";
         let store = EmbeddedStore::open(&dir).unwrap();
         store.append(case, &events(case, 1, 2)).await.unwrap();
-        let segment = wal_segments(&dir).pop().unwrap();
-        let good = std::fs::metadata(&segment).unwrap().len();
+        let (first, first_end) = last_records(&dir);
         store.append(case, &events(case, 3, 4)).await.unwrap();
         store.close_without_checkpoint();
 
         // Tear the last record: keep only its first `cut` bytes.
-        let bytes = std::fs::read(&segment).unwrap();
-        assert!(bytes.len() as u64 > good + cut as u64);
-        std::fs::write(&segment, &bytes[..good as usize + cut]).unwrap();
+        let (segment, end) = last_records(&dir);
+        let good = if segment == first { first_end } else { 0 };
+        assert!(end > good + cut);
+        // The rest reads as zeros (a zero-filled segment keeps its length).
+        crash_in_last_record(&dir, |bytes| bytes[good + cut..].fill(0));
 
         let store = EmbeddedStore::open(&dir).unwrap();
         assert_eq!(
@@ -709,11 +746,8 @@ async fn embedded_drops_a_torn_tail_and_keeps_everything_before_it() {
         .await
         .unwrap();
     store.close_without_checkpoint();
-    let segment = wal_segments(&dir).pop().unwrap();
-    let mut bytes = std::fs::read(&segment).unwrap();
-    let last = bytes.len() - 3;
-    bytes[last] ^= 0x01;
-    std::fs::write(&segment, &bytes).unwrap();
+    let (_, end) = last_records(&dir);
+    crash_in_last_record(&dir, |bytes| bytes[end - 3] ^= 0x01);
     let store = EmbeddedStore::open(&dir).unwrap();
     assert_eq!(
         store.read("c_flip", 0).await.unwrap(),
@@ -731,12 +765,16 @@ async fn embedded_refuses_to_open_a_log_damaged_before_its_end() {
     store.append("c_dmg", &events("c_dmg", 1, 1)).await.unwrap();
     store.append("c_dmg", &events("c_dmg", 2, 2)).await.unwrap();
     store.close_without_checkpoint();
-    let segment = wal_segments(&dir).pop().unwrap();
+    // The segment holding the first record (the store may have moved on to a zero-filled one).
+    let segment = wal_segments(&dir)
+        .into_iter()
+        .find(|p| records_end(p) > 0)
+        .unwrap();
     let mut bytes = std::fs::read(&segment).unwrap();
     bytes[30] ^= 0x01; // inside the first record's payload
     std::fs::write(&segment, &bytes).unwrap();
     // A later segment makes the damaged one "not the end of the log".
-    let next = segment.with_file_name(format!("wal-{:020}.log", 3));
+    let next = segment.with_file_name(format!("wal-{:020}.log", 1000));
     std::fs::write(&next, b"").unwrap();
     let opened = EmbeddedStore::open(&dir);
     assert!(
@@ -767,6 +805,16 @@ async fn embedded_checkpoints_keep_reads_complete() {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     assert_eq!(wal_segments(&dir).len(), 1, "covered segments are deleted");
+    // The records go over a zero-filled segment (wal.rs), which does not grow as they come.
+    let current = wal_segments(&dir).pop().unwrap();
+    let (size, used) = (
+        std::fs::metadata(&current).unwrap().len(),
+        records_end(&current) as u64,
+    );
+    assert!(
+        size >= 1 << 20 && used < size,
+        "the log is not written over zeros: {used} bytes of records in a {size}-byte segment"
+    );
     drop(store);
     // A clean close checkpoints everything: the log starts empty.
     let store = EmbeddedStore::open(&dir).unwrap();

@@ -68,7 +68,7 @@ use async_trait::async_trait;
 use redb::{Database, Durability, ReadableTable, TableDefinition};
 use tokio::sync::oneshot;
 
-use super::wal::{self, Segment};
+use super::wal::{self, Segment, Spares};
 use super::{Store, StoreError, StoredEvent};
 
 /// Name of the database file inside the data directory.
@@ -96,7 +96,10 @@ pub const CHECKPOINT_INTERVAL: Duration = Duration::from_secs(1);
 /// A tail of this many events is copied into redb without waiting for the interval.
 pub const CHECKPOINT_EVENTS: usize = 20_000;
 /// A log segment this large is closed and a new one started, so checkpoints can delete the old.
+/// Also the largest zero-filled spare ([`wal::Spares`]).
 const SEGMENT_BYTES: u64 = 16 << 20;
+/// The first zero-filled spare's size after opening; each next one is twice as large.
+const FIRST_SPARE_BYTES: u64 = 1 << 20;
 
 /// Checks the shape of an append batch: non-empty, starting at seq 1 or later, consecutive.
 ///
@@ -280,6 +283,7 @@ impl EmbeddedStore {
             .map_err(|e| fail("cannot remove replayed log segments", &e))?;
         let segment = Segment::create(&wal_dir, last_lsn + 1)
             .map_err(|e| fail("cannot create a log segment", &e))?;
+        let spares = Spares::start(&wal_dir, FIRST_SPARE_BYTES, SEGMENT_BYTES);
 
         let db = Arc::new(db);
         let shared = Arc::new(Shared {
@@ -296,6 +300,7 @@ impl EmbeddedStore {
             db: Arc::clone(&db),
             shared: Arc::clone(&shared),
             segment,
+            spares,
             next_lsn: last_lsn + 1,
             last_seq: HashMap::new(),
             broken: None,
@@ -482,6 +487,8 @@ struct Writer {
     db: Arc<Database>,
     shared: Arc<Shared>,
     segment: Segment,
+    /// Zero-filled segments prepared in the background, to switch to.
+    spares: Spares,
     next_lsn: u64,
     /// Each case's last seq, as far as this writer knows (filled from redb on first use: every
     /// later append goes through this writer).
@@ -626,11 +633,23 @@ impl Writer {
             let _ = request.reply.send(Err(e));
         }
 
-        if self.segment.len() >= SEGMENT_BYTES {
-            match Segment::create(&self.shared.wal_dir, self.next_lsn) {
-                Ok(next) => self.segment = next,
-                // Keep appending to the full one; the next group tries again.
-                Err(e) => tracing::warn!(error = %e, "embedded store: cannot start a log segment"),
+        // Switch to a zero-filled segment once this one's zeros are used up (or it never had
+        // any); if none is ready yet, go on growing this one, up to its maximum size.
+        if self.segment.past_zeroed() {
+            let next = match self.spares.take(self.next_lsn) {
+                Some(next) => Some(next),
+                None if self.segment.len() >= SEGMENT_BYTES => {
+                    Some(Segment::create(&self.shared.wal_dir, self.next_lsn))
+                }
+                None => None,
+            };
+            match next {
+                Some(Ok(next)) => self.segment = next,
+                // Keep appending to this one; the next group tries again.
+                Some(Err(e)) => {
+                    tracing::warn!(error = %e, "embedded store: cannot start a log segment")
+                }
+                None => {}
             }
         }
     }
