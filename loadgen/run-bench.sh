@@ -152,7 +152,7 @@ loadgen() { # $1 = store, then loadgen options
 }
 
 # The floor under any durable fan-out: one append + fdatasync on the disk the stores use.
-"${CLI[@]}" "$LOADGEN" --fsync-probe "$WORK/probe" --duration 5s --label "data directory disk" --summary "$RESULTS"
+"${CLI[@]}" "$LOADGEN" --fsync-probe "$WORK/probe" --duration 10s --label "data directory disk" --summary "$RESULTS"
 
 for store in $STORES; do
     extra=()

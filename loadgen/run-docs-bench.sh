@@ -213,7 +213,7 @@ label_of() {
 
 STARTED_AT=$(date -u '+%Y-%m-%d %H:%M UTC')
 # The floor under any durable append: one append + fdatasync on the disk the stores use.
-"${RUN[@]}" "$LOADGEN" --fsync-probe "$WORK/probe" --duration 5s --label "data directory disk" \
+"${RUN[@]}" "$LOADGEN" --fsync-probe "$WORK/probe" --duration 10s --label "data directory disk" \
     2>&1 | tee "$WORK/fsync-probe.log"
 first=1
 for window in $WINDOWS; do

@@ -313,34 +313,43 @@ fn fmt_opt<T: std::fmt::Display>(v: Option<T>) -> String {
     v.map_or_else(|| "-".to_owned(), |v| v.to_string())
 }
 
-/// `--fsync-probe`: prints the disk's durable-append latency and appends it to `--summary`.
+/// `--fsync-probe`: prints the disk's durable-write latency, appending (half the duration) and
+/// over zero-filled blocks (the other half), and appends both to `--summary`.
 fn probe(args: &Args, dir: &std::path::Path) -> anyhow::Result<()> {
-    let p = fsync_probe::run(dir, *args.duration, args.probe_bytes)?;
-    let h = &p.latency;
-    println!(
-        "fsync probe      append {} B + fdatasync: p50 {:.2} ms  p99 {:.2} ms  max {:.2} ms  ({:.0} per second, n={})",
-        args.probe_bytes,
-        ms(h, 0.5),
-        ms(h, 0.99),
-        max_ms(h),
-        p.ops_per_s,
-        h.len()
-    );
-    if let Some(path) = &args.summary {
-        let row = json!({
-            "mode": "fsync",
-            "label": args.label,
-            "record_bytes": args.probe_bytes,
-            "duration_s": args.duration.as_secs_f64(),
-            "fsync_ms": {"p50": ms(h, 0.5), "p99": ms(h, 0.99), "max": max_ms(h)},
-            "ops_per_s": p.ops_per_s,
-        });
-        let mut file = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(path)
-            .with_context(|| format!("opening {}", path.display()))?;
-        writeln!(file, "{row}")?;
+    use fsync_probe::How;
+    for (how, what) in [(How::Append, "append"), (How::OverZeros, "over zeros")] {
+        let p = fsync_probe::run(dir, *args.duration / 2, args.probe_bytes, how)?;
+        let h = &p.latency;
+        println!(
+            "fsync probe      {what} {} B + fdatasync: p50 {:.2} ms  p99 {:.2} ms  max {:.2} ms  ({:.0} per second, n={})",
+            args.probe_bytes,
+            ms(h, 0.5),
+            ms(h, 0.99),
+            max_ms(h),
+            p.ops_per_s,
+            h.len()
+        );
+        if let Some(path) = &args.summary {
+            let label = match how {
+                How::Append => args.label.clone(),
+                How::OverZeros => format!("{}, written over zeros", args.label),
+            };
+            let row = json!({
+                "mode": "fsync",
+                "label": label,
+                "how": what,
+                "record_bytes": args.probe_bytes,
+                "duration_s": args.duration.as_secs_f64() / 2.0,
+                "fsync_ms": {"p50": ms(h, 0.5), "p99": ms(h, 0.99), "max": max_ms(h)},
+                "ops_per_s": p.ops_per_s,
+            });
+            let mut file = std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(path)
+                .with_context(|| format!("opening {}", path.display()))?;
+            writeln!(file, "{row}")?;
+        }
     }
     Ok(())
 }

@@ -154,7 +154,9 @@ pub fn print(path: &std::path::Path) -> anyhow::Result<()> {
 
     let probes: Vec<&Value> = by_mode("fsync").collect();
     if !probes.is_empty() {
-        println!("\n### Disk reference (append + fdatasync, one at a time, same run)\n");
+        println!(
+            "\n### Disk reference (write + fdatasync, one at a time, same run; appended, and over zeros as the embedded store writes)\n"
+        );
         println!("| where | record bytes | fdatasync p50 / p99 / max (ms) | per second |");
         println!("|---|---:|---|---:|");
         for r in &probes {
