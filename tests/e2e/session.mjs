@@ -230,13 +230,19 @@ async function person(label, link, opts, { canDrop = false, check = true, slowPr
 /** Every websocket any page opened (label and address), for the summary. */
 const sockets = [];
 
+/** What the keyboard-only steps took, for the summary. */
+const tabs = [];
+
 /** Presses Tab (at most `max` times) until `locator` has the keyboard focus. */
 async function tabTo(who, locator, what, max = 80) {
   const el = await locator.first().elementHandle();
   if (!el) throw new Error(`${who.label} has no ${what}`);
-  for (let i = 0; i < max; i++) {
+  for (let i = 1; i <= max; i++) {
     await who.page.keyboard.press('Tab');
-    if (await el.evaluate((e) => e === document.activeElement)) return;
+    if (await el.evaluate((e) => e === document.activeElement)) {
+      tabs.push(`${who.label}: ${what} after ${i} Tab presses`);
+      return;
+    }
   }
   throw new Error(`${who.label} cannot reach ${what} with the Tab key (${max} presses)`);
 }
@@ -505,11 +511,13 @@ try {
   step = mark('the mediator turns the camera off and on; the others see it');
   await mediator.page.getByTestId('toggle-cam').click();
   await visible(mediator, mediator.page.getByTestId('toggle-cam').filter({ hasText: '摄像头：已关闭' }), 'their camera button saying "off"');
-  for (const [who, badge] of [[consumer, '摄像头已关闭'], [judge, 'camera off']]) {
-    const tile = who.page.locator('[data-testid="remote-tile"][data-role="mediator"]');
-    await visible(who, tile.filter({ hasText: badge }), `the mediator's "camera off" badge`);
-    await visible(who, tile.locator('.avatar'), "the mediator's initial in place of the video");
-  }
+  await Promise.all(
+    [[consumer, '摄像头已关闭'], [judge, 'camera off']].map(async ([who, badge]) => {
+      const tile = who.page.locator('[data-testid="remote-tile"][data-role="mediator"]');
+      await visible(who, tile.filter({ hasText: badge }), `the mediator's "camera off" badge`);
+      await visible(who, tile.locator('.avatar'), "the mediator's initial in place of the video");
+    }),
+  );
   await shot('03e-camera-off', consumer);
   await mediator.page.getByTestId('toggle-cam').click();
   try {
@@ -561,7 +569,7 @@ try {
   const notes = { private: '私人：消费者情绪激动，注意语气', staff: '内部：该商家此前有类似投诉', shared: '记录：双方同意继续在线调解' };
   // The shared note last: once a page has it, it has had every note before it that it may see.
   for (const scope of ['private', 'staff', 'shared']) await addNote(mediator, scope, notes[scope]);
-  for (const who of everyone) await visible(who, who.page.getByTestId('note').filter({ hasText: notes.shared }), 'the shared note');
+  await Promise.all(everyone.map((who) => visible(who, who.page.getByTestId('note').filter({ hasText: notes.shared }), 'the shared note')));
   await visible(judge, judge.page.locator('[data-testid="note"][data-scope="staff"]').filter({ hasText: notes.staff }), 'the staff note');
   for (const who of [consumer, merchant, judge]) {
     if (await noteCount(who, notes.private)) throw new Error(`${who.label} sees the mediator's private note`);
@@ -605,9 +613,11 @@ try {
   await videoPlaying(merchant, 'judge', "the judge's video (outside the caucus too)");
   await videoPlaying(consumer, 'mediator', "the mediator's video (in the caucus with them)");
   await videoStopped(consumer, 'merchant', "the merchant's video");
-  await videoStopped(judge, 'consumer', "the consumer's video");
-  await videoStopped(judge, 'mediator', "the mediator's video");
-  await Promise.all(outside.map(({ who, role }) => audioStopped(who, heard[`${who.label}/${role}`], `the ${role}'s voice during the caucus`)));
+  await Promise.all([
+    videoStopped(judge, 'consumer', "the consumer's video"),
+    videoStopped(judge, 'mediator', "the mediator's video"),
+    ...outside.map(({ who, role }) => audioStopped(who, heard[`${who.label}/${role}`], `the ${role}'s voice during the caucus`)),
+  ]);
 
   step = mark("the consumer's connection drops inside the caucus: 'reconnecting', then back in the caucus with nothing lost or doubled");
   {
@@ -671,8 +681,10 @@ try {
     throw new Error("the merchant still sees the consumer muted after they unmuted");
   }
   await shot('05c-after-caucus-media', merchant);
-  await videoPlaying(judge, 'consumer', "the consumer's video after the caucus");
-  await Promise.all(outside.map(({ who, role }) => audioArriving(who, role, `the ${role}'s voice after the caucus`)));
+  await Promise.all([
+    videoPlaying(judge, 'consumer', "the consumer's video after the caucus"),
+    ...outside.map(({ who, role }) => audioArriving(who, role, `the ${role}'s voice after the caucus`)),
+  ]);
 
   step = mark('the mediator drafts the agreement; everyone reads it live, read-only');
   const termsText = '商家于七日内退还货款人民币 800 元，消费者退回商品。';
@@ -877,6 +889,7 @@ try {
   if (problems.length) throw new Error(problems.join('; '));
   mark('end');
   console.log(timings.join('\n'));
+  console.log(tabs.join('\n'));
   if (!sockets.some((s) => s.startsWith('consumer '))) throw new Error('no websocket of the consumer was seen (the websocket check saw nothing)');
   console.log(
     `e2e: 1 passed, 0 failed in ${((Date.now() - started) / 1000).toFixed(1)} s (consent, connection check, lobby, admit and deny, keyboard, video playing, captions, camera off, large text, speaking, voice only, switch camera, chat, notes, caucus hides media and audio, reconnect in caucus, agreement, rejection, terms, confirmation, timeline, reconnect, degraded to voice only, remove, outcome, English, link pages, CSP, axe-core; ${sockets.length} websockets, all same-origin; screenshots in test-artifacts/e2e/)`,
