@@ -442,6 +442,7 @@ async fn late_joins(ctx: &Ctx, room: &DocRoom, expected: &str) -> anyhow::Result
     let mut connects = Vec::new();
     let mut received = Vec::new();
     let mut step2_bytes = 0;
+    let mut encode_ms = Vec::new();
     for i in 0..ctx.args.late_joins {
         let j = yc::late_join(&room.late, 0x1a7e + i as u64).await?;
         let units = j.text.encode_utf16().count();
@@ -452,6 +453,9 @@ async fn late_joins(ctx: &Ctx, room: &DocRoom, expected: &str) -> anyhow::Result
         connects.push(j.connect.as_secs_f64() * 1000.0);
         received.push(j.received.as_secs_f64() * 1000.0);
         step2_bytes = j.step2_bytes;
+        if i == 0 {
+            encode_ms = snapshot_encode_ms(&j.doc);
+        }
         yc::close(j.ws).await;
     }
     let mut sorted = totals.clone();
@@ -475,7 +479,29 @@ async fn late_joins(ctx: &Ctx, room: &DocRoom, expected: &str) -> anyhow::Result
         "connect_ms": {"median": median(&c_sorted), "max": c_sorted.last()},
         "step2_received_ms": {"median": median(&r_sorted), "max": r_sorted.last()},
         "step2_frame_bytes": step2_bytes,
+        "state_encode_ms": {"median": median(&encode_ms), "max": encode_ms.last()},
     }))
+}
+
+/// How long encoding the whole state of `doc` takes (the median and the slowest of 20, sorted):
+/// the work a compaction does inside the document task before handing the snapshot to the
+/// background writer, i.e. the longest an editor's update can wait behind a compaction
+/// (server/src/docs/task.rs). Measured on the load generator's copy of the same document, with
+/// the same `yrs` version as the server.
+fn snapshot_encode_ms(doc: &yrs::Doc) -> Vec<f64> {
+    use yrs::{ReadTxn, StateVector, Transact};
+    let mut out: Vec<f64> = (0..20)
+        .map(|_| {
+            let t = Instant::now();
+            let state = doc
+                .transact()
+                .encode_state_as_update_v1(&StateVector::default());
+            std::hint::black_box(state);
+            t.elapsed().as_secs_f64() * 1000.0
+        })
+        .collect();
+    out.sort_by(f64::total_cmp);
+    out
 }
 
 /// The updates that type `text` at the end of an empty document, 32 characters at a time.
@@ -754,6 +780,11 @@ fn print_report(r: &Value) {
         fmt(f(lj, &["connect_ms", "median"]), 2),
         lj["step2_frame_bytes"],
         fmt(f(lj, &["step2_received_ms", "median"]), 2)
+    );
+    println!(
+        "compaction pause whole-state encode of the final document: median {} ms, max {} ms (of 20; an update can wait this long behind a snapshot)",
+        fmt(f(lj, &["state_encode_ms", "median"]), 2),
+        fmt(f(lj, &["state_encode_ms", "max"]), 2)
     );
     let m = &r["memory"];
     if !m.is_null() {

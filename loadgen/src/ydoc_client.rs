@@ -155,6 +155,8 @@ pub struct Joined {
     /// Size of the frame carrying sync step 2.
     pub step2_bytes: usize,
     pub text: String,
+    /// The joiner's document, holding the whole state after the sync.
+    pub doc: yrs::Doc,
     pub ws: Ws,
 }
 
@@ -173,6 +175,7 @@ pub async fn late_join(url: &str, client_id: u64) -> anyhow::Result<Joined> {
         total,
         step2_bytes: s.step2_bytes,
         text,
+        doc,
         ws,
     })
 }
