@@ -10,14 +10,19 @@
 //!   appended together, in one store write (a group commit per document);
 //! * a read-only participant's updates are dropped; those that would have changed the document
 //!   are counted (`yuntiao_doc_dropped_read_only_total`);
-//! * awareness (cursors, names) is relayed and never stored; a connection's awareness states are
-//!   removed when it closes.
+//! * awareness (cursors, names) is relayed and never stored; a connection may speak for at most
+//!   [`MAX_AWARENESS_IDS`] client ids and not for another connection's, each state must be
+//!   JSON, and a connection's awareness states are removed (and the removal broadcast) when it
+//!   closes.
 //!
 //! Because edits wait for the store only in batches, and nothing is sent that depends on an edit
 //! before that edit is stored (a sync step 2 for a newcomer is computed only after every pending
-//! edit was stored), no client ever sees a state the store does not have. If an append fails, the
-//! document is rebuilt from the store and every connection is closed (`store_unavailable`): the
-//! clients reconnect, resync, and send their unsaved edits again.
+//! edit was stored), no client ever sees a state the store does not have. If an append fails,
+//! every connection is closed at once (`store_unavailable`; nothing of the failed batch was sent
+//! to anyone) and the document is rebuilt from the store; if the store cannot be read either, the
+//! in-memory document (which holds the unstored edits) is dropped and the next connection or
+//! version request loads it again. The clients reconnect, resync, and send their unsaved edits
+//! again.
 //!
 //! Compaction: after `--doc-snapshot-every` updates (or [`SNAPSHOT_BYTES`]), the task encodes the
 //! whole state and hands it to a background task that writes the snapshot and drops the updates it
@@ -52,7 +57,7 @@ pub const DOC_IDLE: Duration = Duration::from_secs(30);
 /// Bytes of updates after which the log is compacted into a snapshot.
 pub const SNAPSHOT_BYTES: u64 = 4 * 1024 * 1024;
 /// Awareness client ids one connection may announce (a browser tab uses one).
-const MAX_AWARENESS_IDS: usize = 8;
+pub const MAX_AWARENESS_IDS: usize = 8;
 /// Commands drained into one group commit.
 const MAX_BATCH: usize = 512;
 
@@ -340,9 +345,7 @@ impl DocTask {
     /// The stored text and state vector (pending edits are stored first).
     async fn version(&mut self) -> Result<DocSnapshot, ProtocolError> {
         self.flush().await;
-        if let Some(e) = &self.load_error {
-            return Err(e.clone());
-        }
+        self.reload_if_needed().await?;
         let doc = self.awareness.doc();
         let text = doc.get_or_insert_text(TEXT);
         let txn = doc.transact();
@@ -354,15 +357,30 @@ impl DocTask {
         })
     }
 
-    async fn connect(&mut self, conn: DocConn) -> Result<(), ProtocolError> {
+    /// If the document could not be loaded (or was dropped after a failed append), tries again:
+    /// the store may be back.
+    async fn reload_if_needed(&mut self) -> Result<(), ProtocolError> {
         if let Some(e) = &self.load_error {
-            // Try again: the store may be back.
             let e = e.clone();
             if self.load().await.is_err() {
                 return Err(e);
             }
             self.load_error = None;
         }
+        Ok(())
+    }
+
+    /// Drops the in-memory document (it may hold edits the store does not have) and marks it
+    /// unloaded with `e`, so every connection and version request is refused until a load
+    /// succeeds.
+    fn forget(&mut self, e: ProtocolError) {
+        self.awareness = Awareness::new(new_doc());
+        self.pending.clear();
+        self.load_error = Some(e);
+    }
+
+    async fn connect(&mut self, conn: DocConn) -> Result<(), ProtocolError> {
+        self.reload_if_needed().await?;
         let policy = self.policy.borrow().clone();
         let access = policy.access(&conn.participant, &self.name);
         if access == DocAccess::None {
@@ -373,6 +391,10 @@ impl DocTask {
         }
         // The newcomer's sync must not include edits that are not stored yet.
         self.flush().await;
+        if let Some(e) = &self.load_error {
+            // That append failed and the store could not be read back.
+            return Err(e.clone());
+        }
         let sv = self.awareness.doc().transact().state_vector();
         let mut opening = vec![encode(&Message::Sync(SyncMessage::SyncStep1(sv)))];
         if let Ok(update) = self.awareness.update() {
@@ -454,9 +476,10 @@ impl DocTask {
         }
     }
 
-    /// Handles one frame: every message in it is decoded before any takes effect, so a frame
-    /// with a malformed message changes nothing (the connection is closed with
-    /// `invalid_message` or `unknown_type`).
+    /// Handles one frame: every message in it is decoded and checked before any takes effect,
+    /// so a frame with a malformed message changes nothing (the connection is closed with
+    /// `invalid_message` or `unknown_type`). Awareness updates of the frame are relayed only
+    /// after its edits applied.
     async fn frame(&mut self, id: u64, data: Bytes) {
         let Some(access) = self.conns.get(&id).map(|c| c.access) else {
             return;
@@ -467,28 +490,46 @@ impl DocTask {
         };
         let mut messages = Vec::with_capacity(frames.len());
         for bytes in frames {
-            match Message::decode_v1(bytes) {
-                Ok(m) => messages.push(m),
-                Err(_) => return self.reject(id, ErrorCode::InvalidMessage),
+            match decode_guarded(|| Message::decode_v1(bytes)) {
+                Some(m) => messages.push(m),
+                None => return self.reject(id, ErrorCode::InvalidMessage),
             }
         }
-        // Decode the updates up front, too.
+        // Decode the updates and check the awareness updates up front, too.
         let mut decoded = Vec::with_capacity(messages.len());
+        let mut awareness = Vec::new();
+        // The client ids the connection would speak for after this frame (read when needed).
+        let mut claimed: Option<HashSet<ClientID>> = None;
         for m in messages {
             match m {
                 Message::Sync(SyncMessage::SyncStep2(u))
-                | Message::Sync(SyncMessage::Update(u)) => match Update::decode_v1(&u) {
-                    Ok(update) => decoded.push(Step::Edit(u, update)),
-                    Err(_) => return self.reject(id, ErrorCode::InvalidMessage),
-                },
+                | Message::Sync(SyncMessage::Update(u)) => {
+                    match decode_guarded(|| Update::decode_v1(&u)) {
+                        Some(update) => decoded.push(Step::Edit(u, update)),
+                        None => return self.reject(id, ErrorCode::InvalidMessage),
+                    }
+                }
                 Message::Sync(SyncMessage::SyncStep1(sv)) => decoded.push(Step::Sync(sv)),
-                Message::Awareness(update) => decoded.push(Step::Awareness(update)),
+                Message::Awareness(update) => {
+                    let claimed = claimed.get_or_insert_with(|| {
+                        self.conns
+                            .get(&id)
+                            .map(|c| c.awareness_ids.clone())
+                            .unwrap_or_default()
+                    });
+                    if !self.awareness_acceptable(id, &update, claimed) {
+                        return self.reject(id, ErrorCode::InvalidMessage);
+                    }
+                    awareness.push(update);
+                }
                 Message::AwarenessQuery => decoded.push(Step::AwarenessQuery),
                 // Clients do not send auth messages; one is ignored.
                 Message::Auth(_) => {}
                 Message::Custom(..) => return self.reject(id, ErrorCode::UnknownType),
             }
         }
+        // This frame's edits are `pending[first_of_frame..]` until stored.
+        let first_of_frame = self.pending.len();
         for step in decoded {
             if !self.conns.contains_key(&id) {
                 return;
@@ -521,7 +562,11 @@ impl DocTask {
                     let applied = self.awareness.doc().transact_mut().apply_update(update);
                     if applied.is_err() {
                         // The document may hold part of it: rebuild from the store plus the
-                        // pending edits that did apply, and drop this connection.
+                        // pending edits of earlier frames, and drop this connection. (Edits of
+                        // this frame stored by a sync step earlier in it stay stored: a
+                        // y-websocket client sends one message per frame.)
+                        self.pending
+                            .truncate(first_of_frame.min(self.pending.len()));
                         self.rollback_to_pending().await;
                         return self.reject(id, ErrorCode::InvalidMessage);
                     }
@@ -530,7 +575,6 @@ impl DocTask {
                         update: raw,
                     });
                 }
-                Step::Awareness(update) => self.awareness_update(id, update),
                 Step::AwarenessQuery => {
                     if let Ok(update) = self.awareness.update() {
                         self.send_to(id, encode(&Message::Awareness(update)));
@@ -538,6 +582,48 @@ impl DocTask {
                 }
             }
         }
+        for update in awareness {
+            self.awareness_update(id, update);
+        }
+    }
+
+    /// Whether connection `conn`, which speaks for the client ids `claimed`, may send `update`,
+    /// which adds the ids it would take (see [`Self::awareness_update`]) to `claimed`: at most
+    /// [`MAX_AWARENESS_IDS`] ids per connection, none of them the server's own, and every state
+    /// JSON (or `null`, a removal). A state that is not JSON would make the stock JavaScript
+    /// client throw while decoding the relayed message.
+    fn awareness_acceptable(
+        &self,
+        conn: u64,
+        update: &AwarenessUpdate,
+        claimed: &mut HashSet<ClientID>,
+    ) -> bool {
+        if update.clients.contains_key(&self.awareness.client_id())
+            || !update
+                .clients
+                .values()
+                .all(|e| serde_json::from_str::<serde::de::IgnoredAny>(&e.json).is_ok())
+        {
+            return false;
+        }
+        let others = self.ids_of_others(conn);
+        claimed.extend(
+            update
+                .clients
+                .iter()
+                .filter(|(c, e)| &*e.json != "null" && !others.contains(c))
+                .map(|(c, _)| *c),
+        );
+        claimed.len() <= MAX_AWARENESS_IDS
+    }
+
+    /// The awareness client ids other connections than `conn` speak for.
+    fn ids_of_others(&self, conn: u64) -> HashSet<ClientID> {
+        self.conns
+            .iter()
+            .filter(|(id, _)| **id != conn)
+            .flat_map(|(_, c)| c.awareness_ids.iter().copied())
+            .collect()
     }
 
     fn reject(&mut self, id: u64, code: ErrorCode) {
@@ -552,29 +638,38 @@ impl DocTask {
         self.close(id, code);
     }
 
-    fn awareness_update(&mut self, id: u64, update: AwarenessUpdate) {
+    /// Applies an awareness update (checked by [`Self::awareness_acceptable`] when its frame was
+    /// decoded) and relays what it changed.
+    ///
+    /// The stock provider sends back every awareness change it sees, other clients' states
+    /// included, so an update may carry ids of other connections: those entries are dropped
+    /// (an echo changes nothing, and nobody may speak for another connection's client). A
+    /// connection comes to speak for an id when it sends a state for it that no other connection
+    /// speaks for, as the stock server does; those states are removed when it closes.
+    fn awareness_update(&mut self, id: u64, mut update: AwarenessUpdate) {
+        let others = self.ids_of_others(id);
         let Some(conn) = self.conns.get_mut(&id) else {
             return;
         };
-        let new: Vec<ClientID> = update
-            .clients
-            .keys()
-            .filter(|c| !conn.awareness_ids.contains(c))
-            .copied()
-            .collect();
-        if conn.awareness_ids.len() + new.len() > MAX_AWARENESS_IDS {
-            return self.reject(id, ErrorCode::InvalidMessage);
+        update.clients.retain(|c, _| !others.contains(c));
+        conn.awareness_ids.extend(
+            update
+                .clients
+                .iter()
+                .filter(|(_, e)| &*e.json != "null")
+                .map(|(c, _)| *c),
+        );
+        let changed = match self.awareness.apply_update_summary(update.clone()) {
+            Ok(Some(summary)) => summary,
+            Ok(None) => return,
+            Err(_) => return self.reject(id, ErrorCode::InvalidMessage),
+        };
+        update.clients.retain(|c, _| {
+            changed.added.contains(c) || changed.updated.contains(c) || changed.removed.contains(c)
+        });
+        if !update.clients.is_empty() {
+            self.broadcast(encode(&Message::Awareness(update)), Some(id));
         }
-        // Nobody may speak for the server's own (unused) awareness id.
-        if update.clients.contains_key(&self.awareness.client_id()) {
-            return self.reject(id, ErrorCode::InvalidMessage);
-        }
-        conn.awareness_ids.extend(new);
-        let msg = encode(&Message::Awareness(update.clone()));
-        if self.awareness.apply_update(update).is_err() {
-            return self.reject(id, ErrorCode::InvalidMessage);
-        }
-        self.broadcast(msg, Some(id));
     }
 
     /// Rebuilds the document from the store and re-applies the pending edits (all of which
@@ -583,8 +678,8 @@ impl DocTask {
         let pending = std::mem::take(&mut self.pending);
         if let Err(e) = self.load().await {
             warn!(error = %e.message, "reload after a failed edit failed");
-            self.load_error = Some(e.clone());
             self.close_all(e.code);
+            self.forget(e);
             return;
         }
         let mut txn_ok = true;
@@ -622,11 +717,15 @@ impl DocTask {
             .await;
         if let Err(e) = result {
             warn!(error = %e, "storing document edits failed; reloading");
-            let pe = store_error(&e);
+            // Nothing of `pending` was sent to anyone: close every connection at once (the
+            // clients resend their unsaved edits when they reconnect), then drop the unstored
+            // edits from memory by reloading. If the store cannot be read either, the document
+            // is emptied and marked unloaded, so nothing that is not stored can be served from
+            // memory; the next connection or version request loads it again.
+            self.close_all(store_error(&e).code);
             if let Err(le) = self.load().await {
-                self.load_error = Some(le);
+                self.forget(le);
             }
-            self.close_all(pe.code);
             return;
         }
         self.head += updates.len() as u64;
@@ -704,6 +803,38 @@ fn skip_buf(data: &[u8], pos: &mut usize) -> Option<()> {
     (end <= data.len()).then(|| *pos = end)
 }
 
+/// Yjs client ids are 53-bit (JavaScript's safe integers; the stock client draws 32-bit ones).
+const MAX_CLIENT_ID: u64 = (1 << 53) - 1;
+
+/// Checks the client ids of an awareness message's payload (a length-prefixed buffer at the
+/// start of `buf`: count, then per client: id, clock, state string): every one must fit in 53
+/// bits. yrs asserts that while decoding (a panic in debug builds) and masks a larger id in
+/// release builds, so such a message is refused before yrs sees it. The rest of the payload is
+/// yrs's to check.
+fn check_awareness_ids(buf: &[u8]) -> Option<()> {
+    let mut pos = 0;
+    let len = usize::try_from(read_var(buf, &mut pos)?).ok()?;
+    let payload = buf.get(pos..pos.checked_add(len)?)?;
+    let mut pos = 0;
+    let count = read_var(payload, &mut pos)?;
+    for _ in 0..count {
+        if read_var(payload, &mut pos)? > MAX_CLIENT_ID {
+            return None;
+        }
+        read_var(payload, &mut pos)?;
+        skip_buf(payload, &mut pos)?;
+    }
+    Some(())
+}
+
+/// Decodes with a decoder that may panic on hostile input (yrs asserts some invariants of
+/// decoded values only in debug builds); a panic counts as a decoding error.
+fn decode_guarded<T>(decode: impl FnOnce() -> Result<T, yrs::encoding::read::Error>) -> Option<T> {
+    std::panic::catch_unwind(std::panic::AssertUnwindSafe(decode))
+        .ok()?
+        .ok()
+}
+
 /// Splits a frame into its y-protocol messages, strictly: a truncated message, trailing bytes or
 /// an empty frame is `invalid_message`, a message type the protocol does not have is
 /// `unknown_type`. (yrs's own reader treats a truncated last message as the end of the frame,
@@ -727,7 +858,11 @@ pub fn split_messages(data: &[u8]) -> Result<Vec<&[u8]>, ErrorCode> {
                 }
                 skip_buf(data, &mut pos).ok_or(invalid)?;
             }
-            AWARENESS => skip_buf(data, &mut pos).ok_or(invalid)?,
+            AWARENESS => {
+                let start = pos;
+                skip_buf(data, &mut pos).ok_or(invalid)?;
+                check_awareness_ids(&data[start..pos]).ok_or(invalid)?;
+            }
             AUTH => {
                 if read_var(data, &mut pos).ok_or(invalid)? == 0 {
                     skip_buf(data, &mut pos).ok_or(invalid)?;
@@ -748,7 +883,6 @@ pub fn split_messages(data: &[u8]) -> Result<Vec<&[u8]>, ErrorCode> {
 enum Step {
     Sync(StateVector),
     Edit(Vec<u8>, Update),
-    Awareness(AwarenessUpdate),
     AwarenessQuery,
 }
 
@@ -783,5 +917,48 @@ mod tests {
         }
         assert_eq!(split_messages(&[7, 0]), Err(ErrorCode::UnknownType));
         assert_eq!(split_messages(&[3]).unwrap().len(), 1);
+    }
+
+    fn push_var(out: &mut Vec<u8>, mut v: u64) {
+        while v >= 0x80 {
+            out.push((v as u8) | 0x80);
+            v >>= 7;
+        }
+        out.push(v as u8);
+    }
+
+    /// An awareness message with one client's state `{}`, written by hand so that the client id
+    /// can be anything.
+    fn awareness(client: u64) -> Vec<u8> {
+        let mut payload = vec![1];
+        push_var(&mut payload, client);
+        payload.extend([1, 2, b'{', b'}']);
+        let mut bytes = vec![1];
+        push_var(&mut bytes, payload.len() as u64);
+        bytes.extend(payload);
+        bytes
+    }
+
+    #[test]
+    fn awareness_client_ids_fit_in_53_bits() {
+        for fits in [42, MAX_CLIENT_ID] {
+            assert_eq!(split_messages(&awareness(fits)).unwrap().len(), 1);
+            let Ok(Message::Awareness(u)) = Message::decode_v1(&awareness(fits)) else {
+                panic!("yrs decodes it");
+            };
+            assert!(u.clients.contains_key(&ClientID::new(fits)));
+        }
+        // A truncated payload is caught too.
+        assert_eq!(
+            split_messages(&[1, 4, 1, 0x85, 0x01, 1]),
+            Err(ErrorCode::InvalidMessage)
+        );
+        for big in [MAX_CLIENT_ID + 1, 1 << 60, u64::MAX] {
+            assert_eq!(
+                split_messages(&awareness(big)),
+                Err(ErrorCode::InvalidMessage),
+                "{big}"
+            );
+        }
     }
 }
