@@ -87,10 +87,16 @@ else
     # A clean export of the commit, built into the shared target directory (so dependencies are
     # not rebuilt) and copied out at once.
     mkdir -p "$WORK/src"
-    git archive "$REV" | tar -x -C "$WORK/src"
+    # Extracted with the current time as every file's mtime (-m): with the commit's own times,
+    # older than the last build's, cargo would take the artifacts of whatever was built last
+    # (another commit or the working tree) as fresh, since a workspace member's build identity
+    # does not depend on where its sources are. For the same reason, the workspace's own
+    # artifacts are removed after the copy, so no later build takes these for the working tree's.
+    git archive "$REV" | tar -x -m -C "$WORK/src"
     (cd "$WORK/src" && CARGO_TARGET_DIR="$ROOT/target" cargo build --release \
         -p yuntiao-server -p yuntiao-loadgen --bins)
     cp target/release/yuntiao target/release/yuntiao-loadgen "$WORK/bin/"
+    cargo clean --release -p yuntiao-server -p yuntiao-signaling -p yuntiao-loadgen
     BUILD_DESC="commit $(git rev-parse --short "$REV")"
 fi
 BIN=$WORK/bin/yuntiao

@@ -69,10 +69,16 @@ else
     # not rebuilt) and copied out at once.
     COMMIT=$(git rev-parse --short "$REV") # resolved once: HEAD may move during the build
     mkdir -p "$WORK/src"
-    git archive "$COMMIT" | tar -x -C "$WORK/src"
+    # Extracted with the current time as every file's mtime (-m): with the commit's own times,
+    # older than the last build's, cargo would take the artifacts of whatever was built last
+    # (another commit or the working tree) as fresh, since a workspace member's build identity
+    # does not depend on where its sources are. For the same reason, the workspace's own
+    # artifacts are removed after the copy, so no later build takes these for the working tree's.
+    git archive "$COMMIT" | tar -x -m -C "$WORK/src"
     (cd "$WORK/src" && CARGO_TARGET_DIR="$ROOT/target" cargo build --release \
         -p yuntiao-server --bin yuntiao -p yuntiao-loadgen)
     cp target/release/yuntiao target/release/yuntiao-loadgen "$WORK/bin/"
+    cargo clean --release -p yuntiao-server -p yuntiao-signaling -p yuntiao-loadgen
     BUILD_DESC="commit $COMMIT"
 fi
 BIN=$WORK/bin/yuntiao
