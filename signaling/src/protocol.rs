@@ -245,8 +245,11 @@ pub enum Request {
         #[serde(skip)]
         version: Option<DocVersion>,
     },
-    /// Accept (sign) terms. `text_hash`, when given, must be the SHA-256 of the terms' text as
-    /// the client shows it: a party signs exactly the text on their screen, or nothing.
+    /// Accept (sign) terms. The signature (`terms_accepted`) always binds the SHA-256 of the
+    /// terms' text, which the server computes from its own copy: the text of `terms_proposed`,
+    /// the text every party's screen shows for these terms. `text_hash`, when given, is the
+    /// client's own SHA-256 (64 lowercase hex digits) of the text on its screen: malformed is
+    /// `invalid_message`, different is `conflict`, and nothing is recorded.
     AcceptTerms {
         terms: String,
         #[serde(default)]

@@ -152,6 +152,12 @@ fn check_text(field: &str, text: &str, max: usize) -> Result<(), ProtocolError> 
     Ok(())
 }
 
+/// Whether `s` has the form of a SHA-256 digest as this protocol writes it: 64 lowercase hex
+/// digits.
+fn is_sha256_hex(s: &str) -> bool {
+    s.len() == 64 && s.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
+}
+
 fn check_reason(reason: &Option<String>) -> Result<(), ProtocolError> {
     match reason {
         Some(r) if r.chars().count() > MAX_TEXT_CHARS => Err(err(
@@ -649,12 +655,23 @@ impl Room {
             Request::AcceptTerms { terms, .. } | Request::RejectTerms { terms, .. } => {
                 self.require_open()?;
                 let t = self.current(terms)?;
+                // The signature binds the hash of the terms' text, computed here from the text
+                // the server holds (the text of `terms_proposed`, which is what every party's
+                // screen shows for these terms), never taken from the client. A client's own
+                // hash of its screen is a further check: it must be well formed and equal.
+                let signed = sha256_hex(t.text.as_bytes());
                 if let Request::AcceptTerms {
                     text_hash: Some(seen),
                     ..
                 } = request
                 {
-                    if *seen != t.text_hash {
+                    if !is_sha256_hex(seen) {
+                        return Err(err(
+                            ErrorCode::InvalidMessage,
+                            "`text_hash` must be a SHA-256 in hex: 64 lowercase hex digits",
+                        ));
+                    }
+                    if *seen != signed {
                         return Err(err(
                             ErrorCode::Conflict,
                             "the text you are signing is not the text of these terms",
@@ -679,7 +696,7 @@ impl Room {
                     _ => EventBody::TermsAccepted {
                         terms: terms.clone(),
                         by: actor_s,
-                        text_hash: t.text_hash.clone(),
+                        text_hash: signed,
                     },
                 };
                 Ok(vec![draft(Visibility::Everyone, body)])

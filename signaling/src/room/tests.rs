@@ -2215,11 +2215,33 @@ fn a_party_signs_exactly_the_text_on_screen() {
         text_hash: Some(sha256_of("商家于三日内退还货款人民币999元")),
     };
     fx.refuse(CONSUMER, stale, ErrorCode::Conflict);
+    // A hash that is not a SHA-256 in lowercase hex is malformed, not a different text.
+    let upper = sha256_of(TERMS).to_uppercase();
+    for bad in ["", "abc", upper.as_str(), &format!("{}0", sha256_of(TERMS))] {
+        let malformed = Request::AcceptTerms {
+            terms: t.clone(),
+            text_hash: Some(bad.to_owned()),
+        };
+        fx.refuse(CONSUMER, malformed, ErrorCode::InvalidMessage);
+    }
     let e = only(&fx.act(
         CONSUMER,
         Request::AcceptTerms {
             terms: t.clone(),
             text_hash: Some(sha256_of(TERMS)),
+        },
+    ));
+    assert!(matches!(
+        &e.body,
+        EventBody::TermsAccepted { text_hash, .. } if *text_hash == sha256_of(TERMS)
+    ));
+    // Without a client hash the server binds the signature to the hash of the terms' text
+    // all the same: the text every party was shown.
+    let e = only(&fx.act(
+        MERCHANT,
+        Request::AcceptTerms {
+            terms: t.clone(),
+            text_hash: None,
         },
     ));
     assert!(matches!(
