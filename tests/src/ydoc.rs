@@ -2,8 +2,11 @@
 //! real `tokio-tungstenite` websocket ([`YrsClient`]), and the stock JavaScript client (`yjs` with
 //! the unmodified `y-websocket` provider, in node) driven over stdin/stdout ([`NodeYjsClient`]).
 //!
-//! Both edit the shared text named [`TEXT`], with UTF-16 offsets like JavaScript.
+//! Both edit the shared text named [`TEXT`], with UTF-16 offsets like JavaScript, and keep the
+//! awareness states they receive (the yrs client as raw JSON by client id, the node client as its
+//! provider reports them), so tests can check what the server relays.
 
+use std::collections::HashMap;
 use std::path::PathBuf;
 use std::process::Stdio;
 use std::time::Duration;
@@ -48,6 +51,12 @@ pub struct YrsClient {
     pub closed: Option<(u16, String)>,
     /// Binary messages received, raw.
     pub received: usize,
+    /// Awareness states received, by client id: the state's JSON text (removed on `null`).
+    pub awareness: HashMap<u64, String>,
+    /// Awareness messages received.
+    pub awareness_messages: usize,
+    /// Document updates received (sync step 2 and update messages).
+    pub updates_received: usize,
 }
 
 impl YrsClient {
@@ -68,6 +77,9 @@ impl YrsClient {
             synced: false,
             closed: None,
             received: 0,
+            awareness: HashMap::new(),
+            awareness_messages: 0,
+            updates_received: 0,
         };
         let sv = c.doc.transact().state_vector();
         c.send(Message::Sync(SyncMessage::SyncStep1(sv))).await?;
@@ -136,10 +148,24 @@ impl YrsClient {
                                 replies.push(Message::Sync(SyncMessage::SyncStep2(u)));
                             }
                             Message::Sync(SyncMessage::SyncStep2(u)) => {
+                                self.updates_received += 1;
                                 self.apply(&u)?;
                                 self.synced = true;
                             }
-                            Message::Sync(SyncMessage::Update(u)) => self.apply(&u)?,
+                            Message::Sync(SyncMessage::Update(u)) => {
+                                self.updates_received += 1;
+                                self.apply(&u)?
+                            }
+                            Message::Awareness(update) => {
+                                self.awareness_messages += 1;
+                                for (client, entry) in update.clients {
+                                    if &*entry.json == "null" {
+                                        self.awareness.remove(&client.get());
+                                    } else {
+                                        self.awareness.insert(client.get(), entry.json.to_string());
+                                    }
+                                }
+                            }
                             _ => {}
                         }
                     }
@@ -211,6 +237,30 @@ impl YrsClient {
         }
     }
 
+    /// Reads and handles messages until `pred` holds for the client (or fails after [`WAIT`]).
+    pub async fn wait_until(
+        &mut self,
+        what: &str,
+        pred: impl Fn(&YrsClient) -> bool,
+    ) -> anyhow::Result<()> {
+        let deadline = tokio::time::Instant::now() + WAIT;
+        while !pred(self) {
+            if self.closed.is_some() {
+                bail!("closed {:?} while waiting for {what}", self.closed);
+            }
+            match tokio::time::timeout_at(deadline, self.ws.next()).await {
+                Err(_) => bail!("timed out waiting for {what}"),
+                Ok(None) | Ok(Some(Err(_))) => {
+                    self.closed.get_or_insert((1006, String::new()));
+                }
+                Ok(Some(Ok(m))) => {
+                    self.handle(m).await?;
+                }
+            }
+        }
+        Ok(())
+    }
+
     pub async fn wait_synced(&mut self) -> anyhow::Result<()> {
         let deadline = tokio::time::Instant::now() + WAIT;
         while !self.synced {
@@ -253,6 +303,14 @@ pub struct NodeYjsClient {
     pub text: String,
     pub synced: bool,
     pub closes: Vec<(i64, String)>,
+    /// The provider's awareness states as last reported, by client id (its own included).
+    pub awareness: HashMap<u64, Value>,
+    /// The client's own awareness (and document) client id, once reported.
+    pub client_id: Option<u64>,
+    /// The latest `state` report: (text, state vector, Yjs v1 encoding, base64).
+    pub state: Option<(String, String)>,
+    /// `random` edit runs finished.
+    pub random_done: usize,
 }
 
 /// `tests/js`, where the npm packages are installed (`npm ci` by scripts/test.sh).
@@ -302,6 +360,10 @@ impl NodeYjsClient {
             text: String::new(),
             synced: false,
             closes: Vec::new(),
+            awareness: HashMap::new(),
+            client_id: None,
+            state: None,
+            random_done: 0,
         })
     }
 
@@ -332,8 +394,75 @@ impl NodeYjsClient {
                 v["code"].as_i64().unwrap_or(0),
                 v["reason"].as_str().unwrap_or_default().to_owned(),
             )),
+            Some("awareness") => {
+                self.client_id = v["self"].as_u64();
+                self.awareness = v["states"]
+                    .as_object()
+                    .map(|states| {
+                        states
+                            .iter()
+                            .filter_map(|(k, s)| Some((k.parse().ok()?, s.clone())))
+                            .collect()
+                    })
+                    .unwrap_or_default();
+            }
+            Some("state") => {
+                self.state = Some((
+                    v["text"].as_str().unwrap_or_default().to_owned(),
+                    v["sv"].as_str().unwrap_or_default().to_owned(),
+                ))
+            }
+            Some("random_done") => self.random_done += 1,
             _ => {}
         }
+    }
+
+    /// Sets the provider's local awareness state (`null` removes it).
+    pub async fn set_awareness(&mut self, state: Value) -> anyhow::Result<()> {
+        self.command(json!({"op": "awareness", "state": state}))
+            .await
+    }
+
+    /// Asks for a report of the awareness states (also sent on every change).
+    pub async fn query_awareness(&mut self) -> anyhow::Result<()> {
+        self.command(json!({"op": "awareness_states"})).await
+    }
+
+    /// Starts `count` random edits seeded with `seed` in the client (see yclient.mjs); they run
+    /// on their own, `random_done` counts finished runs.
+    pub async fn random_edits(
+        &mut self,
+        seed: u32,
+        count: u32,
+        max_delay_ms: u32,
+    ) -> anyhow::Result<()> {
+        self.command(
+            json!({"op": "random", "seed": seed, "count": count, "maxDelayMs": max_delay_ms}),
+        )
+        .await
+    }
+
+    /// The client's text and state vector (Yjs v1, base64), now.
+    pub async fn state(&mut self) -> anyhow::Result<(String, String)> {
+        self.state = None;
+        self.command(json!({"op": "state"})).await?;
+        self.wait("state", |c| c.state.is_some()).await?;
+        Ok(self.state.clone().unwrap_or_default())
+    }
+
+    /// Waits until `pred` holds for the client, reading its reports.
+    pub async fn wait_until(
+        &mut self,
+        what: &str,
+        pred: impl Fn(&Self) -> bool,
+    ) -> anyhow::Result<()> {
+        self.wait(what, pred).await
+    }
+
+    /// Kills the node process (SIGKILL): the provider says nothing, the server sees the
+    /// connection drop.
+    pub async fn kill(mut self) {
+        let _ = self.child.kill().await;
     }
 
     /// Waits for the next event satisfying `pred` on the client's state.
