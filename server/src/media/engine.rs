@@ -318,6 +318,98 @@ fn bad_sdp(detail: impl std::fmt::Display) -> ProtocolError {
     )
 }
 
+/// The payload types an SDP maps to codecs (`a=rtpmap`, every media section), in order.
+fn rtpmaps(sdp: &str) -> Vec<(u8, Codec, String)> {
+    sdp.lines()
+        .filter_map(|l| {
+            let rest = l.trim().strip_prefix("a=rtpmap:")?;
+            let (pt, enc) = rest.split_once(' ')?;
+            let pt: u8 = pt.trim().parse().ok()?;
+            let name = enc.trim().split('/').next()?;
+            Some((pt, Codec::from(name), name.chars().take(32).collect()))
+        })
+        .collect()
+}
+
+/// The payload types already negotiated on `rtc`'s media lines `mids`, with their codecs (a
+/// codec's RTX and RED payload types included).
+fn negotiated_codecs(rtc: &Rtc, mids: impl Iterator<Item = Mid>) -> HashMap<u8, Codec> {
+    let mut map = HashMap::new();
+    for mid in mids {
+        let Some(media) = rtc.media(mid) else {
+            continue;
+        };
+        let config = rtc.codec_config();
+        for &pt in media.remote_pts() {
+            let Some(p) = config.find(|p| p.pt() == pt) else {
+                continue;
+            };
+            map.insert(*pt, p.spec().codec);
+            if let Some(rtx) = p.resend() {
+                map.insert(*rtx, Codec::Rtx);
+            }
+            if let Some(red) = p.red() {
+                map.insert(*red, Codec::Red);
+            }
+        }
+    }
+    map
+}
+
+/// Refuses an offer that maps a payload type already negotiated on this connection to another
+/// codec: RFC 3264 §8.3.2 keeps a payload type's codec for the whole session, and str0m would
+/// otherwise go on with the old meaning (or, for a payload type it had locked to another codec,
+/// fail an internal assertion).
+fn check_codecs_kept(rtc: &Rtc, known_mids: &[Mid], sdp: &str) -> Result<(), ProtocolError> {
+    let offered_mids = sdp
+        .lines()
+        .filter_map(|l| l.trim().strip_prefix("a=mid:"))
+        .map(|m| Mid::from(m.trim()));
+    let negotiated = negotiated_codecs(rtc, known_mids.iter().copied().chain(offered_mids));
+    for (pt, codec, name) in rtpmaps(sdp) {
+        if let Some(&was) = negotiated.get(&pt) {
+            if was != codec {
+                return Err(ProtocolError::new(
+                    ErrorCode::InvalidMessage,
+                    format!(
+                        "payload type {pt} is {was} on this connection; an offer may not map it \
+                         to {name} (RFC 3264 8.3.2). Nothing was changed"
+                    ),
+                ));
+            }
+        }
+    }
+    Ok(())
+}
+
+/// The payload type a receiver's line `mid` takes a source's packets of codec `spec` in: one
+/// the receiver accepted on that line (its `remote_pts`), of the same codec and clock rate (and
+/// for H.264 the same packetization mode), preferring the same format parameters; `None` when
+/// the receiver shares no such codec (its packets would be undecodable there, so they are not
+/// sent).
+fn receiving_pt(rtc: &Rtc, mid: Mid, spec: &str0m::format::CodecSpec) -> Option<Pt> {
+    let accepted = rtc.media(mid)?.remote_pts();
+    rtc.codec_config()
+        .iter()
+        .filter(|p| accepted.contains(&p.pt()))
+        .filter(|p| {
+            let s = p.spec();
+            s.codec == spec.codec
+                && s.clock_rate == spec.clock_rate
+                && (s.codec != Codec::H264
+                    || s.format.packetization_mode.unwrap_or(0)
+                        == spec.format.packetization_mode.unwrap_or(0))
+        })
+        .max_by_key(|p| {
+            let f = p.spec().format;
+            (
+                f == spec.format,
+                f.profile_level_id == spec.format.profile_level_id,
+            )
+        })
+        .map(|p| p.pt())
+}
+
 impl Engine {
     pub fn new(
         advertised: SocketAddr,
@@ -501,6 +593,17 @@ impl Engine {
     ) -> Result<String, ProtocolError> {
         let offer = SdpOffer::from_sdp_string(sdp).map_err(bad_sdp)?;
         let existing = self.peers.iter().position(|p| p.key == key);
+        if let Some(i) = existing {
+            // Checked before anything is touched, so a refused offer changes nothing.
+            let p = &self.peers[i];
+            let mids: Vec<Mid> = p
+                .inbound
+                .keys()
+                .copied()
+                .chain(p.outbound.iter().map(|t| t.mid))
+                .collect();
+            check_codecs_kept(&p.rtc, &mids, sdp)?;
+        }
         let idx = match existing {
             Some(i) => i,
             None => {
@@ -939,17 +1042,24 @@ impl Engine {
         for &(j, k) in &targets {
             let peer = &mut self.peers[j];
             let track = &mut peer.outbound[k];
-            let pt = *track.pt_map.entry(f.pt).or_insert_with(|| {
-                let spec = src_params?;
-                peer.rtc
-                    .codec_config()
-                    .iter()
-                    .find(|p| {
-                        let s = p.spec();
-                        s.codec == spec.codec && s.clock_rate == spec.clock_rate
-                    })
-                    .map(|p| p.pt())
-            });
+            let pt = match track.pt_map.get(&f.pt) {
+                Some(pt) => *pt,
+                None => {
+                    let pt = src_params
+                        .as_ref()
+                        .and_then(|spec| receiving_pt(&peer.rtc, track.mid, spec));
+                    // Kept once the line is negotiated (str0m does not change a line's
+                    // payload types after that); until then, looked up again.
+                    let negotiated = peer
+                        .rtc
+                        .media(track.mid)
+                        .is_some_and(|m| !m.remote_pts().is_empty());
+                    if negotiated {
+                        track.pt_map.insert(f.pt, pt);
+                    }
+                    pt
+                }
+            };
             let Some(pt) = pt else {
                 MediaStats::add(&self.stats.packets_dropped, 1);
                 continue;
