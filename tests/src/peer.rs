@@ -31,6 +31,14 @@
 //! may rewrite: the payload check rebuilds the descriptor from the received values). Received
 //! packets are kept in order per track ([`TrackStats::history`]).
 //!
+//! [`PeerOptions`] ([`Peer::connect_opts`]) choose the video codecs offered (VP8, H.264 with the
+//! fmtp browsers use; the first is the one sent: H.264 frames are an SPS, a PPS and an IDR in
+//! two FU-A fragments for a keyframe, a single NAL unit or two FU-A fragments otherwise, with the
+//! same tag-and-counter payload check), whether `video/rtx` (RFC 4588) is offered, and
+//! deterministic loss: a loss injector (`LossInjector`) between the wire and the NACK interceptors drops chosen
+//! video packets on arrival (downlink) or after the NACK responder buffered them (uplink), and
+//! records what it dropped, the NACKs sent and the retransmissions seen.
+//!
 //! The peer connection, its sockets and the sender and receiver tasks live on a runtime of their
 //! own, so [`Peer::vanish`] can make a participant disappear as a crashed phone would: no DTLS
 //! close, no RTCP BYE, no websocket close frame. Only loopback host candidates are gathered
@@ -56,7 +64,7 @@ use rtc::rtcp::payload_feedbacks::picture_loss_indication::PictureLossIndication
 use rtc::rtcp::transport_feedbacks::transport_layer_nack::TransportLayerNack;
 use rtc::rtp_transceiver::rtp_sender::{
     RTCPFeedback, RTCRtpCodec, RTCRtpCodecParameters, RTCRtpCodingParameters,
-    RTCRtpEncodingParameters, RtpCodecKind,
+    RTCRtpEncodingParameters, RTCRtpRtxParameters, RtpCodecKind,
 };
 use rtc::sansio::Protocol;
 use serde_json::{json, Value};
@@ -91,6 +99,90 @@ pub const HISTORY_MAX: usize = 20_000;
 /// Payload types offered (the browser's usual numbers).
 pub const OPUS_PT: u8 = 111;
 pub const VP8_PT: u8 = 96;
+/// VP8's retransmission payload type (`video/rtx`, `apt=96`), when RTX is offered.
+pub const VP8_RTX_PT: u8 = 97;
+/// H.264 (packetization-mode 1, constrained baseline 3.1), as browsers offer it.
+pub const H264_PT: u8 = 102;
+/// H.264's retransmission payload type (`apt=102`), when RTX is offered.
+pub const H264_RTX_PT: u8 = 103;
+/// The fmtp line browsers offer for constrained-baseline H.264.
+pub const H264_FMTP: &str =
+    "level-asymmetry-allowed=1;packetization-mode=1;profile-level-id=42e01f";
+
+/// A video codec a test peer can offer and send.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum VideoCodec {
+    Vp8,
+    H264,
+}
+
+impl VideoCodec {
+    fn mime(self) -> &'static str {
+        match self {
+            VideoCodec::Vp8 => "video/VP8",
+            VideoCodec::H264 => "video/H264",
+        }
+    }
+
+    fn pt(self) -> u8 {
+        match self {
+            VideoCodec::Vp8 => VP8_PT,
+            VideoCodec::H264 => H264_PT,
+        }
+    }
+
+    fn rtx_pt(self) -> u8 {
+        match self {
+            VideoCodec::Vp8 => VP8_RTX_PT,
+            VideoCodec::H264 => H264_RTX_PT,
+        }
+    }
+}
+
+/// Which packets of a video stream the loss injector (`LossInjector`) drops: those whose ordinal (0 for the
+/// first packet of the stream, retransmissions not counted) is `from + k * every` for
+/// `k = 0 .. count`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct DropPlan {
+    pub from: u64,
+    pub every: u64,
+    pub count: u64,
+}
+
+impl DropPlan {
+    fn hits(&self, ordinal: u64) -> bool {
+        ordinal >= self.from
+            && (ordinal - self.from).is_multiple_of(self.every.max(1))
+            && (ordinal - self.from) / self.every.max(1) < self.count
+    }
+}
+
+/// How a test peer is built: transport, the video codecs it offers (the first is the one it
+/// sends), whether it offers RTX, and deterministic loss on its video.
+#[derive(Clone, Debug)]
+pub struct PeerOptions {
+    pub transport: Transport,
+    /// Video codecs offered, in order of preference; the first is the one our video is sent in.
+    pub video: Vec<VideoCodec>,
+    /// Offer `video/rtx` (RFC 4588, `apt=`) for each video codec, with an RTX SSRC of our own.
+    pub rtx: bool,
+    /// Drop these received video packets before the NACK generator sees them (downlink loss).
+    pub drop_inbound_video: Option<DropPlan>,
+    /// Drop these sent video packets after the NACK responder has buffered them (uplink loss).
+    pub drop_outbound_video: Option<DropPlan>,
+}
+
+impl Default for PeerOptions {
+    fn default() -> Self {
+        PeerOptions {
+            transport: Transport::Udp,
+            video: vec![VideoCodec::Vp8],
+            rtx: false,
+            drop_inbound_video: None,
+            drop_outbound_video: None,
+        }
+    }
+}
 
 /// Identifies a sending peer inside its payloads.
 pub type Tag = [u8; 8];
@@ -194,9 +286,78 @@ pub fn video_payload_with(
     p
 }
 
+const H264_MAGIC: &[u8; 3] = b"H26";
+
+/// How many packets an H.264 frame takes: a keyframe is SPS, PPS and an IDR slice in two FU-A
+/// fragments; delta frames alternate between one slice as a single NAL unit and one in two FU-A
+/// fragments.
+pub fn h264_packets(frame: u32, keyframe: bool) -> u8 {
+    if keyframe {
+        4
+    } else if frame.is_multiple_of(2) {
+        1
+    } else {
+        2
+    }
+}
+
+/// The H.264 payload header (RFC 6184) of packet `index` of a frame: a single NAL unit header
+/// (SPS 0x67 with profile 42e01f, PPS 0x68, or a non-IDR slice 0x41), or an FU-A indicator and
+/// FU header (type 28; S on the first fragment, E on the last; IDR type 5 or non-IDR type 1).
+fn h264_header(pos: VideoPos) -> Vec<u8> {
+    let fu = |first: bool, last: bool, nal: u8, nri: u8| {
+        let s = if first { 0x80 } else { 0 };
+        let e = if last { 0x40 } else { 0 };
+        vec![nri | 28, s | e | nal]
+    };
+    match (pos.keyframe, pos.count, pos.index) {
+        (true, _, 0) => vec![0x67, 0x42, 0xe0, 0x1f],
+        (true, _, 1) => vec![0x68, 0xce, 0x3c, 0x80],
+        (true, n, i) => fu(i == 2, i + 1 == n, 5, 0x60),
+        (false, 1, _) => vec![0x41],
+        (false, n, i) => fu(i == 0, i + 1 == n, 1, 0x40),
+    }
+}
+
+/// The length of an H.264 payload header written by [`h264_header`].
+fn h264_header_len(p: &[u8]) -> Option<usize> {
+    Some(match p.first()? & 0x1f {
+        28 => 2,
+        7 => 4,
+        8 => 4,
+        _ => 1,
+    })
+}
+
+/// The H.264 payload a sender with `tag` writes as its `counter`-th video packet: the payload
+/// header for its place in the frame, then tag, counter, position and filler.
+pub fn h264_payload(tag: &Tag, counter: u32, pos: VideoPos) -> Vec<u8> {
+    let mut p = Vec::with_capacity(VIDEO_PAYLOAD_LEN);
+    p.extend_from_slice(&h264_header(pos));
+    p.extend_from_slice(H264_MAGIC);
+    p.extend_from_slice(tag);
+    p.extend_from_slice(&counter.to_be_bytes());
+    p.extend_from_slice(&pos.frame.to_be_bytes());
+    p.extend_from_slice(&[pos.index, pos.count, pos.keyframe as u8]);
+    fill(&mut p, VIDEO_PAYLOAD_LEN, tag, counter);
+    p
+}
+
+/// Whether an H.264 payload starts a keyframe: an SPS, an IDR slice, or the first FU-A fragment
+/// of one.
+pub fn is_h264_keyframe(p: &[u8]) -> bool {
+    match p.first().map(|b| b & 0x1f) {
+        Some(5) | Some(7) => true,
+        Some(28) => p.get(1).is_some_and(|h| h & 0x80 != 0 && h & 0x1f == 5),
+        _ => false,
+    }
+}
+
 /// What a received payload claims to be.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Parsed {
+    /// The codec of a video payload (audio: VP8, unused).
+    pub codec: VideoCodec,
     pub kind: Kind,
     pub tag: Tag,
     pub counter: u32,
@@ -239,12 +400,30 @@ fn vp8_descriptor(p: &[u8]) -> Option<(usize, Option<(u16, u8)>)> {
 pub fn parse_payload(p: &[u8]) -> Option<Parsed> {
     if p.len() >= 15 && &p[..3] == AUDIO_MAGIC {
         return Some(Parsed {
+            codec: VideoCodec::Vp8,
             kind: Kind::Audio,
             tag: p[3..11].try_into().ok()?,
             counter: u32::from_be_bytes(p[11..15].try_into().ok()?),
             video: None,
             pic: None,
         });
+    }
+    if let Some(b) = h264_header_len(p).and_then(|h| p.get(h..h + 22)) {
+        if &b[..3] == H264_MAGIC {
+            return Some(Parsed {
+                codec: VideoCodec::H264,
+                kind: Kind::Video,
+                tag: b[3..11].try_into().ok()?,
+                counter: u32::from_be_bytes(b[11..15].try_into().ok()?),
+                video: Some(VideoPos {
+                    frame: u32::from_be_bytes(b[15..19].try_into().ok()?),
+                    index: b[19],
+                    count: b[20],
+                    keyframe: b[21] != 0,
+                }),
+                pic: None,
+            });
+        }
     }
     let (dlen, pic) = vp8_descriptor(p)?;
     let start = if p.first()? & 0x10 != 0 {
@@ -257,6 +436,7 @@ pub fn parse_payload(p: &[u8]) -> Option<Parsed> {
         return None;
     }
     Some(Parsed {
+        codec: VideoCodec::Vp8,
         kind: Kind::Video,
         tag: b[3..11].try_into().ok()?,
         counter: u32::from_be_bytes(b[11..15].try_into().ok()?),
@@ -272,9 +452,23 @@ pub fn parse_payload(p: &[u8]) -> Option<Parsed> {
 
 /// The exact bytes the sender wrote for what `parsed` claims.
 pub fn expected_payload(parsed: &Parsed) -> Vec<u8> {
-    match parsed.video {
-        None => audio_payload(&parsed.tag, parsed.counter),
-        Some(pos) => video_payload_with(&parsed.tag, parsed.counter, pos, parsed.pic),
+    match (parsed.video, parsed.codec) {
+        (None, _) => audio_payload(&parsed.tag, parsed.counter),
+        (Some(pos), VideoCodec::H264) => h264_payload(&parsed.tag, parsed.counter, pos),
+        (Some(pos), VideoCodec::Vp8) => {
+            video_payload_with(&parsed.tag, parsed.counter, pos, parsed.pic)
+        }
+    }
+}
+
+/// Whether a video payload written by this module starts a keyframe, in whichever codec.
+pub fn is_keyframe(p: &[u8]) -> bool {
+    match parse_payload(p) {
+        Some(Parsed {
+            codec: VideoCodec::H264,
+            ..
+        }) => is_h264_keyframe(p),
+        _ => is_vp8_keyframe(p),
     }
 }
 
@@ -298,6 +492,8 @@ pub struct FlowStats {
     /// Packets whose payload differs from what the sender wrote.
     pub mismatches: u64,
     pub keyframes: u64,
+    /// Packets whose payload is H.264 (the rest of the video is VP8).
+    pub h264: u64,
     pub first: Option<Instant>,
     pub last: Option<Instant>,
     pub max_counter: u32,
@@ -335,6 +531,12 @@ pub struct RecvPacket {
     pub ts: u32,
     /// The sender (or simulcast layer) tag, when the payload is ours.
     pub tag: Option<Tag>,
+    /// The sender's packet counter, when the payload is ours.
+    pub counter: Option<u32>,
+    /// Where a video payload of ours sits in its frame.
+    pub video: Option<VideoPos>,
+    /// The payload type it came with.
+    pub pt: u8,
     /// Starts a keyframe.
     pub keyframe: bool,
     /// VP8 picture ID and TL0PICIDX, when the descriptor has them.
@@ -364,6 +566,10 @@ struct Received {
 
 struct Shared {
     tag: Tag,
+    /// The codec our video is sent in.
+    video_codec: VideoCodec,
+    /// What the loss injector dropped and saw.
+    loss: Arc<LossReport>,
     received: Mutex<Received>,
     remotes: Mutex<HashMap<u64, Arc<dyn TrackRemote>>>,
     next_track: AtomicU64,
@@ -432,7 +638,10 @@ impl Shared {
                     seq: pkt.header.sequence_number,
                     ts: pkt.header.timestamp,
                     tag: parsed.as_ref().map(|p| p.tag),
-                    keyframe: track_kind == Kind::Video && is_vp8_keyframe(payload),
+                    counter: parsed.as_ref().map(|p| p.counter),
+                    video: parsed.as_ref().and_then(|p| p.video),
+                    pt: pkt.header.payload_type,
+                    keyframe: track_kind == Kind::Video && is_keyframe(payload),
                     pic: parsed.as_ref().and_then(|p| p.pic),
                     at: now,
                 });
@@ -458,8 +667,11 @@ impl Shared {
             if !ok {
                 f.mismatches += 1;
             }
-            if p.kind == Kind::Video && is_vp8_keyframe(payload) {
+            if p.kind == Kind::Video && is_keyframe(payload) {
                 f.keyframes += 1;
+            }
+            if p.kind == Kind::Video && p.codec == VideoCodec::H264 {
+                f.h264 += 1;
             }
             f.first.get_or_insert(now);
             f.last = Some(now);
@@ -713,6 +925,151 @@ impl Interceptor for FeedbackToApplication {
     fn unbind_remote_stream(&mut self, _info: &StreamInfo) {}
 }
 
+/// One video packet the loss injector dropped.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Dropped {
+    pub ssrc: u32,
+    pub seq: u16,
+    /// The sender's tag and counter from the payload (when it is one of ours).
+    pub tag: Option<Tag>,
+    pub counter: Option<u32>,
+}
+
+/// What the [`LossInjector`] did and saw, shared with the [`Peer`].
+#[derive(Default)]
+struct LossReport {
+    dropped_in: Mutex<Vec<Dropped>>,
+    dropped_out: Mutex<Vec<Dropped>>,
+    /// NACKs this peer sent (the NACK generator's output, on its way to the wire).
+    nacks_sent: AtomicU64,
+    /// Packets that arrived on a retransmission (RTX) payload type.
+    rtx_in: AtomicU64,
+    /// Packets that arrived again with a sequence number that had been dropped on arrival
+    /// (a retransmission on the media SSRC itself, without RTX).
+    repeats_in: AtomicU64,
+    /// Retransmissions this peer sent: RTX packets, or a dropped packet's sequence number again.
+    resent_out: AtomicU64,
+}
+
+/// Deterministic loss between the wire and the NACK interceptors, at [`LOSS_SLOT`]: below the
+/// NACK responder (4_000), so an outbound packet it drops has already been buffered for
+/// retransmission, and below the NACK generator (7_000), so an inbound packet it drops is never
+/// seen as received. Retransmissions are never dropped (RTX payload types pass; a sequence
+/// number dropped once passes the second time). Inbound video is told from audio and RTX by
+/// payload type: the peer registers fixed ones (Opus 111, RTX 97/103), and every other inbound
+/// payload type is video.
+struct LossInjector {
+    read: std::collections::VecDeque<TaggedPacket>,
+    write: std::collections::VecDeque<TaggedPacket>,
+    inbound: Option<DropPlan>,
+    outbound: Option<DropPlan>,
+    own_video_ssrc: u32,
+    own_rtx_ssrc: Option<u32>,
+    rtx_pts: Vec<u8>,
+    /// Per SSRC: packets seen (retransmissions not counted) and sequence numbers dropped.
+    in_seen: HashMap<u32, (u64, BTreeSet<u16>)>,
+    out_seen: (u64, BTreeSet<u16>),
+    report: Arc<LossReport>,
+}
+
+/// The loss injector's place in the interceptor chain (see [`LossInjector`]).
+const LOSS_SLOT: usize = 500;
+
+fn dropped(pkt: &rtc::rtp::Packet) -> Dropped {
+    let parsed = parse_payload(&pkt.payload);
+    Dropped {
+        ssrc: pkt.header.ssrc,
+        seq: pkt.header.sequence_number,
+        tag: parsed.as_ref().map(|p| p.tag),
+        counter: parsed.map(|p| p.counter),
+    }
+}
+
+impl Protocol<TaggedPacket, TaggedPacket, ()> for LossInjector {
+    type Rout = TaggedPacket;
+    type Wout = TaggedPacket;
+    type Eout = ();
+    type Error = rtc::shared::error::Error;
+    type Time = Instant;
+
+    fn handle_read(&mut self, msg: TaggedPacket) -> Result<(), Self::Error> {
+        if let InterceptorPacket::Rtp(pkt) = &msg.message.packet {
+            let pt = pkt.header.payload_type;
+            if self.rtx_pts.contains(&pt) {
+                self.report.rtx_in.fetch_add(1, Ordering::Relaxed);
+            } else if pt != OPUS_PT {
+                let (seen, gone) = self.in_seen.entry(pkt.header.ssrc).or_default();
+                let seq = pkt.header.sequence_number;
+                if gone.contains(&seq) {
+                    self.report.repeats_in.fetch_add(1, Ordering::Relaxed);
+                } else {
+                    let n = *seen;
+                    *seen += 1;
+                    if self.inbound.is_some_and(|p| p.hits(n)) {
+                        gone.insert(seq);
+                        self.report.dropped_in.lock().unwrap().push(dropped(pkt));
+                        return Ok(());
+                    }
+                }
+            }
+        }
+        self.read.push_back(msg);
+        Ok(())
+    }
+
+    fn poll_read(&mut self) -> Option<TaggedPacket> {
+        self.read.pop_front()
+    }
+
+    fn handle_write(&mut self, msg: TaggedPacket) -> Result<(), Self::Error> {
+        match &msg.message.packet {
+            InterceptorPacket::Rtp(pkt) => {
+                let ssrc = pkt.header.ssrc;
+                if Some(ssrc) == self.own_rtx_ssrc {
+                    self.report.resent_out.fetch_add(1, Ordering::Relaxed);
+                } else if ssrc == self.own_video_ssrc {
+                    let (seen, gone) = &mut self.out_seen;
+                    let seq = pkt.header.sequence_number;
+                    if gone.contains(&seq) {
+                        self.report.resent_out.fetch_add(1, Ordering::Relaxed);
+                    } else {
+                        let n = *seen;
+                        *seen += 1;
+                        if self.outbound.is_some_and(|p| p.hits(n)) {
+                            gone.insert(seq);
+                            self.report.dropped_out.lock().unwrap().push(dropped(pkt));
+                            return Ok(());
+                        }
+                    }
+                }
+            }
+            InterceptorPacket::Rtcp(pkts) => {
+                let nacks = pkts
+                    .iter()
+                    .filter(|p| p.as_any().is::<TransportLayerNack>())
+                    .count();
+                self.report
+                    .nacks_sent
+                    .fetch_add(nacks as u64, Ordering::Relaxed);
+            }
+            _ => {}
+        }
+        self.write.push_back(msg);
+        Ok(())
+    }
+
+    fn poll_write(&mut self) -> Option<TaggedPacket> {
+        self.write.pop_front()
+    }
+}
+
+impl Interceptor for LossInjector {
+    fn bind_local_stream(&mut self, _info: &StreamInfo) {}
+    fn unbind_local_stream(&mut self, _info: &StreamInfo) {}
+    fn bind_remote_stream(&mut self, _info: &StreamInfo) {}
+    fn unbind_remote_stream(&mut self, _info: &StreamInfo) {}
+}
+
 // ---------------------------------------------------------------------------------------------
 // Senders
 // ---------------------------------------------------------------------------------------------
@@ -784,7 +1141,12 @@ async fn send_video(shared: Arc<Shared>, track: Arc<TrackLocalStaticRTP>, ssrc: 
         if pt <= 127 && shared.send_video.load(Ordering::Relaxed) {
             let keyframe = frame.is_multiple_of(KEYFRAME_EVERY)
                 || shared.force_keyframe.swap(false, Ordering::Relaxed);
-            let count: u8 = if keyframe { 3 } else { 2 };
+            let h264 = shared.video_codec == VideoCodec::H264;
+            let count: u8 = match (h264, keyframe) {
+                (true, _) => h264_packets(frame, keyframe),
+                (false, true) => 3,
+                (false, false) => 2,
+            };
             for index in 0..count {
                 let pos = VideoPos {
                     frame,
@@ -792,14 +1154,12 @@ async fn send_video(shared: Arc<Shared>, track: Arc<TrackLocalStaticRTP>, ssrc: 
                     count,
                     keyframe,
                 };
-                let p = rtp(
-                    pt as u8,
-                    seq,
-                    ts,
-                    ssrc,
-                    index + 1 == count,
-                    video_payload(&tag, counter, pos),
-                );
+                let payload = if h264 {
+                    h264_payload(&tag, counter, pos)
+                } else {
+                    video_payload(&tag, counter, pos)
+                };
+                let p = rtp(pt as u8, seq, ts, ssrc, index + 1 == count, payload);
                 match track.write_rtp(p).await {
                     Ok(()) => shared.sent_video.fetch_add(1, Ordering::Relaxed),
                     Err(_) => shared.send_errors.fetch_add(1, Ordering::Relaxed),
@@ -904,22 +1264,44 @@ fn opus() -> RTCRtpCodec {
     }
 }
 
-fn vp8() -> RTCRtpCodec {
+fn video_feedback() -> Vec<RTCPFeedback> {
     let fb = |typ: &str, parameter: &str| RTCPFeedback {
         typ: typ.to_owned(),
         parameter: parameter.to_owned(),
     };
+    vec![
+        fb("goog-remb", ""),
+        fb("ccm", "fir"),
+        fb("nack", ""),
+        fb("nack", "pli"),
+    ]
+}
+
+fn vp8() -> RTCRtpCodec {
+    video_codec(VideoCodec::Vp8)
+}
+
+fn video_codec(codec: VideoCodec) -> RTCRtpCodec {
     RTCRtpCodec {
-        mime_type: "video/VP8".to_owned(),
+        mime_type: codec.mime().to_owned(),
         clock_rate: 90000,
         channels: 0,
-        sdp_fmtp_line: String::new(),
-        rtcp_feedback: vec![
-            fb("goog-remb", ""),
-            fb("ccm", "fir"),
-            fb("nack", ""),
-            fb("nack", "pli"),
-        ],
+        sdp_fmtp_line: match codec {
+            VideoCodec::Vp8 => String::new(),
+            VideoCodec::H264 => H264_FMTP.to_owned(),
+        },
+        rtcp_feedback: video_feedback(),
+    }
+}
+
+/// The RTX codec (RFC 4588) that repairs `codec`.
+fn rtx_codec(codec: VideoCodec) -> RTCRtpCodec {
+    RTCRtpCodec {
+        mime_type: "video/rtx".to_owned(),
+        clock_rate: 90000,
+        channels: 0,
+        sdp_fmtp_line: format!("apt={}", codec.pt()),
+        rtcp_feedback: vec![],
     }
 }
 
@@ -943,8 +1325,9 @@ async fn build(
     shared: Arc<Shared>,
     audio_ssrc: u32,
     video_ssrc: u32,
-    transport: Transport,
+    opts: PeerOptions,
 ) -> anyhow::Result<Built> {
+    let transport = opts.transport;
     let simulcast = !shared.layers.is_empty();
     let mut media = MediaEngine::default();
     media.register_codec(
@@ -954,13 +1337,25 @@ async fn build(
         },
         RtpCodecKind::Audio,
     )?;
-    media.register_codec(
-        RTCRtpCodecParameters {
-            rtp_codec: vp8(),
-            payload_type: VP8_PT,
-        },
-        RtpCodecKind::Video,
-    )?;
+    for &codec in &opts.video {
+        media.register_codec(
+            RTCRtpCodecParameters {
+                rtp_codec: video_codec(codec),
+                payload_type: codec.pt(),
+            },
+            RtpCodecKind::Video,
+        )?;
+        if opts.rtx {
+            media.register_codec(
+                RTCRtpCodecParameters {
+                    rtp_codec: rtx_codec(codec),
+                    payload_type: codec.rtx_pt(),
+                },
+                RtpCodecKind::Video,
+            )?;
+        }
+    }
+    let rtx_ssrc = opts.rtx.then_some(video_ssrc ^ 0x10);
     if simulcast {
         // The mid and rid header extensions, by which the server tells the layers apart.
         rtc::peer_connection::configuration::interceptor_registry::configure_simulcast_extension_headers(
@@ -969,13 +1364,33 @@ async fn build(
     }
     // The default interceptors (NACK, RTCP reports, TWCC), plus one that surfaces keyframe
     // requests and NACKs to the application, application-ward of all of them.
-    let registry = register_default_interceptors(Registry::new(), &mut media)?.with(
-        Slot::from(14_000),
-        FeedbackToApplication {
-            read: Default::default(),
-            write: Default::default(),
-        },
-    );
+    let registry = register_default_interceptors(Registry::new(), &mut media)?
+        .with(
+            Slot::from(14_000),
+            FeedbackToApplication {
+                read: Default::default(),
+                write: Default::default(),
+            },
+        )
+        .with(
+            Slot::from(LOSS_SLOT),
+            LossInjector {
+                read: Default::default(),
+                write: Default::default(),
+                inbound: opts.drop_inbound_video,
+                outbound: opts.drop_outbound_video,
+                own_video_ssrc: video_ssrc,
+                own_rtx_ssrc: rtx_ssrc,
+                rtx_pts: if opts.rtx {
+                    vec![VP8_RTX_PT, H264_RTX_PT]
+                } else {
+                    vec![]
+                },
+                in_seen: HashMap::new(),
+                out_seen: Default::default(),
+                report: Arc::clone(&shared.loss),
+            },
+        );
     // Loopback only: the socket is bound to 127.0.0.1 (a configured address is bound as given,
     // loopback included), IPv4 UDP only. webrtc 0.21 has no IP filter setter (it is a TODO in
     // its SettingEngine); binding one address has the same effect.
@@ -1009,6 +1424,9 @@ async fn build(
         rtp_coding_parameters: RTCRtpCodingParameters {
             rid: rid.to_owned(),
             ssrc: Some(ssrc),
+            rtx: rtx_ssrc
+                .filter(|_| ssrc == video_ssrc)
+                .map(|ssrc| RTCRtpRtxParameters { ssrc }),
             ..Default::default()
         },
         active: true,
@@ -1036,13 +1454,39 @@ async fn build(
             .map(|l| encoding(vp8(), l.ssrc, &l.rid))
             .collect()
     } else {
-        vec![encoding(vp8(), video_ssrc, "")]
+        vec![encoding(video_codec(shared.video_codec), video_ssrc, "")]
     };
     let video = track(RtpCodecKind::Video, "video", video_encodings);
     pc.add_track(Arc::clone(&audio) as Arc<dyn TrackLocal>)
         .await?;
     pc.add_track(Arc::clone(&video) as Arc<dyn TrackLocal>)
         .await?;
+    // webrtc-rs narrows a track's line to the track's own codec; a browser offers every codec
+    // it has on it (and webrtc-rs then keeps to the codecs of its first negotiation for the
+    // lines the server adds later). Offer them all, in our order of preference.
+    if opts.video.len() > 1 || opts.rtx {
+        let mut prefs = Vec::new();
+        for &codec in &opts.video {
+            prefs.push(RTCRtpCodecParameters {
+                rtp_codec: video_codec(codec),
+                payload_type: codec.pt(),
+            });
+            if opts.rtx {
+                prefs.push(RTCRtpCodecParameters {
+                    rtp_codec: rtx_codec(codec),
+                    payload_type: codec.rtx_pt(),
+                });
+            }
+        }
+        for t in pc.get_transceivers().await {
+            let Ok(Some(s)) = t.sender().await else {
+                continue;
+            };
+            if s.track().kind().await == RtpCodecKind::Video {
+                t.set_codec_preferences(prefs.clone()).await?;
+            }
+        }
+    }
     Ok(Built { pc, audio, video })
 }
 
@@ -1054,7 +1498,7 @@ async fn learn_payload_types(pc: &Arc<dyn PeerConnection>, shared: &Shared) {
             continue;
         };
         let want = if kind == RtpCodecKind::Video {
-            "video/vp8"
+            shared.video_codec.mime()
         } else {
             "audio/opus"
         };
@@ -1361,7 +1805,19 @@ impl Peer {
 
     /// [`connect`](Self::connect) over the given transport.
     pub async fn connect_with(client: Client, transport: Transport) -> anyhow::Result<Peer> {
-        let peer = Peer::new_with(client, transport).await?;
+        Peer::connect_opts(
+            client,
+            PeerOptions {
+                transport,
+                ..Default::default()
+            },
+        )
+        .await
+    }
+
+    /// [`connect`](Self::connect) with these options (codecs, RTX, loss).
+    pub async fn connect_opts(client: Client, opts: PeerOptions) -> anyhow::Result<Peer> {
+        let peer = Peer::build_peer(client, opts, Vec::new()).await?;
         let reply = peer.negotiate().await?;
         if reply["type"] != "media_answer" {
             bail!("media_offer was not answered: {reply}");
@@ -1380,7 +1836,7 @@ impl Peer {
     /// (smallest first), each with a tag of its own ([`layer_tag`](Self::layer_tag)).
     pub async fn connect_simulcast(client: Client, rids: &[&str]) -> anyhow::Result<Peer> {
         let rids: Vec<String> = rids.iter().map(|r| r.to_string()).collect();
-        let peer = Peer::build_peer(client, Transport::Udp, rids).await?;
+        let peer = Peer::build_peer(client, PeerOptions::default(), rids).await?;
         let reply = peer.negotiate().await?;
         if reply["type"] != "media_answer" {
             bail!("media_offer was not answered: {reply}");
@@ -1391,12 +1847,16 @@ impl Peer {
 
     /// [`new`](Self::new) over the given transport.
     pub async fn new_with(client: Client, transport: Transport) -> anyhow::Result<Peer> {
-        Peer::build_peer(client, transport, Vec::new()).await
+        let opts = PeerOptions {
+            transport,
+            ..Default::default()
+        };
+        Peer::build_peer(client, opts, Vec::new()).await
     }
 
     async fn build_peer(
         client: Client,
-        transport: Transport,
+        opts: PeerOptions,
         rids: Vec<String>,
     ) -> anyhow::Result<Peer> {
         static SEQ: AtomicU64 = AtomicU64::new(0);
@@ -1429,8 +1889,11 @@ impl Peer {
             .collect();
         let mut own_ssrcs = vec![audio_ssrc, video_ssrc];
         own_ssrcs.extend(layers.iter().map(|l| l.ssrc));
+        let video_codec = *opts.video.first().context("no video codec to offer")?;
         let shared = Arc::new(Shared {
             tag,
+            video_codec,
+            loss: Arc::new(LossReport::default()),
             received: Mutex::new(Received::default()),
             remotes: Mutex::new(HashMap::new()),
             next_track: AtomicU64::new(0),
@@ -1468,12 +1931,7 @@ impl Peer {
             .enable_all()
             .build()?;
         let built = media
-            .spawn(build(
-                Arc::clone(&shared),
-                audio_ssrc,
-                video_ssrc,
-                transport,
-            ))
+            .spawn(build(Arc::clone(&shared), audio_ssrc, video_ssrc, opts))
             .await
             .context("building the peer connection panicked")?;
         let built = match built {
@@ -1791,6 +2249,35 @@ impl Peer {
         self.shared.rtcp.lock().unwrap().clone()
     }
 
+    /// Received video packets the loss injector dropped ([`PeerOptions::drop_inbound_video`]).
+    pub fn dropped_inbound(&self) -> Vec<Dropped> {
+        self.shared.loss.dropped_in.lock().unwrap().clone()
+    }
+
+    /// Sent video packets the loss injector dropped ([`PeerOptions::drop_outbound_video`]).
+    pub fn dropped_outbound(&self) -> Vec<Dropped> {
+        self.shared.loss.dropped_out.lock().unwrap().clone()
+    }
+
+    /// NACKs this peer sent.
+    pub fn nacks_sent(&self) -> u64 {
+        self.shared.loss.nacks_sent.load(Ordering::Relaxed)
+    }
+
+    /// Packets received on an RTX payload type, and packets received again on the media SSRC
+    /// with a sequence number that had been dropped on arrival.
+    pub fn retransmissions_received(&self) -> (u64, u64) {
+        (
+            self.shared.loss.rtx_in.load(Ordering::Relaxed),
+            self.shared.loss.repeats_in.load(Ordering::Relaxed),
+        )
+    }
+
+    /// Retransmissions this peer sent (RTX, or a dropped sequence number again).
+    pub fn retransmissions_sent(&self) -> u64 {
+        self.shared.loss.resent_out.load(Ordering::Relaxed)
+    }
+
     /// Sends a PLI for the received video track carrying `tag`'s video. Returns false if no
     /// such track has arrived.
     pub async fn request_keyframe(&self, tag: Tag) -> anyhow::Result<bool> {
@@ -1991,6 +2478,55 @@ mod tests {
         bad[40] ^= 1;
         assert_ne!(expected_payload(&parse_payload(&bad).unwrap()), bad);
         assert!(parse_payload(b"hello").is_none());
+    }
+
+    #[test]
+    fn h264_payloads_round_trip() {
+        let tag = *b"\x01\x02\x03\x04\x05\x06\x07\x08";
+        for (frame, keyframe) in [(0, true), (1, false), (2, false)] {
+            let count = h264_packets(frame, keyframe);
+            let mut starts = 0;
+            for index in 0..count {
+                let pos = VideoPos {
+                    frame,
+                    index,
+                    count,
+                    keyframe,
+                };
+                let v = h264_payload(&tag, 40 + u32::from(index), pos);
+                assert_eq!(v.len(), VIDEO_PAYLOAD_LEN);
+                let p = parse_payload(&v).unwrap();
+                assert_eq!(p.codec, VideoCodec::H264);
+                assert_eq!((p.kind, p.tag, p.video), (Kind::Video, tag, Some(pos)));
+                assert_eq!(expected_payload(&p), v);
+                if is_keyframe(&v) {
+                    starts += 1;
+                }
+                // Not mistaken for VP8 keyframes.
+                assert!(!is_vp8_keyframe(&v) || is_h264_keyframe(&v));
+            }
+            // SPS, and the IDR's first fragment.
+            assert_eq!(starts, if keyframe { 2 } else { 0 });
+        }
+        // FU-A: S on the first fragment, E on the last.
+        let pos = |index| VideoPos {
+            frame: 1,
+            index,
+            count: 2,
+            keyframe: false,
+        };
+        assert_eq!(&h264_payload(&tag, 0, pos(0))[..2], &[0x5c, 0x81]);
+        assert_eq!(&h264_payload(&tag, 0, pos(1))[..2], &[0x5c, 0x41]);
+        // VP8 payloads still parse as VP8.
+        let v = video_payload(&tag, 3, pos(0));
+        assert_eq!(parse_payload(&v).unwrap().codec, VideoCodec::Vp8);
+        let plan = DropPlan {
+            from: 10,
+            every: 5,
+            count: 3,
+        };
+        let hit: Vec<u64> = (0..40).filter(|n| plan.hits(*n)).collect();
+        assert_eq!(hit, [10, 15, 20]);
     }
 
     #[test]
