@@ -939,6 +939,40 @@ mod tests {
         bytes
     }
 
+    /// yrs asserts (debug builds only) that a decoded client id fits in 53 bits; a hostile
+    /// update breaking that must be a decoding error, not a panic of the document task.
+    #[test]
+    fn a_panicking_decoder_is_a_decoding_error() {
+        use yrs::Text;
+        let doc = Doc::with_options(Options {
+            client_id: ClientID::new(1),
+            ..Options::default()
+        });
+        let text = doc.get_or_insert_text(TEXT);
+        let update = {
+            let mut txn = doc.transact_mut();
+            text.insert(&mut txn, 0, "x");
+            txn.encode_update_v1()
+        };
+        // [clients = 1, structs = 1, client = 1, clock = 0, ...]: put a 61-bit client id there.
+        assert_eq!(update[..3], [1, 1, 1]);
+        let mut hostile = update[..2].to_vec();
+        push_var(&mut hostile, 1 << 60);
+        hostile.extend_from_slice(&update[3..]);
+        assert!(decode_guarded(|| Update::decode_v1(&update)).is_some());
+        let decoded = decode_guarded(|| Update::decode_v1(&hostile));
+        if cfg!(debug_assertions) {
+            // yrs panics on it here (so the guard is what keeps the task alive) ...
+            let unguarded = std::panic::catch_unwind(|| Update::decode_v1(&hostile));
+            assert!(
+                unguarded.is_err(),
+                "yrs no longer panics on a 61-bit client id"
+            );
+            // ... and the guard turns that into a decoding error.
+            assert!(decoded.is_none());
+        }
+    }
+
     #[test]
     fn awareness_client_ids_fit_in_53_bits() {
         for fits in [42, MAX_CLIENT_ID] {
