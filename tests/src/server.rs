@@ -247,21 +247,42 @@ impl Server {
     }
 
     /// A [`four_party_case`](Self::four_party_case) with everyone joined over signaling and
-    /// both parties admitted by the mediator. Returns the case and the clients in the order
-    /// consumer, merchant, mediator, judge.
+    /// both parties admitted by the mediator: staff enter directly, each party waits in the
+    /// lobby and has received its admission (`welcome` with status `admitted`) on return.
+    /// Returns the case and the clients in the order consumer, merchant, mediator, judge.
     pub async fn four_admitted(&self) -> anyhow::Result<(Case, [crate::Client; 4])> {
         let case = self.four_party_case().await?;
         let url = self.ws_url();
-        let (mut mediator, _) = crate::Client::join(&url, &case.mediator().token, None).await?;
-        let (judge, _) = crate::Client::join(&url, &case.judge().token, None).await?;
-        let (consumer, _) = crate::Client::join(&url, &case.consumer().token, None).await?;
-        let (merchant, _) = crate::Client::join(&url, &case.merchant().token, None).await?;
+        let status = |w: &serde_json::Value, want: &str| {
+            anyhow::ensure!(w["status"] == want, "expected status {want}: {w}");
+            Ok(())
+        };
+        let (mut mediator, w) = crate::Client::join(&url, &case.mediator().token, None).await?;
+        status(&w, "admitted")?;
+        let (judge, w) = crate::Client::join(&url, &case.judge().token, None).await?;
+        status(&w, "admitted")?;
+        let mut parties = Vec::new();
         for p in [case.consumer(), case.merchant()] {
+            let (mut c, w) = crate::Client::join(&url, &p.token, None).await?;
+            status(&w, "lobby")?;
             mediator
                 .ok(json!({"type": "admit", "participant": p.participant}))
                 .await?;
+            let w = c.wait_for(|m| m["type"] == "welcome").await?;
+            status(&w, "admitted")?;
+            parties.push(c);
         }
+        let merchant = parties.pop().expect("two parties");
+        let consumer = parties.pop().expect("two parties");
         Ok((case, [consumer, merchant, mediator, judge]))
+    }
+
+    /// Starts the server with its media plane on a free loopback UDP port (returned).
+    pub async fn start_with_media(store: StoreKind) -> anyhow::Result<(Server, u16)> {
+        let port = free_udp_port();
+        let server =
+            Server::start(store, &["--media-listen", &format!("127.0.0.1:{port}")]).await?;
+        Ok((server, port))
     }
 
     /// Mints an invite.
@@ -335,4 +356,12 @@ impl Case {
     pub fn judge(&self) -> &Invite {
         &self.invites[3]
     }
+}
+
+/// A UDP port on 127.0.0.1 free at the time of the call.
+pub fn free_udp_port() -> u16 {
+    std::net::UdpSocket::bind("127.0.0.1:0")
+        .and_then(|s| s.local_addr())
+        .expect("binding a UDP socket on 127.0.0.1")
+        .port()
 }

@@ -32,53 +32,16 @@ const SILENCE: Duration = Duration::from_millis(1500);
 
 static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
-fn free_udp_port() -> u16 {
-    UdpSocket::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
 async fn start() -> (Server, u16) {
-    let port = free_udp_port();
-    let server = Server::start(
-        StoreKind::Embedded,
-        &["--media-listen", &format!("127.0.0.1:{port}")],
-    )
-    .await
-    .unwrap();
-    (server, port)
+    Server::start_with_media(StoreKind::Embedded).await.unwrap()
 }
 
 /// Four joined and admitted clients: consumer, merchant, mediator, judge.
 async fn four_admitted(server: &Server) -> (Case, Vec<Client>) {
-    let case = server.four_party_case().await.unwrap();
-    let url = server.ws_url();
-    let (mut mediator, w) = Client::join(&url, &case.mediator().token, None)
-        .await
-        .unwrap();
-    assert_eq!(w["status"], "admitted");
-    let (judge, w) = Client::join(&url, &case.judge().token, None).await.unwrap();
-    assert_eq!(w["status"], "admitted");
-    let mut parties = Vec::new();
-    for inv in [case.consumer(), case.merchant()] {
-        let (mut c, w) = Client::join(&url, &inv.token, None).await.unwrap();
-        assert_eq!(w["status"], "lobby");
-        mediator
-            .ok(json!({"type": "admit", "participant": inv.participant}))
-            .await
-            .unwrap();
-        let w = c.wait_for(|m| m["type"] == "welcome").await.unwrap();
-        assert_eq!(w["status"], "admitted");
-        parties.push(c);
-    }
-    let merchant = parties.pop().unwrap();
-    let consumer = parties.pop().unwrap();
-    (case, vec![consumer, merchant, mediator, judge])
+    let (case, clients) = server.four_admitted().await.unwrap();
+    (case, clients.into())
 }
 
-/// Connects a peer for each client, in order.
 async fn connect_all(clients: Vec<Client>) -> Vec<Peer> {
     let mut peers = Vec::new();
     for c in clients {
@@ -806,7 +769,7 @@ async fn keyframe_requests_reach_the_publisher() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn ice_tcp_carries_media_for_clients_without_udp() {
     let _serial = SERIAL.lock().await;
-    let udp = free_udp_port();
+    let udp = yuntiao_tests::server::free_udp_port();
     let tcp = std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()
         .local_addr()

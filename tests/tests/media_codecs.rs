@@ -15,10 +15,9 @@
 //! cores: parallel media tests would measure the scheduler).
 
 use std::collections::BTreeSet;
-use std::net::UdpSocket;
 use std::time::Duration;
 
-use serde_json::{json, Value};
+use serde_json::Value;
 use yuntiao_tests::peer::{
     eventually, DropPlan, Kind, Peer, PeerOptions, Tag, TrackStats, VideoCodec, H264_PT,
     KEYFRAME_EVERY, OPUS_PT, VP8_PT,
@@ -33,44 +32,21 @@ const FLOW: Duration = Duration::from_secs(3);
 static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
 async fn start() -> Server {
-    let port = UdpSocket::bind("127.0.0.1:0")
+    Server::start_with_media(StoreKind::Embedded)
+        .await
         .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    Server::start(
-        StoreKind::Embedded,
-        &["--media-listen", &format!("127.0.0.1:{port}")],
-    )
-    .await
-    .unwrap()
+        .0
 }
 
 /// Four joined and admitted clients: consumer, merchant, mediator, judge.
 async fn four_admitted(server: &Server) -> Vec<Client> {
-    let case = server.four_party_case().await.unwrap();
-    let url = server.ws_url();
-    let (mut mediator, w) = Client::join(&url, &case.mediator().token, None)
-        .await
-        .unwrap();
-    assert_eq!(w["status"], "admitted");
-    let (judge, w) = Client::join(&url, &case.judge().token, None).await.unwrap();
-    assert_eq!(w["status"], "admitted");
-    let mut parties = Vec::new();
-    for inv in [case.consumer(), case.merchant()] {
-        let (mut c, w) = Client::join(&url, &inv.token, None).await.unwrap();
-        assert_eq!(w["status"], "lobby");
-        mediator
-            .ok(json!({"type": "admit", "participant": inv.participant}))
-            .await
-            .unwrap();
-        let w = c.wait_for(|m| m["type"] == "welcome").await.unwrap();
-        assert_eq!(w["status"], "admitted");
-        parties.push(c);
-    }
-    let merchant = parties.pop().unwrap();
-    let consumer = parties.pop().unwrap();
-    vec![consumer, merchant, mediator, judge]
+    server.four_admitted().await.unwrap().1.into()
+}
+
+/// The consumer's and the merchant's clients of a four-party case, everyone admitted.
+async fn consumer_and_merchant(server: &Server) -> (Client, Client) {
+    let [consumer, merchant, ..] = server.four_admitted().await.unwrap().1;
+    (consumer, merchant)
 }
 
 fn codecs(video: &[VideoCodec]) -> PeerOptions {
@@ -280,10 +256,7 @@ fn with_rtx(loss_in: Option<DropPlan>, loss_out: Option<DropPlan>) -> PeerOption
 async fn downlink_loss_is_repaired_from_the_servers_buffer() {
     let _serial = SERIAL.lock().await;
     let server = start().await;
-    let mut clients = four_admitted(&server).await;
-    clients.truncate(2);
-    let merchant = clients.pop().unwrap();
-    let consumer = clients.pop().unwrap();
+    let (consumer, merchant) = consumer_and_merchant(&server).await;
     let consumer = Peer::connect_opts(consumer, with_rtx(None, None))
         .await
         .unwrap();
@@ -350,10 +323,7 @@ async fn downlink_loss_is_repaired_from_the_servers_buffer() {
 async fn uplink_loss_is_nacked_by_the_server_and_repaired_by_the_publisher() {
     let _serial = SERIAL.lock().await;
     let server = start().await;
-    let mut clients = four_admitted(&server).await;
-    clients.truncate(2);
-    let merchant = clients.pop().unwrap();
-    let consumer = clients.pop().unwrap();
+    let (consumer, merchant) = consumer_and_merchant(&server).await;
     let consumer = Peer::connect_opts(consumer, with_rtx(None, Some(LOSS)))
         .await
         .unwrap();
@@ -435,10 +405,7 @@ fn error_code(reply: &Value) -> &str {
 async fn reoffer_renaming_a_payload_type_is_refused() {
     let _serial = SERIAL.lock().await;
     let server = start().await;
-    let mut clients = four_admitted(&server).await;
-    clients.truncate(2);
-    let merchant = clients.pop().unwrap();
-    let consumer = clients.pop().unwrap();
+    let (consumer, merchant) = consumer_and_merchant(&server).await;
     let consumer = Peer::connect(consumer).await.unwrap();
     let merchant = Peer::connect(merchant).await.unwrap();
     let (c, m) = (consumer.tag(), merchant.tag());
@@ -520,10 +487,7 @@ async fn reoffer_renaming_a_payload_type_is_refused() {
 async fn without_rtx_lost_packets_stay_lost() {
     let _serial = SERIAL.lock().await;
     let server = start().await;
-    let mut clients = four_admitted(&server).await;
-    clients.truncate(2);
-    let merchant = clients.pop().unwrap();
-    let consumer = clients.pop().unwrap();
+    let (consumer, merchant) = consumer_and_merchant(&server).await;
     let no_rtx = |loss_in, loss_out| PeerOptions {
         drop_inbound_video: loss_in,
         drop_outbound_video: loss_out,
