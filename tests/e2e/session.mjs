@@ -208,6 +208,23 @@ async function person(label, link, opts, { canDrop = false, check = true, slowPr
       // The join page a party sees first, on a phone.
       await accessible(who, 'device check (join)');
       await fitsWidth(who, 'device check');
+      // A choice of devices: the preview follows the camera chosen, then back to the first
+      // (Chromium's later fake cameras are not trusted to send once in a call).
+      const cams = await page.locator('#precheck-camera option').evaluateAll((os) => os.map((o) => o.value));
+      if (cams.length < 2) throw new Error(`the device check offers ${cams.length} camera(s) with three fake ones`);
+      for (const want of [cams[1], cams[0]]) {
+        await page.locator('#precheck-camera').selectOption(want);
+        try {
+          await page.waitForFunction(
+            (id) => document.querySelector('[data-testid="precheck-preview"]')?.srcObject?.getVideoTracks()[0]?.getSettings().deviceId === id,
+            want,
+            { timeout: TIMEOUT, polling: 100 },
+          );
+        } catch {
+          throw new Error('the camera preview does not follow the camera chosen in the device check');
+        }
+      }
+      await page.waitForFunction(() => !document.querySelector('[data-testid="precheck-enter"]')?.hasAttribute('disabled'), null, { timeout: TIMEOUT, polling: 100 });
     }
     if (voiceOnly) {
       // Voice only, chosen in the device check: the camera preview goes away.
