@@ -7,8 +7,10 @@
 //!   restart.
 //! * [`client`]: a protocol-v1 websocket client (tokio-tungstenite) with waiting helpers.
 //! * [`ydoc`]: shared-document clients: a `yrs` client and the stock Yjs client in node.
+//! * [`doc_session`]: a four-party case in session, for the document tests.
 
 pub mod client;
+pub mod doc_session;
 pub mod peer;
 pub mod redis_server;
 pub mod server;

@@ -13,52 +13,11 @@ use yrs::sync::protocol::SyncMessage;
 use yrs::sync::Message;
 use yrs::updates::encoder::Encode;
 use yrs::{Doc, Text, Transact};
+use yuntiao_tests::doc_session::{session, Session};
 use yuntiao_tests::ydoc::{doc_url, NodeYjsClient, YrsClient, TEXT};
-use yuntiao_tests::{Case, Client, RedisServer, Server, StoreKind};
+use yuntiao_tests::{RedisServer, Server, StoreKind};
 
 const QUIET: Duration = Duration::from_millis(400);
-
-/// A case with everyone joined and both parties admitted; the signaling clients stay open.
-struct Session {
-    server: Server,
-    case: Case,
-    mediator: Client,
-    consumer: Client,
-    merchant: Client,
-    /// Kept open so the judge stays online.
-    _judge: Client,
-}
-
-async fn session(store: StoreKind, extra: &[&str]) -> Session {
-    let server = Server::start(store, extra).await.unwrap();
-    let (case, [consumer, merchant, mediator, judge]) = server.four_admitted().await.unwrap();
-    Session {
-        server,
-        case,
-        mediator,
-        consumer,
-        merchant,
-        _judge: judge,
-    }
-}
-
-impl Session {
-    fn url(&self, who: &yuntiao_tests::Invite, doc: &str) -> String {
-        doc_url(self.server.port, &self.case.id, doc, &who.token)
-    }
-
-    /// The base URL the stock provider appends `/<doc>?token=…` to.
-    fn node_base(&self) -> String {
-        format!("ws://127.0.0.1:{}/docs/{}", self.server.port, self.case.id)
-    }
-
-    async fn grant(&mut self, who: &str, write: bool) {
-        self.mediator
-            .ok(json!({"type": "doc_permission", "doc": "agreement", "participant": who, "write": write}))
-            .await
-            .unwrap();
-    }
-}
 
 /// A metric's value from `/metrics`.
 async fn metric(server: &Server, name: &str) -> u64 {

@@ -32,105 +32,11 @@ use yrs::updates::decoder::Decode;
 use yrs::updates::encoder::Encode;
 use yrs::{ClientID, Doc, ReadTxn, StateVector, Text, Transact, Update};
 use yuntiao_server::docs::task::MAX_AWARENESS_IDS;
-use yuntiao_tests::ydoc::{doc_url, NodeYjsClient, YrsClient, TEXT};
-use yuntiao_tests::{Case, Client, RedisServer, Server, StoreKind};
+use yuntiao_tests::doc_session::session;
+use yuntiao_tests::ydoc::{NodeYjsClient, YrsClient, TEXT};
+use yuntiao_tests::{RedisServer, StoreKind};
 
 const QUIET: Duration = Duration::from_millis(400);
-
-/// A case with everyone joined and both parties admitted; the signaling clients stay open.
-struct Session {
-    server: Server,
-    case: Case,
-    mediator: Client,
-    consumer: Client,
-    merchant: Client,
-    /// Kept open so the judge stays online.
-    _judge: Client,
-}
-
-async fn session(store: StoreKind, extra: &[&str]) -> Session {
-    let server = Server::start(store, extra).await.unwrap();
-    let (case, [consumer, merchant, mediator, judge]) = server.four_admitted().await.unwrap();
-    Session {
-        server,
-        case,
-        mediator,
-        consumer,
-        merchant,
-        _judge: judge,
-    }
-}
-
-impl Session {
-    fn url(&self, who: &yuntiao_tests::Invite, doc: &str) -> String {
-        doc_url(self.server.port, &self.case.id, doc, &who.token)
-    }
-
-    /// The base URL the stock provider appends `/<doc>?token=…` to.
-    fn node_base(&self) -> String {
-        format!("ws://127.0.0.1:{}/docs/{}", self.server.port, self.case.id)
-    }
-
-    async fn grant(&mut self, who: &str, write: bool) {
-        self.mediator
-            .ok(json!({"type": "doc_permission", "doc": "agreement", "participant": who, "write": write}))
-            .await
-            .unwrap();
-    }
-
-    /// `GET /admin/cases/{case}/documents/agreement`: (status, body).
-    async fn agreement(&self) -> (u16, Value) {
-        self.server
-            .admin(
-                Method::GET,
-                &format!("/admin/cases/{}/documents/agreement", self.case.id),
-                None,
-            )
-            .await
-            .unwrap()
-    }
-
-    /// The HTML export.
-    async fn export(&self) -> String {
-        let r = reqwest::Client::new()
-            .get(
-                self.server
-                    .url(&format!("/admin/cases/{}/export", self.case.id)),
-            )
-            .bearer_auth(&self.server.admin_token)
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(r.status(), 200);
-        r.text().await.unwrap()
-    }
-
-    /// Opens the agreement as `who` once the server serves it again (the store may still be
-    /// coming back: `store_unavailable` closes are retried until a deadline).
-    async fn open_when_back(&self, who: &yuntiao_tests::Invite) -> YrsClient {
-        let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
-        loop {
-            let mut c = YrsClient::connect(&self.url(who, "agreement"))
-                .await
-                .unwrap();
-            match c.wait_synced().await {
-                Ok(()) => return c,
-                Err(e) => {
-                    assert_eq!(
-                        c.closed,
-                        Some((4503, "store_unavailable".into())),
-                        "only the store may keep the document closed: {e}"
-                    );
-                    assert!(
-                        tokio::time::Instant::now() < deadline,
-                        "the document did not come back"
-                    );
-                    tokio::time::sleep(Duration::from_millis(100)).await;
-                }
-            }
-        }
-    }
-}
 
 fn utf16_len(s: &str) -> u32 {
     s.encode_utf16().count() as u32
