@@ -502,3 +502,17 @@ impl NodeYjsClient {
         let _ = tokio::time::timeout(Duration::from_secs(5), self.child.wait()).await;
     }
 }
+
+/// A string's length in UTF-16 code units (the offsets Yjs and the y-websocket clients use).
+pub fn utf16_len(s: &str) -> u32 {
+    s.encode_utf16().count() as u32
+}
+
+/// A Yjs update made by a scratch document: it inserts `s` at the start of an empty text.
+pub fn scratch_update(s: &str) -> Vec<u8> {
+    let doc = Doc::new();
+    let text = doc.get_or_insert_text(TEXT);
+    let mut txn = doc.transact_mut();
+    text.insert(&mut txn, 0, s);
+    txn.encode_update_v1()
+}

@@ -12,9 +12,8 @@ use serde_json::json;
 use yrs::sync::protocol::SyncMessage;
 use yrs::sync::Message;
 use yrs::updates::encoder::Encode;
-use yrs::{Doc, Text, Transact};
 use yuntiao_tests::doc_session::{session, Session};
-use yuntiao_tests::ydoc::{doc_url, NodeYjsClient, YrsClient, TEXT};
+use yuntiao_tests::ydoc::{doc_url, scratch_update, utf16_len, NodeYjsClient, YrsClient};
 use yuntiao_tests::{RedisServer, Server, StoreKind};
 
 const QUIET: Duration = Duration::from_millis(400);
@@ -39,19 +38,6 @@ async fn metric(server: &Server, name: &str) -> u64 {
 fn utf16_index(hay: &str, needle: &str) -> u32 {
     let byte = hay.find(needle).expect("needle present");
     hay[..byte].encode_utf16().count() as u32
-}
-
-fn utf16_len(s: &str) -> u32 {
-    s.encode_utf16().count() as u32
-}
-
-/// A Yjs update made by a scratch document: it inserts `s` at the start of an empty text.
-fn foreign_update(s: &str) -> Vec<u8> {
-    let doc = Doc::new();
-    let text = doc.get_or_insert_text(TEXT);
-    let mut txn = doc.transact_mut();
-    text.insert(&mut txn, 0, s);
-    txn.encode_update_v1()
 }
 
 // ----- convergence between the stock Yjs client and yrs ----------------------------------------
@@ -151,7 +137,7 @@ async fn read_only_edits_are_dropped_and_grants_apply_live() {
 
     // A read-only participant's edit is dropped, counted, stored nowhere and reaches nobody.
     merchant
-        .send(Message::Sync(SyncMessage::Update(foreign_update(
+        .send(Message::Sync(SyncMessage::Update(scratch_update(
             "商家改写",
         ))))
         .await
@@ -381,12 +367,12 @@ async fn bad_input_closes_with_a_code_and_stores_nothing() {
     // An empty frame.
     expect_close(&writer_url, Some(vec![]), 4400, "invalid_message").await;
     // A valid update followed by garbage in the same frame: none of it applies.
-    let mut frame = Message::Sync(SyncMessage::Update(foreign_update("半截"))).encode_v1();
+    let mut frame = Message::Sync(SyncMessage::Update(scratch_update("半截"))).encode_v1();
     frame.extend_from_slice(&[0, 2, 200]);
     expect_close(&writer_url, Some(frame), 4400, "invalid_message").await;
     // Oversized.
     let mut big =
-        Message::Sync(SyncMessage::Update(foreign_update(&"长".repeat(40_000)))).encode_v1();
+        Message::Sync(SyncMessage::Update(scratch_update(&"长".repeat(40_000)))).encode_v1();
     big.truncate(100_000);
     assert!(big.len() > 65_536);
     expect_close(&writer_url, Some(big), 1009, "frame_too_large").await;

@@ -30,17 +30,13 @@ use yrs::sync::protocol::SyncMessage;
 use yrs::sync::{AwarenessUpdate, Message};
 use yrs::updates::decoder::Decode;
 use yrs::updates::encoder::Encode;
-use yrs::{ClientID, Doc, ReadTxn, StateVector, Text, Transact, Update};
+use yrs::{ClientID, ReadTxn, StateVector, Transact, Update};
 use yuntiao_server::docs::task::MAX_AWARENESS_IDS;
 use yuntiao_tests::doc_session::session;
-use yuntiao_tests::ydoc::{NodeYjsClient, YrsClient, TEXT};
+use yuntiao_tests::ydoc::{scratch_update, utf16_len, NodeYjsClient, YrsClient};
 use yuntiao_tests::{RedisServer, StoreKind};
 
 const QUIET: Duration = Duration::from_millis(400);
-
-fn utf16_len(s: &str) -> u32 {
-    s.encode_utf16().count() as u32
-}
 
 fn sha256_hex(s: &str) -> String {
     yuntiao_signaling::event::sha256_hex(s.as_bytes())
@@ -504,15 +500,6 @@ async fn awareness_is_relayed_limited_and_removed() {
         })
         .await
         .unwrap();
-}
-
-/// A Yjs update made by a scratch document: it inserts `s` at the start of an empty text.
-fn scratch_update(s: &str) -> Vec<u8> {
-    let doc = Doc::new();
-    let text = doc.get_or_insert_text(TEXT);
-    let mut txn = doc.transact_mut();
-    text.insert(&mut txn, 0, s);
-    txn.encode_update_v1()
 }
 
 // ----- 3. signed versions ------------------------------------------------------------------------
