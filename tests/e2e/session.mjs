@@ -208,11 +208,12 @@ async function person(label, link, opts, { canDrop = false, check = true, slowPr
       // The join page a party sees first, on a phone.
       await accessible(who, 'device check (join)');
       await fitsWidth(who, 'device check');
-      // A choice of devices: the preview follows the camera chosen, then back to the first
-      // (Chromium's later fake cameras are not trusted to send once in a call).
+      // A choice of devices: the preview follows the camera chosen, then back to the first.
+      // The last camera is the one chosen: Chromium's second fake camera sends nothing after a
+      // replaceTrack, and the camera switch below must meet it as it always did.
       const cams = await page.locator('#precheck-camera option').evaluateAll((os) => os.map((o) => o.value));
-      if (cams.length < 2) throw new Error(`the device check offers ${cams.length} camera(s) with three fake ones`);
-      for (const want of [cams[1], cams[0]]) {
+      if (cams.length < 3) throw new Error(`the device check offers ${cams.length} camera(s) with three fake ones`);
+      for (const want of [cams[cams.length - 1], cams[0]]) {
         await page.locator('#precheck-camera').selectOption(want);
         try {
           await page.waitForFunction(
