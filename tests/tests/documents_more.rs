@@ -32,7 +32,7 @@ use yrs::updates::decoder::Decode;
 use yrs::updates::encoder::Encode;
 use yrs::{ClientID, ReadTxn, StateVector, Transact, Update};
 use yuntiao_server::docs::task::MAX_AWARENESS_IDS;
-use yuntiao_tests::doc_session::session;
+use yuntiao_tests::doc_session::{session, Session};
 use yuntiao_tests::ydoc::{scratch_update, utf16_len, NodeYjsClient, YrsClient};
 use yuntiao_tests::{RedisServer, StoreKind};
 
@@ -152,6 +152,19 @@ async fn a_failed_store_delivers_nothing_and_keeps_nothing_redis() {
 
     // The writer reconnects and its client sends what the server lacks: now it is stored and
     // delivered, once.
+    resend_unsaved(&s, &writer).await;
+    let full = format!("{stored}{lost}");
+    assert_eq!(late.wait_text(|t| t == full).await.unwrap(), full);
+    // The stock client reconnected by itself (after 4503 refusals while Redis was down) and
+    // receives it too.
+    assert_eq!(node.wait_text(|t| t == full).await.unwrap(), full);
+    assert_eq!(s.agreement().await.1["text"], full);
+    node.quit().await;
+}
+
+/// The mediator's writer reconnects with everything its closed client `writer` held (edits the
+/// server refused to keep included) and syncs: its client sends what the server lacks.
+async fn resend_unsaved(s: &Session, writer: &YrsClient) -> YrsClient {
     let mut again = YrsClient::connect(&s.url(s.case.mediator(), "agreement"))
         .await
         .unwrap();
@@ -165,13 +178,7 @@ async fn a_failed_store_delivers_nothing_and_keeps_nothing_redis() {
         .apply_update(Update::decode_v1(&unsaved).unwrap())
         .unwrap();
     again.wait_synced().await.unwrap();
-    let full = format!("{stored}{lost}");
-    assert_eq!(late.wait_text(|t| t == full).await.unwrap(), full);
-    // The stock client reconnected by itself (after 4503 refusals while Redis was down) and
-    // receives it too.
-    assert_eq!(node.wait_text(|t| t == full).await.unwrap(), full);
-    assert_eq!(s.agreement().await.1["text"], full);
-    node.quit().await;
+    again
 }
 
 /// Redis frozen (SIGSTOP) while an edit is being stored: the append hangs, and for all that
@@ -215,19 +222,7 @@ async fn a_stalled_store_delivers_nothing_until_stored_redis() {
     let (status, body) = s.agreement().await;
     assert_eq!(status, 200, "{body}");
     assert_eq!(late.text(), body["text"].as_str().unwrap());
-    let mut again = YrsClient::connect(&s.url(s.case.mediator(), "agreement"))
-        .await
-        .unwrap();
-    let unsaved = writer
-        .doc
-        .transact()
-        .encode_state_as_update_v1(&StateVector::default());
-    again
-        .doc
-        .transact_mut()
-        .apply_update(Update::decode_v1(&unsaved).unwrap())
-        .unwrap();
-    again.wait_synced().await.unwrap();
+    resend_unsaved(&s, &writer).await;
     let full = format!("{stored}{stalled}");
     assert_eq!(late.wait_text(|t| t == full).await.unwrap(), full);
     assert_eq!(s.agreement().await.1["text"], full);

@@ -498,8 +498,9 @@ impl DocTask {
         // Decode the updates and check the awareness updates up front, too.
         let mut decoded = Vec::with_capacity(messages.len());
         let mut awareness = Vec::new();
-        // The client ids the connection would speak for after this frame (read when needed).
-        let mut claimed: Option<HashSet<ClientID>> = None;
+        // The client ids the connection would speak for after this frame, and those other
+        // connections speak for (read when the frame has awareness).
+        let mut claimed: Option<(HashSet<ClientID>, HashSet<ClientID>)> = None;
         for m in messages {
             match m {
                 Message::Sync(SyncMessage::SyncStep2(u))
@@ -511,13 +512,11 @@ impl DocTask {
                 }
                 Message::Sync(SyncMessage::SyncStep1(sv)) => decoded.push(Step::Sync(sv)),
                 Message::Awareness(update) => {
-                    let claimed = claimed.get_or_insert_with(|| {
-                        self.conns
-                            .get(&id)
-                            .map(|c| c.awareness_ids.clone())
-                            .unwrap_or_default()
+                    let (claimed, others) = claimed.get_or_insert_with(|| {
+                        let mine = self.conns.get(&id).map(|c| c.awareness_ids.clone());
+                        (mine.unwrap_or_default(), self.ids_of_others(id))
                     });
-                    if !self.awareness_acceptable(id, &update, claimed) {
+                    if !self.awareness_acceptable(&update, claimed, others) {
                         return self.reject(id, ErrorCode::InvalidMessage);
                     }
                     awareness.push(update);
@@ -582,21 +581,24 @@ impl DocTask {
                 }
             }
         }
-        for update in awareness {
-            self.awareness_update(id, update);
+        if let Some((_, others)) = claimed {
+            for update in awareness {
+                self.awareness_update(id, update, &others);
+            }
         }
     }
 
-    /// Whether connection `conn`, which speaks for the client ids `claimed`, may send `update`,
-    /// which adds the ids it would take (see [`Self::awareness_update`]) to `claimed`: at most
-    /// [`MAX_AWARENESS_IDS`] ids per connection, none of them the server's own, and every state
-    /// JSON (or `null`, a removal). A state that is not JSON would make the stock JavaScript
-    /// client throw while decoding the relayed message.
+    /// Whether a connection that speaks for the client ids `claimed` (other connections for
+    /// `others`) may send `update`, which adds the ids it would take (see
+    /// [`Self::awareness_update`]) to `claimed`: at most [`MAX_AWARENESS_IDS`] ids per
+    /// connection, none of them the server's own, and every state JSON (or `null`, a removal). A
+    /// state that is not JSON would make the stock JavaScript client throw while decoding the
+    /// relayed message.
     fn awareness_acceptable(
         &self,
-        conn: u64,
         update: &AwarenessUpdate,
         claimed: &mut HashSet<ClientID>,
+        others: &HashSet<ClientID>,
     ) -> bool {
         if update.clients.contains_key(&self.awareness.client_id())
             || !update
@@ -606,7 +608,6 @@ impl DocTask {
         {
             return false;
         }
-        let others = self.ids_of_others(conn);
         claimed.extend(
             update
                 .clients
@@ -639,15 +640,19 @@ impl DocTask {
     }
 
     /// Applies an awareness update (checked by [`Self::awareness_acceptable`] when its frame was
-    /// decoded) and relays what it changed.
+    /// decoded) and relays what it changed; `others` are the ids other connections speak for.
     ///
     /// The stock provider sends back every awareness change it sees, other clients' states
     /// included, so an update may carry ids of other connections: those entries are dropped
     /// (an echo changes nothing, and nobody may speak for another connection's client). A
     /// connection comes to speak for an id when it sends a state for it that no other connection
     /// speaks for, as the stock server does; those states are removed when it closes.
-    fn awareness_update(&mut self, id: u64, mut update: AwarenessUpdate) {
-        let others = self.ids_of_others(id);
+    fn awareness_update(
+        &mut self,
+        id: u64,
+        mut update: AwarenessUpdate,
+        others: &HashSet<ClientID>,
+    ) {
         let Some(conn) = self.conns.get_mut(&id) else {
             return;
         };

@@ -335,11 +335,11 @@ fn rtpmaps(sdp: &str) -> Vec<(u8, Codec, String)> {
 /// codec's RTX and RED payload types included).
 fn negotiated_codecs(rtc: &Rtc, mids: impl Iterator<Item = Mid>) -> HashMap<u8, Codec> {
     let mut map = HashMap::new();
+    let config = rtc.codec_config();
     for mid in mids {
         let Some(media) = rtc.media(mid) else {
             continue;
         };
-        let config = rtc.codec_config();
         for &pt in media.remote_pts() {
             let Some(p) = config.find(|p| p.pt() == pt) else {
                 continue;
