@@ -15,7 +15,9 @@
 #   server, redis, loadgen and redis-benchmark at this nice level, so other work on a shared
 #   machine disturbs the figures less; needs root), PIN (1: run the server and Redis on CPU 0
 #   and the load generator and redis-benchmark on CPU 1, with `taskset`, so that the load
-#   generator's bursts do not preempt the server on the core it is using; needs 2 CPUs).
+#   generator's bursts do not preempt the server on the core it is using; needs 2 CPUs),
+#   SERVER_BIN (run this yuntiao binary instead of the one just built, e.g. for an A/B pair),
+#   LOADGEN_ARGS (more yuntiao-loadgen options for the chat phases, e.g. "--timeline").
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
@@ -44,7 +46,7 @@ ulimit -n 65536 2>/dev/null || ulimit -n "$(ulimit -Hn)"
 
 cd "$ROOT"
 cargo build --release -p yuntiao-server -p yuntiao-loadgen --bins
-BIN=$ROOT/target/release/yuntiao
+BIN=${SERVER_BIN:-$ROOT/target/release/yuntiao}
 LOADGEN=$ROOT/target/release/yuntiao-loadgen
 
 # A temporary directory on the ordinary disk (not tmpfs): the stores fsync there.
@@ -64,7 +66,7 @@ cleanup() {
     if [[ -s $RESULTS ]]; then
         mkdir -p "$KEEP"
         cp "$RESULTS" "$KEEP/results.jsonl"
-        cp "$WORK"/*.log "$KEEP/" 2>/dev/null || true
+        cp "$WORK"/*.log "$WORK"/*.prom "$KEEP/" 2>/dev/null || true
     fi
     rm -rf "$WORK"
 }
@@ -151,6 +153,10 @@ loadgen() { # $1 = store, then loadgen options
         --duration "$DURATION" --summary "$RESULTS" "$@"
 }
 
+# How much of the cores the machine gets (a virtual machine's vCPUs can be taken away for
+# milliseconds, which no server can hide from a latency tail), before and after the phases.
+"${RUN[@]}" "$LOADGEN" --cpu-probe --duration 5s --label "before the phases" --summary "$RESULTS"
+
 # The floor under any durable fan-out: one append + fdatasync on the disk the stores use.
 "${CLI[@]}" "$LOADGEN" --fsync-probe "$WORK/probe" --duration 10s --label "data directory disk" --summary "$RESULTS"
 
@@ -159,7 +165,10 @@ for store in $STORES; do
     [[ $store == redis ]] && extra=(--redis-pid "$RPID")
     for rooms in $ROOMS_LIST; do
         start_server "$store" "$store-chat-$rooms"
-        loadgen "$store" --rooms "$rooms" --rate "$RATE" "${extra[@]}"
+        # shellcheck disable=SC2086 # LOADGEN_ARGS is a list of options
+        loadgen "$store" --rooms "$rooms" --rate "$RATE" "${extra[@]}" ${LOADGEN_ARGS:-}
+        # The server's own view (e.g. the embedded store's fdatasync and checkpoint histograms).
+        curl -sf "$SERVER_URL/metrics" >"$WORK/metrics-$store-chat-$rooms.prom" || true
         stop_server
     done
     start_server "$store" "$store-notes"
@@ -167,6 +176,8 @@ for store in $STORES; do
         --note-padding "$NOTE_PADDING" "${extra[@]}"
     stop_server
 done
+
+"${RUN[@]}" "$LOADGEN" --cpu-probe --duration 5s --label "after the phases" --summary "$RESULTS"
 
 # --- Raw Redis reference, same Redis, payload the size of a stored note event ---
 PAYLOAD_BYTES=$(grep '"mode":"notes"' "$RESULTS" | grep -o '"note_event_bytes":[0-9]*' | head -1 | cut -d: -f2)

@@ -36,6 +36,7 @@
 
 mod admin;
 mod conn;
+mod cpu_probe;
 mod docs_bench;
 mod docs_trace;
 mod fsync_probe;
@@ -120,6 +121,10 @@ struct Args {
     /// for `--duration` (a reference for the stores' durable appends).
     #[arg(long)]
     fsync_probe: Option<PathBuf>,
+    /// Do not run rooms: spin one thread per core for `--duration` and report the gaps in which
+    /// a core was taken away (hypervisor steal; run it with nothing else busy).
+    #[arg(long)]
+    cpu_probe: bool,
     /// Record size for `--fsync-probe`, in bytes.
     #[arg(long, default_value_t = 460)]
     probe_bytes: usize,
@@ -354,6 +359,45 @@ fn probe(args: &Args, dir: &std::path::Path) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// `--cpu-probe`: prints and records the gaps each core had.
+fn cpu_probe(args: &Args) -> anyhow::Result<()> {
+    let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let cores = cpu_probe::run(threads, *args.duration);
+    let total: Duration = cores.iter().map(|c| c.spun).sum();
+    let stalled: Duration = cores.iter().map(|c| c.stalled).sum();
+    let longest = cores.iter().map(|c| c.longest).max().unwrap_or_default();
+    let gaps: u64 = cores.iter().map(|c| c.gaps).sum();
+    let share = stalled.as_secs_f64() / total.as_secs_f64().max(1e-9);
+    println!(
+        "cpu probe        {threads} spinning threads for {:.1} s: {gaps} gaps of >= {} us, {:.1} ms in all ({:.2} % of the time), longest {:.2} ms",
+        args.duration.as_secs_f64(),
+        cpu_probe::GAP.as_micros(),
+        stalled.as_secs_f64() * 1e3,
+        share * 100.0,
+        longest.as_secs_f64() * 1e3
+    );
+    if let Some(path) = &args.summary {
+        let row = json!({
+            "mode": "cpu",
+            "label": args.label,
+            "threads": threads,
+            "duration_s": args.duration.as_secs_f64(),
+            "gap_us": cpu_probe::GAP.as_micros() as u64,
+            "gaps": gaps,
+            "stalled_ms": stalled.as_secs_f64() * 1e3,
+            "stalled_share": share,
+            "longest_ms": longest.as_secs_f64() * 1e3,
+        });
+        let mut file = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(path)
+            .with_context(|| format!("opening {}", path.display()))?;
+        writeln!(file, "{row}")?;
+    }
+    Ok(())
+}
+
 /// Fan-out latency by second of the phase in which the message was sent.
 fn print_timeline(samples: &[(u64, u32)], phase: Phase, duration: Duration) {
     let start_ns = phase
@@ -394,6 +438,9 @@ async fn main() -> anyhow::Result<()> {
     }
     if let Some(dir) = &args.fsync_probe {
         return probe(&args, dir);
+    }
+    if args.cpu_probe {
+        return cpu_probe(&args);
     }
     let Some(admin_token) = args.admin_token.as_deref() else {
         bail!("--admin-token (or YUNTIAO_ADMIN_TOKEN) is required");

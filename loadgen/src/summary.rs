@@ -172,6 +172,29 @@ pub fn print(path: &std::path::Path) -> anyhow::Result<()> {
         }
     }
 
+    let cpus: Vec<&Value> = by_mode("cpu").collect();
+    if !cpus.is_empty() {
+        println!(
+            "\n### CPU availability (one spinning thread per core, nothing else running; a gap is time a core was taken away)\n"
+        );
+        println!(
+            "| when | threads × s | gaps ≥ 0.5 ms | stalled ms (% of the time) | longest gap ms |"
+        );
+        println!("|---|---:|---:|---|---:|");
+        for r in &cpus {
+            println!(
+                "| {} | {} × {} | {} | {} ({}) | {} |",
+                r["label"].as_str().unwrap_or("?"),
+                r["threads"],
+                f(&r["duration_s"], 0),
+                r["gaps"],
+                f(&r["stalled_ms"], 1),
+                pct(&r["stalled_share"], 2),
+                f(&r["longest_ms"], 2),
+            );
+        }
+    }
+
     println!("\n### Targets\n");
     for r in by_mode("chat").chain(by_mode("notes")) {
         let avail = num(&r["duration_s"]).unwrap_or(0.0) * num(&r["cores"]).unwrap_or(1.0);

@@ -161,5 +161,119 @@ pub async fn render(State(state): State<AppState>) -> impl IntoResponse {
             );
         }
     }
+    let mut stores = Vec::new();
+    if let Some(cases) = state.rooms.store().as_embedded() {
+        stores.push(("cases", cases));
+    }
+    if let Some(docs) = state.docs.store().embedded_log() {
+        stores.push(("documents", docs));
+    }
+    crate::store::embedded::render_metrics(&mut out, &stores);
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], out)
+}
+
+/// Upper bounds (seconds) of [`DurationHistogram`]'s buckets: from a fast disk's `fdatasync`
+/// (0.1 ms) to a stall (over a second).
+const BOUNDS: [f64; 12] = [
+    0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0,
+];
+
+/// A Prometheus histogram of durations, lock-free to observe (from the store's own threads).
+#[derive(Debug, Default)]
+pub struct DurationHistogram {
+    /// Non-cumulative counts per bucket of [`BOUNDS`]; the last one is above every bound.
+    buckets: [std::sync::atomic::AtomicU64; BOUNDS.len() + 1],
+    sum_ns: std::sync::atomic::AtomicU64,
+}
+
+impl DurationHistogram {
+    /// Counts one duration.
+    pub fn observe(&self, d: std::time::Duration) {
+        let secs = d.as_secs_f64();
+        let i = BOUNDS
+            .iter()
+            .position(|b| secs <= *b)
+            .unwrap_or(BOUNDS.len());
+        self.buckets[i].fetch_add(1, Ordering::Relaxed);
+        let ns = u64::try_from(d.as_nanos()).unwrap_or(u64::MAX);
+        self.sum_ns.fetch_add(ns, Ordering::Relaxed);
+    }
+
+    /// How many durations were counted.
+    pub fn count(&self) -> u64 {
+        self.buckets.iter().map(|b| b.load(Ordering::Relaxed)).sum()
+    }
+
+    /// Appends the histogram's `_bucket`, `_sum` and `_count` series under `name`, with `labels`
+    /// (`key="value"` pairs, comma-separated, or empty). The `# HELP`/`# TYPE` header is written
+    /// by [`histogram_header`], once per metric name.
+    pub fn render(&self, out: &mut String, name: &str, labels: &str) {
+        let sep = if labels.is_empty() { "" } else { "," };
+        let mut cumulative = 0;
+        for (i, bound) in BOUNDS.iter().enumerate() {
+            cumulative += self.buckets[i].load(Ordering::Relaxed);
+            let _ = writeln!(
+                out,
+                "{name}_bucket{{{labels}{sep}le=\"{bound}\"}} {cumulative}"
+            );
+        }
+        cumulative += self.buckets[BOUNDS.len()].load(Ordering::Relaxed);
+        let _ = writeln!(
+            out,
+            "{name}_bucket{{{labels}{sep}le=\"+Inf\"}} {cumulative}"
+        );
+        let sum = self.sum_ns.load(Ordering::Relaxed) as f64 / 1e9;
+        let _ = writeln!(out, "{name}_sum{{{labels}}} {sum}");
+        let _ = writeln!(out, "{name}_count{{{labels}}} {cumulative}");
+    }
+}
+
+/// The `# HELP` and `# TYPE` lines of a histogram.
+pub fn histogram_header(out: &mut String, name: &str, help: &str) {
+    let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} histogram");
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    #[test]
+    fn histogram_buckets_are_cumulative_and_bounds_inclusive() {
+        let h = DurationHistogram::default();
+        h.observe(Duration::from_micros(100)); // on the first bound
+        h.observe(Duration::from_millis(3));
+        h.observe(Duration::from_secs(2)); // above every bound
+        let mut out = String::new();
+        h.render(&mut out, "x_seconds", "store=\"cases\"");
+        assert!(
+            out.contains("x_seconds_bucket{store=\"cases\",le=\"0.0001\"} 1\n"),
+            "{out}"
+        );
+        assert!(
+            out.contains("x_seconds_bucket{store=\"cases\",le=\"0.0025\"} 1\n"),
+            "{out}"
+        );
+        assert!(
+            out.contains("x_seconds_bucket{store=\"cases\",le=\"0.005\"} 2\n"),
+            "{out}"
+        );
+        assert!(
+            out.contains("x_seconds_bucket{store=\"cases\",le=\"1\"} 2\n"),
+            "{out}"
+        );
+        assert!(
+            out.contains("x_seconds_bucket{store=\"cases\",le=\"+Inf\"} 3\n"),
+            "{out}"
+        );
+        assert!(
+            out.contains("x_seconds_count{store=\"cases\"} 3\n"),
+            "{out}"
+        );
+        assert!(
+            out.contains("x_seconds_sum{store=\"cases\"} 2.0031\n"),
+            "{out}"
+        );
+        assert_eq!(h.count(), 3);
+    }
 }

@@ -117,6 +117,7 @@ fn mixed_requests(consumer: &str) -> Vec<Value> {
 }
 
 async fn batched_requests_behave_like_sequential_ones(store: StoreKind) {
+    let store_is_embedded = matches!(store, StoreKind::Embedded);
     let server = Server::start(store, &[]).await.unwrap();
     let mut batched = room(&server).await;
     let mut sequential = room(&server).await;
@@ -155,6 +156,8 @@ async fn batched_requests_behave_like_sequential_ones(store: StoreKind) {
         assert!(texts.contains(&public.to_owned()), "{texts:?}");
     }
 
+    store_metrics_are_exposed(&server, store_is_embedded).await;
+
     // The stored records are the same too (and verify).
     for room in [&batched, &sequential] {
         let (status, body) = server
@@ -167,6 +170,79 @@ async fn batched_requests_behave_like_sequential_ones(store: StoreKind) {
             .unwrap();
         assert_eq!(status, 200, "{body}");
     }
+}
+
+/// A sample's value on a `/metrics` page, by its full series name (with labels).
+fn sample(page: &str, series: &str) -> Option<f64> {
+    page.lines()
+        .find_map(|l| l.strip_prefix(series)?.strip_prefix(' '))
+        .map(|v| v.trim().parse().unwrap())
+}
+
+/// The embedded store's histograms on `/metrics` (its log's group commits, its checkpoints)
+/// count what the store did: one log sync per group commit of the case store, a checkpoint
+/// within a few seconds, cumulative buckets ending at the count. A Redis-backed server has
+/// neither.
+async fn store_metrics_are_exposed(server: &Server, embedded: bool) {
+    let page = || async {
+        reqwest::get(server.url("/metrics"))
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap()
+    };
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    let mut body = page().await;
+    if !embedded {
+        assert!(!body.contains("yuntiao_store_log_sync_seconds"), "{body}");
+        assert!(!body.contains("yuntiao_store_checkpoint_seconds"), "{body}");
+        return;
+    }
+    // Checkpoints run every second (or sooner with a large tail).
+    while sample(
+        &body,
+        "yuntiao_store_checkpoint_seconds_count{store=\"cases\"}",
+    )
+    .unwrap_or(0.0)
+        < 1.0
+    {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "no checkpoint counted: {body}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        body = page().await;
+    }
+    for name in [
+        "yuntiao_store_log_sync_seconds",
+        "yuntiao_store_checkpoint_seconds",
+    ] {
+        assert!(body.contains(&format!("# TYPE {name} histogram")), "{body}");
+        for store in ["cases", "documents"] {
+            let labels = format!("store=\"{store}\"");
+            let count = sample(&body, &format!("{name}_count{{{labels}}}")).unwrap();
+            let inf = sample(&body, &format!("{name}_bucket{{{labels},le=\"+Inf\"}}")).unwrap();
+            assert_eq!(count, inf, "{name} {store}");
+            let first = sample(&body, &format!("{name}_bucket{{{labels},le=\"0.0001\"}}")).unwrap();
+            assert!(first <= inf, "{name} {store}: buckets not cumulative");
+            assert!(sample(&body, &format!("{name}_sum{{{labels}}}")).unwrap() >= 0.0);
+        }
+    }
+    // Every request of the bursts above was stored by some group commit of the case log; the
+    // document store was not used.
+    let commits = sample(
+        &body,
+        "yuntiao_store_log_sync_seconds_count{store=\"cases\"}",
+    )
+    .unwrap();
+    assert!(commits >= 10.0, "{commits} log syncs counted");
+    let docs = sample(
+        &body,
+        "yuntiao_store_log_sync_seconds_count{store=\"documents\"}",
+    )
+    .unwrap();
+    assert_eq!(docs, 0.0);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -65,4 +65,9 @@ pub trait DocStore: Send + Sync + 'static {
 
     /// The names of the documents `case` has stored anything for, sorted.
     async fn list(&self, case: &str) -> Result<Vec<String>, StoreError>;
+
+    /// The embedded update log behind this store, if it has one (for its metrics).
+    fn embedded_log(&self) -> Option<&crate::store::embedded::EmbeddedStore> {
+        None
+    }
 }

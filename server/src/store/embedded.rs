@@ -62,7 +62,7 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{mpsc, Arc, Condvar, Mutex};
 use std::thread::JoinHandle;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use redb::{Database, Durability, ReadableTable, TableDefinition};
@@ -70,6 +70,7 @@ use tokio::sync::oneshot;
 
 use super::wal::{self, Segment, Spares};
 use super::{Store, StoreError, StoredEvent};
+use crate::metrics::{histogram_header, DurationHistogram};
 
 /// Name of the database file inside the data directory.
 pub const DB_FILE: &str = "yuntiao.redb";
@@ -165,7 +166,15 @@ struct Counters {
     commits: AtomicU64,
     appends: AtomicU64,
     checkpoints: AtomicU64,
+    /// How long each group commit's `write` + `fdatasync` of the log took: the store's share
+    /// of an append's latency.
+    log_sync: DurationHistogram,
+    /// How long each checkpoint (the redb transaction and its fsync) took.
+    checkpoint: DurationHistogram,
 }
+
+/// A log `write` + `fdatasync` this slow is logged as a warning (the disk stalled every append).
+const SLOW_LOG_SYNC: Duration = Duration::from_secs(1);
 
 /// Per case, the events appended since they were last handed to a checkpoint.
 type TailMap = HashMap<String, Vec<StoredEvent>>;
@@ -313,7 +322,10 @@ impl EmbeddedStore {
         let ckpt_shared = Arc::clone(&shared);
         let checkpointer = std::thread::Builder::new()
             .name("yuntiao-store-checkpoint".into())
-            .spawn(move || checkpointer_loop(&ckpt_db, &ckpt_shared))
+            .spawn(move || {
+                wal::background_priority();
+                checkpointer_loop(&ckpt_db, &ckpt_shared)
+            })
             .map_err(|e| fail("cannot start the checkpoint thread", &e))?;
 
         Ok(Self {
@@ -573,7 +585,18 @@ impl Writer {
             return;
         }
 
-        if let Err((e, undo)) = self.segment.append(&buf) {
+        let started = Instant::now();
+        let written = self.segment.append(&buf);
+        let took = started.elapsed();
+        self.shared.counters.log_sync.observe(took);
+        if took >= SLOW_LOG_SYNC {
+            tracing::warn!(
+                ms = took.as_millis() as u64,
+                requests = accepted.len(),
+                "embedded store: slow log write + fdatasync"
+            );
+        }
+        if let Err((e, undo)) = written {
             let message = format!("embedded store: writing the log failed: {e}");
             tracing::error!(requests = accepted.len(), "{message}");
             if let Some(undo) = undo {
@@ -655,6 +678,34 @@ impl Writer {
     }
 }
 
+/// Appends the embedded stores' histograms to a `/metrics` page, each store's series labelled
+/// `store="<label>"`: `yuntiao_store_log_sync_seconds` (each group commit's log write and
+/// `fdatasync`) and `yuntiao_store_checkpoint_seconds` (each checkpoint).
+pub fn render_metrics(out: &mut String, stores: &[(&str, &EmbeddedStore)]) {
+    if stores.is_empty() {
+        return;
+    }
+    type Pick = fn(&Counters) -> &DurationHistogram;
+    let metrics: [(&str, &str, Pick); 2] = [
+        (
+            "yuntiao_store_log_sync_seconds",
+            "Embedded store: time of each group commit's log write and fdatasync.",
+            |c| &c.log_sync,
+        ),
+        (
+            "yuntiao_store_checkpoint_seconds",
+            "Embedded store: time of each checkpoint (the log's tail copied into redb, durably).",
+            |c| &c.checkpoint,
+        ),
+    ];
+    for (name, help, pick) in metrics {
+        histogram_header(out, name, help);
+        for (label, store) in stores {
+            pick(&store.shared.counters).render(out, name, &format!("store=\"{label}\""));
+        }
+    }
+}
+
 /// Writes `map` into redb in one durable transaction, recording `lsn` as the checkpoint.
 /// Idempotent: an event already there is overwritten with the same bytes.
 fn write_checkpoint(db: &Database, map: &TailMap, lsn: u64) -> Result<(), DbError> {
@@ -729,7 +780,10 @@ fn checkpointer_loop(db: &Database, shared: &Shared) {
             tail.flushing = Some(Arc::clone(&map));
             (map, tail.active_lsn, stop)
         };
-        match write_checkpoint(db, &map, lsn) {
+        let started = Instant::now();
+        let written = write_checkpoint(db, &map, lsn);
+        shared.counters.checkpoint.observe(started.elapsed());
+        match written {
             Ok(()) => {
                 shared.lock_tail().flushing = None;
                 shared.counters.checkpoints.fetch_add(1, Ordering::Relaxed);
@@ -870,6 +924,10 @@ impl Store for EmbeddedStore {
 
     fn kind(&self) -> &'static str {
         "embedded"
+    }
+
+    fn as_embedded(&self) -> Option<&EmbeddedStore> {
+        Some(self)
     }
 }
 

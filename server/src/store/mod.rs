@@ -71,4 +71,9 @@ pub trait Store: Send + Sync + 'static {
 
     /// A short name for logs and metrics ("embedded" or "redis").
     fn kind(&self) -> &'static str;
+
+    /// The embedded store behind this one, if it is one (for its metrics).
+    fn as_embedded(&self) -> Option<&embedded::EmbeddedStore> {
+        None
+    }
 }

@@ -386,7 +386,10 @@ impl Spares {
         let stop = Arc::clone(&self.stop);
         let spawned = std::thread::Builder::new()
             .name("yuntiao-wal-spare".into())
-            .spawn(move || zero_fill(&path, size, &stop).map(|()| size));
+            .spawn(move || {
+                background_priority();
+                zero_fill(&path, size, &stop).map(|()| size)
+            });
         match spawned {
             Ok(handle) => self.filling = Some(handle),
             Err(e) => tracing::warn!(error = %e, "write-ahead log: cannot start filling a spare"),
@@ -490,9 +493,71 @@ const FILL_CHUNK: usize = 128 << 10;
 /// The pause after each chunk: at most about 25 MiB/s of zeros, a 16 MiB spare in under a second.
 const FILL_PAUSE: std::time::Duration = std::time::Duration::from_millis(5);
 
+/// How much lower than the rest of the process the store's background threads run.
+const BACKGROUND_NICE: i32 = 10;
+
+/// Lowers the calling thread's CPU priority by [`BACKGROUND_NICE`] (Linux: the nice value is
+/// per thread). For the store's background work (checkpoints, filling spares): on a server
+/// whose cores are busy, the scheduler then runs the threads that answer clients first, and a
+/// checkpoint's burst of B-tree work no longer sits in front of a fan-out. At nice +10 such a
+/// thread still gets about a tenth of a contended core, so it never stops altogether.
+/// Best effort: a failure is logged and changes nothing else.
+pub(crate) fn background_priority() {
+    #[cfg(target_os = "linux")]
+    {
+        // SAFETY: `gettid` has no preconditions.
+        let tid = unsafe { libc::gettid() };
+        let Ok(who) = libc::id_t::try_from(tid) else {
+            return;
+        };
+        // SAFETY: plain system calls on this thread's own id; `getpriority` can return -1 as a
+        // value, so errno is cleared first and checked after.
+        let current = unsafe {
+            *libc::__errno_location() = 0;
+            libc::getpriority(libc::PRIO_PROCESS, who)
+        };
+        if current == -1 && io::Error::last_os_error().raw_os_error() != Some(0) {
+            return;
+        }
+        let nice = (current + BACKGROUND_NICE).min(19);
+        // SAFETY: as above.
+        if unsafe { libc::setpriority(libc::PRIO_PROCESS, who, nice) } != 0 {
+            tracing::debug!(
+                error = %io::Error::last_os_error(),
+                "store: cannot lower a background thread's priority"
+            );
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[cfg(target_os = "linux")]
+    fn thread_nice() -> i32 {
+        // SAFETY: plain system calls on this thread's own id.
+        unsafe { libc::getpriority(libc::PRIO_PROCESS, libc::gettid() as libc::id_t) }
+    }
+
+    /// The store's background threads run `BACKGROUND_NICE` lower than the thread that started
+    /// them (capped at 19), and only they: the caller keeps its priority.
+    #[cfg(target_os = "linux")]
+    #[test]
+    fn background_threads_run_at_a_lower_priority() {
+        let mine = thread_nice();
+        let (before, after) = std::thread::spawn(|| {
+            let before = thread_nice();
+            background_priority();
+            (before, thread_nice())
+        })
+        .join()
+        .unwrap();
+        assert_eq!(before, mine);
+        assert_eq!(after, (before + BACKGROUND_NICE).min(19));
+        assert!(after > before || before == 19);
+        assert_eq!(thread_nice(), mine);
+    }
 
     fn ev(seq: u64, data: &[u8]) -> StoredEvent {
         StoredEvent {

@@ -318,6 +318,10 @@ impl DocStore for EmbeddedDocStore {
         docs.dedup();
         Ok(docs)
     }
+
+    fn embedded_log(&self) -> Option<&EmbeddedStore> {
+        Some(&self.log)
+    }
 }
 
 #[cfg(test)]
