@@ -1561,6 +1561,8 @@ enum Cmd {
     RawOffer(String, oneshot::Sender<anyhow::Result<Value>>),
     /// Close the websocket cleanly.
     Close(oneshot::Sender<()>),
+    /// Stop and hand the websocket back, open (for a new peer connection on it).
+    Release(oneshot::Sender<Client>),
 }
 
 const GATHER_TIMEOUT: Duration = Duration::from_secs(5);
@@ -1766,6 +1768,10 @@ async fn signaling(
                         client.close().await;
                         shared.ws_closed.store(true, Ordering::Relaxed);
                         let _ = done.send(());
+                        return;
+                    }
+                    Cmd::Release(back) => {
+                        let _ = back.send(client);
                         return;
                     }
                 }
@@ -2364,6 +2370,22 @@ impl Peer {
             let _ = tokio::time::timeout(Duration::from_secs(5), rx).await;
         }
         self.teardown();
+    }
+
+    /// Replaces this peer connection with a brand-new one on the same websocket, as a page that
+    /// recreates its `RTCPeerConnection` after a network change does (new ICE credentials, new
+    /// DTLS certificate): the old connection vanishes without a word (no DTLS close alert, no
+    /// RTCP BYE: the network it used is gone), the new one publishes, is offered to the server
+    /// and connects.
+    pub async fn restart(mut self) -> anyhow::Result<Peer> {
+        let (tx, rx) = oneshot::channel();
+        self.cmds
+            .send(Cmd::Release(tx))
+            .await
+            .map_err(|_| anyhow!("the signaling task is gone"))?;
+        let client = tokio::time::timeout(Duration::from_secs(5), rx).await??;
+        self.teardown();
+        Peer::connect(client).await
     }
 
     /// Disappears without a word, as a crashed phone would: the connection's tasks and sockets

@@ -1338,3 +1338,94 @@ async fn media_layer_refuses_foreign_mids_and_changes_nothing() {
     publisher.close().await;
     receiver.close().await;
 }
+
+/// A participant's page builds a brand-new `RTCPeerConnection` (new ICE credentials, new DTLS
+/// certificate) and offers it on the same websocket, as after a network change, while the old
+/// connection is still alive on the server (nothing told it otherwise). The server takes the
+/// offer as a new connection, not as a renegotiation of the old one: the old one is closed (its media stops reaching anyone, the server counts four peers,
+/// not five), the new one receives the three others and they receive it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_new_peer_connection_on_the_same_websocket_replaces_the_old_one() {
+    let _serial = SERIAL.lock().await;
+    let (server, _port) = start().await;
+    let (_case, clients) = four_admitted(&server).await;
+    let mut peers = connect_all(clients).await;
+    {
+        let all: Vec<&Peer> = peers.iter().collect();
+        wait_all_flowing(&all, START).await;
+    }
+    let consumer = peers.remove(0);
+    let old_tag = consumer.tag();
+
+    // A new connection's offer that cannot be used (its only codecs made up) is refused, and
+    // the old connection is left as it was: a refused offer changes nothing.
+    let real = consumer.local_sdp().await.expect("local offer");
+    let fingerprint = real
+        .lines()
+        .find(|l| l.starts_with("a=fingerprint:"))
+        .expect("the offer has a fingerprint")
+        .to_owned();
+    let other = format!("a=fingerprint:sha-256 {}", vec!["AB"; 32].join(":"));
+    let unusable = real
+        .replace(&fingerprint, &other)
+        .replace("opus/48000/2", "x-madeup/48000/2")
+        .replace("VP8/90000", "X-FAKE/90000");
+    let r = consumer.offer_raw(unusable).await.unwrap();
+    assert_eq!(r["type"], "error", "{r}");
+    assert_eq!(r["code"], "invalid_message", "{r}");
+    for p in &peers {
+        p.reset_counters();
+    }
+    tokio::time::sleep(SILENCE).await;
+    for p in &peers {
+        assert!(
+            p.received(old_tag, Kind::Audio) > 0 && p.received(old_tag, Kind::Video) > 0,
+            "{} lost the consumer after a refused offer",
+            p.participant()
+        );
+    }
+
+    let consumer = consumer
+        .restart()
+        .await
+        .expect("the new connection is answered and connects");
+    assert_ne!(consumer.tag(), old_tag);
+    peers.insert(0, consumer);
+    let all: Vec<&Peer> = peers.iter().collect();
+    wait_all_flowing(&all, START).await;
+
+    // The old connection's media is gone for good; the new one's flows both ways.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    for p in &peers {
+        p.reset_counters();
+    }
+    tokio::time::sleep(SILENCE).await;
+    for p in &peers[1..] {
+        assert_eq!(
+            p.received_from(old_tag),
+            0,
+            "{} still gets the old connection",
+            p.participant()
+        );
+        assert!(
+            p.received(peers[0].tag(), Kind::Audio) > 0,
+            "{}",
+            matrix(&all)
+        );
+        assert!(
+            p.received(peers[0].tag(), Kind::Video) > 0,
+            "{}",
+            matrix(&all)
+        );
+        assert!(
+            peers[0].received(p.tag(), Kind::Audio) > 0,
+            "{}",
+            matrix(&all)
+        );
+    }
+    let m = metrics(&server).await;
+    assert_eq!(gauge(&m, "yuntiao_media_peers"), Some(4.0), "{m}");
+    for p in peers {
+        p.close().await;
+    }
+}

@@ -22,9 +22,10 @@
  *    `welcome` on the new one starts a fresh peer connection. At most once per
  *    `RESIGNAL_EVERY_MS`; in between, ICE restarts continue.
  *
- * The server has no way to replace a participant's peer connection on the same websocket (an
- * offer from a fresh RTCPeerConnection would be taken as a renegotiation of the old one, with a
- * DTLS certificate it does not know), hence step 3 goes through the websocket.
+ * The server also takes an offer from a fresh RTCPeerConnection on the same websocket (another
+ * DTLS fingerprint) as replacing the old connection (docs/protocol.md, `media_offer`); this
+ * client still goes through the websocket in step 3, which also resumes the signaling side in
+ * one step and was written before the server could do that.
  */
 
 export const GRACE_MS = 4_000;

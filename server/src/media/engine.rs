@@ -145,6 +145,10 @@ impl OutTrack {
 
 struct Peer {
     key: PeerKey,
+    /// The DTLS certificate fingerprint of the client's first offer, as written there
+    /// (`sha-256 AB:CD:…`, compared without regard to case): an offer with another one comes
+    /// from a new peer connection.
+    remote_fingerprint: Option<String>,
     rtc: Rtc,
     out: mpsc::Sender<Outbound>,
     inbound: HashMap<Mid, InTrack>,
@@ -310,6 +314,13 @@ fn kind_of(k: Kind) -> MediaKind {
 
 /// A fixed message: parser errors can carry internal details (even memory addresses) that
 /// clients have no business seeing; the detail goes to the debug log.
+/// The first `a=fingerprint:` of an SDP (session or media level), normalised to lower case.
+fn sdp_fingerprint(sdp: &str) -> Option<String> {
+    sdp.lines()
+        .find_map(|l| l.trim().strip_prefix("a=fingerprint:"))
+        .map(|f| f.trim().to_ascii_lowercase())
+}
+
 fn bad_sdp(detail: impl std::fmt::Display) -> ProtocolError {
     debug!(%detail, "SDP refused");
     ProtocolError::new(
@@ -592,7 +603,18 @@ impl Engine {
         out: mpsc::Sender<Outbound>,
     ) -> Result<String, ProtocolError> {
         let offer = SdpOffer::from_sdp_string(sdp).map_err(bad_sdp)?;
-        let existing = self.peers.iter().position(|p| p.key == key);
+        let fingerprint = sdp_fingerprint(sdp);
+        let mut existing = self.peers.iter().position(|p| p.key == key);
+        // Another DTLS certificate: a new RTCPeerConnection of the same participant (a reloaded
+        // page, a client that rebuilt its connection after a network change), not a
+        // renegotiation. It gets a peer of its own; once its offer is accepted the old one goes
+        // (and the others' lines from it with the reconcile), so a refused offer still changes
+        // nothing.
+        let replaces = existing
+            .filter(|i| fingerprint.is_some() && self.peers[*i].remote_fingerprint != fingerprint);
+        if replaces.is_some() {
+            existing = None;
+        }
         if let Some(i) = existing {
             // Checked before anything is touched, so a refused offer changes nothing.
             let p = &self.peers[i];
@@ -628,6 +650,7 @@ impl Engine {
                 }
                 self.peers.push(Peer {
                     key: key.clone(),
+                    remote_fingerprint: fingerprint.clone(),
                     rtc,
                     out: out.clone(),
                     inbound: HashMap::new(),
@@ -691,6 +714,14 @@ impl Engine {
                 ErrorCode::InvalidMessage,
                 "the offer has no media this server can use (Opus, VP8, VP9 or H.264)",
             ));
+        }
+        if let Some(old) = replaces {
+            // Commands run between drives, so no queued forward refers to peer indices.
+            debug_assert!(self.forwards.is_empty() && self.keyframes.is_empty());
+            info!(case = %key.case, participant = %key.participant,
+                "a new peer connection replaces the participant's old one");
+            self.peers[old].rtc.disconnect();
+            self.drop_peer(old);
         }
         self.dirty.insert(key.case.clone());
         Ok(answer.to_sdp_string())
