@@ -22,9 +22,11 @@ use axum::Router;
 use rust_embed::RustEmbed;
 
 /// The built client. `allow_missing`: the server still compiles (and says how to build the
-/// client) when `web-client/dist` does not exist.
+/// client) when `web-client/dist` does not exist. The folder is `web-client/dist` as an
+/// absolute path without `..` (`YUNTIAO_WEB_DIST`, from build.rs), so that a debug build made
+/// before the client was built serves it once it is.
 #[derive(RustEmbed)]
-#[folder = "../web-client/dist/"]
+#[folder = "$YUNTIAO_WEB_DIST/"]
 #[allow_missing = true]
 struct Assets;
 
