@@ -549,8 +549,16 @@ try {
   const rootFont = () => consumer.page.evaluate(() => parseFloat(getComputedStyle(document.documentElement).fontSize));
   const smallFont = await rootFont();
   await consumer.page.getByLabel('大字模式').check();
-  const largeFont = await rootFont();
-  if (!(largeFont >= smallFont * 1.2)) throw new Error(`large text makes the root font ${largeFont}px (was ${smallFont}px)`);
+  // The page applies the setting on its next render, not within the click: wait for it.
+  try {
+    await consumer.page.waitForFunction(
+      (small) => parseFloat(getComputedStyle(document.documentElement).fontSize) >= small * 1.2,
+      smallFont,
+      { timeout: TIMEOUT },
+    );
+  } catch {
+    throw new Error(`large text makes the root font ${await rootFont()}px (was ${smallFont}px)`);
+  }
   await fitsWidth(consumer, 'session in large text');
   await shot('03f-large-text', consumer);
 
