@@ -561,6 +561,7 @@ impl RoomTask {
         let last = events.last().map(|e| e.seq);
         for e in events {
             self.room.apply(e.clone());
+            self.publish_doc_policy(); // before anyone hears of it, as in `requests`
             self.deliver(&e).await;
         }
         self.push_media_plan().await;
@@ -698,6 +699,9 @@ impl RoomTask {
             for e in events {
                 if !applied {
                     self.room.apply(e.clone());
+                    // Before anyone hears of it: a write grant is in force on the document
+                    // connections by the time the grantee can act on the event.
+                    self.publish_doc_policy();
                 }
                 self.deliver(&e).await;
             }

@@ -121,6 +121,61 @@ async fn yjs_and_yrs_converge_redis() {
 
 // ----- read-only participants and live grants ------------------------------------------------
 
+/// A grant is in force on the document connection by the time the grantee hears of it, and a
+/// withdrawal likewise: the merchant types the instant each `doc_permission` event arrives, many
+/// times over. (Before the room published the policy ahead of delivering the event, an edit
+/// made at once could reach the document task first and be dropped as read-only, silently.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn grants_are_in_force_when_announced() {
+    let mut s = session(StoreKind::Embedded, &[]).await;
+    let mut mediator = YrsClient::connect_synced(&s.url(s.case.mediator(), "agreement"))
+        .await
+        .unwrap();
+    let mut merchant = YrsClient::connect_synced(&s.url(s.case.merchant(), "agreement"))
+        .await
+        .unwrap();
+    let merchant_id = s.case.merchant().participant.clone();
+    let mut expected = String::new();
+    for round in 0..15 {
+        s.grant(&merchant_id, true).await;
+        s.merchant
+            .wait_for(|m| m["kind"] == "doc_permission" && m["write"] == true)
+            .await
+            .unwrap();
+        let word = format!("[{round}]");
+        merchant.insert(utf16_len(&expected), &word).await.unwrap();
+        expected.push_str(&word);
+        mediator
+            .wait_text(|t| t == expected)
+            .await
+            .unwrap_or_else(|e| panic!("round {round}: the edit made at the grant was lost: {e}"));
+
+        s.grant(&merchant_id, false).await;
+        s.merchant
+            .wait_for(|m| m["kind"] == "doc_permission" && m["write"] == false)
+            .await
+            .unwrap();
+        let dropped = metric(&s.server, "yuntiao_docs_dropped_read_only_total").await;
+        merchant.insert(0, "x").await.unwrap();
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+        while metric(&s.server, "yuntiao_docs_dropped_read_only_total").await < dropped + 1 {
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "round {round}: an edit after the withdrawal was not dropped"
+            );
+            merchant.pump(Duration::from_millis(50)).await.unwrap();
+        }
+        // Resynchronise the merchant's replica with the server's document (its own "x" stays
+        // local only), as a real client is by reconnecting.
+        merchant = YrsClient::connect_synced(&s.url(s.case.merchant(), "agreement"))
+            .await
+            .unwrap();
+        assert_eq!(merchant.text(), expected);
+    }
+    mediator.pump(QUIET).await.unwrap();
+    assert_eq!(mediator.text(), expected);
+}
+
 #[tokio::test]
 async fn read_only_edits_are_dropped_and_grants_apply_live() {
     let mut s = session(StoreKind::Embedded, &[]).await;

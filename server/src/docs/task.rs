@@ -256,6 +256,13 @@ impl DocTask {
             tokio::select! {
                 cmd = rx.recv() => {
                     let Some(cmd) = cmd else { break };
+                    // A policy published before these messages were sent applies to them, even
+                    // when both are ready at once and `select!` took this branch first: the
+                    // room publishes a grant before anyone hears of it, so a participant who
+                    // types the moment it is told may write is not dropped as read-only.
+                    if self.policy.has_changed().unwrap_or(false) {
+                        self.follow_policy();
+                    }
                     batch.push(cmd);
                     while batch.len() < MAX_BATCH {
                         match rx.try_recv() {
