@@ -39,7 +39,6 @@
 //! Each run appends one JSON line to `--summary`; `docs-trace --summarize FILE` prints them side
 //! by side with the ratios against the stock server's row.
 
-use std::io::Write;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -731,12 +730,7 @@ pub async fn main(argv: impl Iterator<Item = String>) -> anyhow::Result<()> {
     });
     print_report(&report);
     if let Some(path) = &args.summary {
-        let mut file = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(path)
-            .with_context(|| format!("opening {}", path.display()))?;
-        writeln!(file, "{report}")?;
+        crate::summary::append_row(path, &report)?;
     }
     Ok(())
 }

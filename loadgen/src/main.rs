@@ -46,7 +46,6 @@ mod procstat;
 mod summary;
 mod ydoc_client;
 
-use std::io::Write;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
@@ -348,12 +347,7 @@ fn probe(args: &Args, dir: &std::path::Path) -> anyhow::Result<()> {
                 "fsync_ms": {"p50": ms(h, 0.5), "p99": ms(h, 0.99), "max": max_ms(h)},
                 "ops_per_s": p.ops_per_s,
             });
-            let mut file = std::fs::OpenOptions::new()
-                .create(true)
-                .append(true)
-                .open(path)
-                .with_context(|| format!("opening {}", path.display()))?;
-            writeln!(file, "{row}")?;
+            crate::summary::append_row(path, &row)?;
         }
     }
     Ok(())
@@ -388,12 +382,7 @@ fn cpu_probe(args: &Args) -> anyhow::Result<()> {
             "stalled_share": share,
             "longest_ms": longest.as_secs_f64() * 1e3,
         });
-        let mut file = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(path)
-            .with_context(|| format!("opening {}", path.display()))?;
-        writeln!(file, "{row}")?;
+        crate::summary::append_row(path, &row)?;
     }
     Ok(())
 }
@@ -715,12 +704,7 @@ async fn main() -> anyhow::Result<()> {
             .with_context(|| format!("writing {}", path.display()))?;
     }
     if let Some(path) = &args.summary {
-        let mut file = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(path)
-            .with_context(|| format!("opening {}", path.display()))?;
-        writeln!(file, "{}", serde_json::to_string(&report)?)?;
+        crate::summary::append_row(path, &report)?;
     }
     if total.dropped > 0 || !total.errors.is_empty() {
         eprintln!(

@@ -27,7 +27,6 @@
 //! latency and loss over every (sender, receiver) pair, and the CPU the load generator and the
 //! rest of the machine used meanwhile (they share the machine with the server).
 
-use std::io::Write;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -529,12 +528,7 @@ pub async fn run(args: &Args, admin: &Admin, url: &str) -> anyhow::Result<()> {
             .with_context(|| format!("writing {}", path.display()))?;
     }
     if let Some(path) = &args.summary {
-        let mut file = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(path)
-            .with_context(|| format!("opening {}", path.display()))?;
-        writeln!(file, "{}", serde_json::to_string(&report)?)?;
+        crate::summary::append_row(path, &report)?;
     }
     if connected < participants {
         bail!(

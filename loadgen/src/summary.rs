@@ -19,6 +19,19 @@ fn num(v: &Value) -> Option<f64> {
     v.as_f64()
 }
 
+/// Appends `row` as one JSON line to the summary file at `path` (created if missing), for
+/// `--summarize`.
+pub fn append_row(path: &std::path::Path, row: &Value) -> anyhow::Result<()> {
+    use std::io::Write;
+    let mut file = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(path)
+        .with_context(|| format!("opening {}", path.display()))?;
+    writeln!(file, "{row}")?;
+    Ok(())
+}
+
 fn f(v: &Value, digits: usize) -> String {
     num(v).map_or_else(|| "-".to_owned(), |x| format!("{x:.digits$}"))
 }

@@ -184,14 +184,7 @@ fn sample(page: &str, series: &str) -> Option<f64> {
 /// within a few seconds, cumulative buckets ending at the count. A Redis-backed server has
 /// neither.
 async fn store_metrics_are_exposed(server: &Server, embedded: bool) {
-    let page = || async {
-        reqwest::get(server.url("/metrics"))
-            .await
-            .unwrap()
-            .text()
-            .await
-            .unwrap()
-    };
+    let page = || async { server.metrics().await.unwrap() };
     let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
     let mut body = page().await;
     if !embedded {

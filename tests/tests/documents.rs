@@ -20,12 +20,7 @@ const QUIET: Duration = Duration::from_millis(400);
 
 /// A metric's value from `/metrics`.
 async fn metric(server: &Server, name: &str) -> u64 {
-    let body = reqwest::get(server.url("/metrics"))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let body = server.metrics().await.unwrap();
     body.lines()
         .find_map(|l| l.strip_prefix(&format!("{name} ")))
         .unwrap_or_else(|| panic!("no metric {name}"))

@@ -52,6 +52,14 @@ async fn connect_all(clients: Vec<Client>) -> Vec<Peer> {
 
 const NAMES: [&str; 5] = ["consumer", "merchant", "mediator", "judge", "merchant2"];
 
+/// Four admitted participants with peer connections, each receiving the three others.
+async fn four_flowing(server: &Server) -> Vec<Peer> {
+    let (_case, clients) = four_admitted(server).await;
+    let peers = connect_all(clients).await;
+    wait_all_flowing(&peers.iter().collect::<Vec<_>>(), START).await;
+    peers
+}
+
 /// Waits until every peer receives audio and video from every other peer in `from`.
 async fn wait_all_flowing(peers: &[&Peer], timeout: Duration) {
     let ok = eventually(timeout, || {
@@ -134,12 +142,7 @@ fn tags(peers: &[&Peer]) -> BTreeMap<String, Tag> {
 }
 
 async fn metrics(server: &Server) -> String {
-    reqwest::get(server.url("/metrics"))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap()
+    server.metrics().await.unwrap()
 }
 
 fn gauge(text: &str, name: &str) -> Option<f64> {
@@ -498,12 +501,7 @@ async fn wait_gauge(
 async fn vanished_peer_is_cleaned_up() {
     let _serial = SERIAL.lock().await;
     let (server, _port) = start().await;
-    let (_case, clients) = four_admitted(&server).await;
-    let mut peers = connect_all(clients).await;
-    {
-        let all: Vec<&Peer> = peers.iter().collect();
-        wait_all_flowing(&all, START).await;
-    }
+    let mut peers = four_flowing(&server).await;
     wait_gauge(&server, "yuntiao_media_peers", 4.0, START)
         .await
         .unwrap();
@@ -556,12 +554,7 @@ async fn assert_tracks_dropped(peers: &[&Peer], gone: &str) {
 async fn peer_whose_media_vanishes_times_out() {
     let _serial = SERIAL.lock().await;
     let (server, _port) = start().await;
-    let (_case, clients) = four_admitted(&server).await;
-    let mut peers = connect_all(clients).await;
-    {
-        let all: Vec<&Peer> = peers.iter().collect();
-        wait_all_flowing(&all, START).await;
-    }
+    let mut peers = four_flowing(&server).await;
     let mut judge = peers.pop().unwrap();
     judge.vanish_media();
     wait_gauge(&server, "yuntiao_media_peers", 3.0, Duration::from_secs(30))
@@ -1342,18 +1335,14 @@ async fn media_layer_refuses_foreign_mids_and_changes_nothing() {
 /// A participant's page builds a brand-new `RTCPeerConnection` (new ICE credentials, new DTLS
 /// certificate) and offers it on the same websocket, as after a network change, while the old
 /// connection is still alive on the server (nothing told it otherwise). The server takes the
-/// offer as a new connection, not as a renegotiation of the old one: the old one is closed (its media stops reaching anyone, the server counts four peers,
-/// not five), the new one receives the three others and they receive it.
+/// offer as a new connection, not as a renegotiation of the old one: the old one is closed (its
+/// media stops reaching anyone, the server counts four peers, not five), the new one receives the
+/// three others and they receive it.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_new_peer_connection_on_the_same_websocket_replaces_the_old_one() {
     let _serial = SERIAL.lock().await;
     let (server, _port) = start().await;
-    let (_case, clients) = four_admitted(&server).await;
-    let mut peers = connect_all(clients).await;
-    {
-        let all: Vec<&Peer> = peers.iter().collect();
-        wait_all_flowing(&all, START).await;
-    }
+    let mut peers = four_flowing(&server).await;
     let consumer = peers.remove(0);
     let old_tag = consumer.tag();
 
