@@ -15,6 +15,7 @@
 #     checkout as it is;
 #   NICE (0; e.g. -10 as root): nice level of the server and the load generator;
 #   KEEP (target/bench-media): where the results (JSON lines) and logs are kept;
+#   SERVER_BIN: run this yuntiao binary instead of the one built (an A/B pair's other side);
 #   LOADGEN_ARGS: extra options for every loadgen run (e.g. "--video-kbps 1000");
 #   QUIET_WAIT (0): before each phase, wait up to this many seconds for a quiet machine (less
 #     than QUIET_BUSY percent, default 25, of all cores busy over 5 s), for a shared machine.
@@ -82,6 +83,10 @@ else
     BUILD_DESC="commit $COMMIT"
 fi
 BIN=$WORK/bin/yuntiao
+if [[ -n ${SERVER_BIN:-} ]]; then # another server binary, for A/B pairs
+    cp "$SERVER_BIN" "$BIN"
+    BUILD_DESC="$BUILD_DESC; server binary $SERVER_BIN"
+fi
 LOADGEN=$WORK/bin/yuntiao-loadgen
 
 # A free TCP port on 127.0.0.1 below the ephemeral range (so no client socket of this very
