@@ -560,12 +560,10 @@ impl RoomTask {
         }
         let last = events.last().map(|e| e.seq);
         for e in events {
-            self.room.apply(e.clone());
-            self.publish_doc_policy(); // before anyone hears of it, as in `requests`
+            self.apply(&e);
             self.deliver(&e).await;
         }
         self.push_media_plan().await;
-        self.publish_doc_policy();
         Ok(last)
     }
 
@@ -698,10 +696,7 @@ impl RoomTask {
             let seq = events.last().map(|e| e.seq);
             for e in events {
                 if !applied {
-                    self.room.apply(e.clone());
-                    // Before anyone hears of it: a write grant is in force on the document
-                    // connections by the time the grantee can act on the event.
-                    self.publish_doc_policy();
+                    self.apply(&e);
                 }
                 self.deliver(&e).await;
             }
@@ -709,7 +704,6 @@ impl RoomTask {
         }
         if failed.is_none() {
             self.push_media_plan().await;
-            self.publish_doc_policy();
         }
     }
 
@@ -803,6 +797,15 @@ impl RoomTask {
             warn!(conn, "connection cannot keep up with replay; dropping it");
             self.conns.remove(&conn);
         }
+    }
+
+    /// Applies a stored event to the room and publishes the document policy it leads to, before
+    /// anyone hears of the event: a write grant is in force on the document connections by the
+    /// time the grantee can act on it. (Events applied ahead by `requests` are record-only and
+    /// change no policy.)
+    fn apply(&mut self, e: &Event) {
+        self.room.apply(e.clone());
+        self.publish_doc_policy();
     }
 
     /// Publishes the shared-document policy to the document tasks following this case, if any

@@ -312,8 +312,6 @@ fn kind_of(k: Kind) -> MediaKind {
     }
 }
 
-/// A fixed message: parser errors can carry internal details (even memory addresses) that
-/// clients have no business seeing; the detail goes to the debug log.
 /// The first `a=fingerprint:` of an SDP (session or media level), normalised to lower case.
 fn sdp_fingerprint(sdp: &str) -> Option<String> {
     sdp.lines()
@@ -321,6 +319,8 @@ fn sdp_fingerprint(sdp: &str) -> Option<String> {
         .map(|f| f.trim().to_ascii_lowercase())
 }
 
+/// A fixed message: parser errors can carry internal details (even memory addresses) that
+/// clients have no business seeing; the detail goes to the debug log.
 fn bad_sdp(detail: impl std::fmt::Display) -> ProtocolError {
     debug!(%detail, "SDP refused");
     ProtocolError::new(
@@ -604,7 +604,7 @@ impl Engine {
     ) -> Result<String, ProtocolError> {
         let offer = SdpOffer::from_sdp_string(sdp).map_err(bad_sdp)?;
         let fingerprint = sdp_fingerprint(sdp);
-        let mut existing = self.peers.iter().position(|p| p.key == key);
+        let existing = self.peers.iter().position(|p| p.key == key);
         // Another DTLS certificate: a new RTCPeerConnection of the same participant (a reloaded
         // page, a client that rebuilt its connection after a network change), not a
         // renegotiation. It gets a peer of its own; once its offer is accepted the old one goes
@@ -612,9 +612,7 @@ impl Engine {
         // nothing.
         let replaces = existing
             .filter(|i| fingerprint.is_some() && self.peers[*i].remote_fingerprint != fingerprint);
-        if replaces.is_some() {
-            existing = None;
-        }
+        let existing = existing.filter(|_| replaces.is_none());
         if let Some(i) = existing {
             // Checked before anything is touched, so a refused offer changes nothing.
             let p = &self.peers[i];
