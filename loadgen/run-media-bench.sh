@@ -61,7 +61,7 @@ trap 'exit 130' INT TERM
 cd "$ROOT"
 mkdir -p "$WORK/bin"
 if [[ $REV == worktree ]]; then
-    cargo build --release -p yuntiao-server --bin yuntiao -p yuntiao-loadgen
+    cargo build --release -p yuntiao-server -p yuntiao-loadgen --bins
     cp target/release/yuntiao target/release/yuntiao-loadgen "$WORK/bin/"
     DIRTY=$(git diff --quiet HEAD -- server signaling loadgen || echo ' + uncommitted changes')
     BUILD_DESC="working tree at $(git rev-parse --short HEAD)$DIRTY"
@@ -77,7 +77,7 @@ else
     # artifacts are removed after the copy, so no later build takes these for the working tree's.
     git archive "$COMMIT" | tar -x -m -C "$WORK/src"
     (cd "$WORK/src" && CARGO_TARGET_DIR="$ROOT/target" cargo build --release \
-        -p yuntiao-server --bin yuntiao -p yuntiao-loadgen)
+        -p yuntiao-server -p yuntiao-loadgen --bins)
     cp target/release/yuntiao target/release/yuntiao-loadgen "$WORK/bin/"
     cargo clean --release -p yuntiao-server -p yuntiao-signaling -p yuntiao-loadgen
     BUILD_DESC="commit $COMMIT"
