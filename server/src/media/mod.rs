@@ -142,7 +142,7 @@ fn stopped() -> ProtocolError {
 impl MediaHandle {
     /// Binds the media socket and starts the engine.
     pub async fn start(config: MediaConfig) -> anyhow::Result<MediaHandle> {
-        // DTLS and SRTP through the pure-Rust RustCrypto provider (no system OpenSSL needed).
+        // DTLS and SRTP through the aws-lc-rs provider (built in, no system OpenSSL needed).
         // Installing twice is a no-op.
         str0m::crypto::from_feature_flags().install_process_default();
         let socket = tokio::net::UdpSocket::bind(config.listen).await?;
