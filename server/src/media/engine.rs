@@ -171,6 +171,17 @@ struct Peer {
     tracks_sent: Option<Vec<TrackInfo>>,
     bytes_in: u64,
     bytes_out: u64,
+    /// The receivers of each of its published lines (forwarding looks them up per packet).
+    fanout: HashMap<Mid, Fanout>,
+}
+
+/// The receivers of one published line, as worked out at `generation` (see `Engine::fanout`).
+struct Fanout {
+    generation: u64,
+    /// (peer, outbound line) pairs.
+    targets: Vec<(usize, usize)>,
+    /// Peers of the case that do not get it.
+    withheld: u64,
 }
 
 struct Forward {
@@ -206,6 +217,9 @@ pub struct Engine {
     sendq: SendQueue,
     /// Scratch list of a packet's receivers (peer, outbound line), kept to reuse its memory.
     targets: Vec<(usize, usize)>,
+    /// Changes whenever who receives what may have changed (a command, a reconcile, a peer
+    /// gone): the peers' cached [`Fanout`]s of an older generation are worked out again.
+    generation: u64,
 }
 
 /// One ICE-TCP connection as the engine sees it.
@@ -441,6 +455,7 @@ impl Engine {
             routes: Routes::default(),
             sendq: SendQueue::default(),
             targets: Vec::new(),
+            generation: 0,
         }
     }
 
@@ -553,6 +568,7 @@ impl Engine {
     }
 
     fn command(&mut self, cmd: Command) {
+        self.generation += 1;
         match cmd {
             Command::Offer {
                 key,
@@ -662,6 +678,7 @@ impl Engine {
                     tracks_sent: None,
                     bytes_in: 0,
                     bytes_out: 0,
+                    fanout: HashMap::new(),
                 });
                 self.stats.peers.store(
                     self.peers.len() as u64,
@@ -793,6 +810,7 @@ impl Engine {
     }
 
     fn drop_peer(&mut self, idx: usize) {
+        self.generation += 1;
         self.routes.removed(idx, self.peers.len());
         let p = self.peers.swap_remove(idx);
         self.dirty.insert(p.key.case.clone());
@@ -1039,34 +1057,21 @@ impl Engine {
         };
         let now = Instant::now();
         let mut asks: Vec<Rid> = Vec::new();
-        // The receivers (peer, line) first, without copying the names for every packet.
+        // The receivers (peer, line), worked out again only after something changed them.
         let mut targets = std::mem::take(&mut self.targets);
         targets.clear();
-        {
-            let from = &self.peers[f.from];
-            let (case, src) = (&from.key.case, &from.key.participant);
-            let plan = self.plans.get(case);
-            for (j, p) in self.peers.iter().enumerate() {
-                if j == f.from || p.key.case != *case {
-                    continue;
-                }
-                let allowed = plan
-                    .and_then(|pl| pl.get(&p.key.participant))
-                    .is_some_and(|s| s.contains(src));
-                if !allowed {
-                    MediaStats::add(&self.stats.packets_withheld, 1);
-                    continue;
-                }
-                match p
-                    .outbound
-                    .iter()
-                    .position(|t| t.active && t.src.0 == *src && t.src.1 == f.mid)
-                {
-                    Some(k) => targets.push((j, k)),
-                    // Not negotiated yet (the offer is on its way).
-                    None => MediaStats::add(&self.stats.packets_withheld, 1),
-                }
-            }
+        let fresh = self.peers[f.from]
+            .fanout
+            .get(&f.mid)
+            .is_some_and(|c| c.generation == self.generation);
+        if !fresh {
+            let fanout = self.fanout(f.from, f.mid);
+            self.peers[f.from].fanout.insert(f.mid, fanout);
+        }
+        let fanout = &self.peers[f.from].fanout[&f.mid];
+        targets.extend_from_slice(&fanout.targets);
+        if fanout.withheld > 0 {
+            MediaStats::add(&self.stats.packets_withheld, fanout.withheld);
         }
         for &(j, k) in &targets {
             let peer = &mut self.peers[j];
@@ -1202,8 +1207,43 @@ impl Engine {
         }
     }
 
+    /// Who receives the packets of peer `from`'s line `mid`: the lines of the case's other
+    /// peers that the plan lets hear `from` and that carry that source, and how many peers of
+    /// the case are kept from it (by the plan, or because their line is not negotiated yet).
+    fn fanout(&self, from: usize, mid: Mid) -> Fanout {
+        let mut out = Fanout {
+            generation: self.generation,
+            targets: Vec::new(),
+            withheld: 0,
+        };
+        let (case, src) = (
+            &self.peers[from].key.case,
+            &self.peers[from].key.participant,
+        );
+        let plan = self.plans.get(case);
+        for (j, p) in self.peers.iter().enumerate() {
+            if j == from || p.key.case != *case {
+                continue;
+            }
+            let allowed = plan
+                .and_then(|pl| pl.get(&p.key.participant))
+                .is_some_and(|s| s.contains(src));
+            let line = p
+                .outbound
+                .iter()
+                .position(|t| t.active && t.src.0 == *src && t.src.1 == mid);
+            match line.filter(|_| allowed) {
+                Some(k) => out.targets.push((j, k)),
+                // Not allowed, or not negotiated yet (the offer is on its way).
+                None => out.withheld += 1,
+            }
+        }
+        out
+    }
+
     /// Brings every peer of `case` in line with the plan and the published tracks.
     fn reconcile(&mut self, case: &str) {
+        self.generation += 1;
         let published: Vec<(String, Mid, Kind)> = self
             .peers
             .iter()
