@@ -180,12 +180,16 @@ phase() { # $1 = run name, then loadgen options
 }
 
 STARTED_AT=$(date -u '+%Y-%m-%d %H:%M UTC')
+# How much of the cores the machine gets (a virtual machine's vCPUs can be taken away for
+# milliseconds, which shows in latency tails), before and after the phases.
+"${RUN[@]}" "$LOADGEN" --cpu-probe --duration 5s --label "before the phases" --summary "$RESULTS"
 for rooms in $AUDIO_ROOMS; do
     phase "audio-$rooms" --rooms "$rooms"
 done
 for rooms in $AV_ROOMS; do
     phase "av-$rooms" --rooms "$rooms" --video
 done
+"${RUN[@]}" "$LOADGEN" --cpu-probe --duration 5s --label "after the phases" --summary "$RESULTS"
 
 echo
 echo "## Media summary (started $STARTED_AT; server and loadgen: $BUILD_DESC; nice $NICE; $(nproc) cores: $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ //'); server and loadgen share them)"

@@ -30,6 +30,8 @@ const SETTLE: Duration = Duration::from_millis(300);
 /// The window in which nothing may arrive.
 const SILENCE: Duration = Duration::from_millis(1500);
 
+/// One WebRTC test at a time under `cargo test` (threads of one process); under nextest, whose
+/// tests are processes of their own, the `media` test group of `.config/nextest.toml` does it.
 static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
 async fn start() -> (Server, u16) {

@@ -29,6 +29,8 @@ const START: Duration = Duration::from_secs(10);
 /// How long a publisher's packets get to show up (or not) at a receiver.
 const FLOW: Duration = Duration::from_secs(3);
 
+/// One WebRTC test at a time under `cargo test` (threads of one process); under nextest, whose
+/// tests are processes of their own, the `media` test group of `.config/nextest.toml` does it.
 static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
 async fn start() -> Server {
