@@ -83,11 +83,9 @@ pub fn print(path: &std::path::Path) -> anyhow::Result<()> {
     let by_mode = |m: &'static str| rows.iter().filter(move |r| r["mode"] == m);
     if by_mode("media").next().is_some() {
         print_media(&rows);
-        if by_mode("chat").chain(by_mode("notes")).next().is_none() {
-            print_cpu(&rows);
-        }
     }
     if by_mode("chat").chain(by_mode("notes")).next().is_none() {
+        print_cpu(&rows);
         return Ok(());
     }
 
@@ -254,26 +252,27 @@ fn pct(v: &Value, digits: usize) -> String {
 /// The CPU probe's rows (`--cpu-probe`): how much of the cores the machine really had.
 fn print_cpu(rows: &[Value]) {
     let cpus: Vec<&Value> = rows.iter().filter(|r| r["mode"] == "cpu").collect();
-    if !cpus.is_empty() {
+    if cpus.is_empty() {
+        return;
+    }
+    println!(
+        "\n### CPU availability (one spinning thread per core, nothing else running; a gap is time a core was taken away)\n"
+    );
+    println!(
+        "| when | threads × s | gaps ≥ 0.5 ms | stalled ms (% of the time) | longest gap ms |"
+    );
+    println!("|---|---:|---:|---|---:|");
+    for r in &cpus {
         println!(
-            "\n### CPU availability (one spinning thread per core, nothing else running; a gap is time a core was taken away)\n"
+            "| {} | {} × {} | {} | {} ({}) | {} |",
+            r["label"].as_str().unwrap_or("?"),
+            r["threads"],
+            f(&r["duration_s"], 0),
+            r["gaps"],
+            f(&r["stalled_ms"], 1),
+            pct(&r["stalled_share"], 2),
+            f(&r["longest_ms"], 2),
         );
-        println!(
-            "| when | threads × s | gaps ≥ 0.5 ms | stalled ms (% of the time) | longest gap ms |"
-        );
-        println!("|---|---:|---:|---|---:|");
-        for r in &cpus {
-            println!(
-                "| {} | {} × {} | {} | {} ({}) | {} |",
-                r["label"].as_str().unwrap_or("?"),
-                r["threads"],
-                f(&r["duration_s"], 0),
-                r["gaps"],
-                f(&r["stalled_ms"], 1),
-                pct(&r["stalled_share"], 2),
-                f(&r["longest_ms"], 2),
-            );
-        }
     }
 }
 

@@ -1228,11 +1228,14 @@ impl Engine {
             let allowed = plan
                 .and_then(|pl| pl.get(&p.key.participant))
                 .is_some_and(|s| s.contains(src));
-            let line = p
-                .outbound
-                .iter()
-                .position(|t| t.active && t.src.0 == *src && t.src.1 == mid);
-            match line.filter(|_| allowed) {
+            let line = allowed
+                .then(|| {
+                    p.outbound
+                        .iter()
+                        .position(|t| t.active && t.src.0 == *src && t.src.1 == mid)
+                })
+                .flatten();
+            match line {
                 Some(k) => out.targets.push((j, k)),
                 // Not allowed, or not negotiated yet (the offer is on its way).
                 None => out.withheld += 1,
