@@ -30,6 +30,12 @@
 //! bitrate, hysteresis against flapping, and a test on a shaped link. Until then a receiver on
 //! a thin link relies on `media_layer`.
 //!
+//! Sending: str0m is the patched copy in `vendor/str0m` (see its YUNTIAO.md). A forwarded packet
+//! leaves through `Rtc::send_rtp_now`, which makes its datagram at once when the receiver's
+//! stream has nothing else waiting. The datagram is made by str0m's own send code, so it is
+//! counted for sender reports, cached for RTX and sequenced for TWCC. Otherwise str0m queues the
+//! packet and the receiver is driven as usual (a timeout, then polls): the `written` flag.
+//!
 //! Renegotiation: when a receiver may receive a new track (a publisher added one, the plan
 //! changed), the engine adds a send-only media line to the receiver's connection, or flips an
 //! existing one between send-only and inactive, and sends the client a `media_offer`. One
@@ -45,9 +51,9 @@ use bytes::Bytes;
 use str0m::change::{SdpAnswer, SdpOffer, SdpPendingOffer};
 use str0m::format::Codec;
 use str0m::media::{Direction, KeyframeRequestKind, MediaKind as Kind, Mid, Pt, Rid};
-use str0m::net::{Protocol, Receive, TcpType};
+use str0m::net::{Protocol, Receive, TcpType, Transmit};
 use str0m::rtp::{ExtensionValues, RtpWrite, Vp8Descriptor};
-use str0m::{Candidate, Event, IceConnectionState, Input, Output, Rtc};
+use str0m::{Candidate, Event, IceConnectionState, Input, Output, Rtc, SendNow};
 use tokio::net::UdpSocket;
 use tokio::sync::mpsc;
 use tracing::{debug, info, warn};
@@ -902,20 +908,7 @@ impl Engine {
                     }
                     return t;
                 }
-                Ok(Output::Transmit(t)) => match t.proto {
-                    Protocol::Tcp => {
-                        let sent = self
-                            .tcp
-                            .get(&t.destination)
-                            .zip(tcp::frame(&t.contents))
-                            .is_some_and(|(c, f)| c.writer.try_send(f).is_ok());
-                        if !sent {
-                            MediaStats::add(&self.stats.packets_dropped, 1);
-                        }
-                    }
-                    // Sent at the end of this wake-up (`drive`), with the others.
-                    _ => self.sendq.push(t.destination, t.contents.into()),
-                },
+                Ok(Output::Transmit(t)) => transmit(&mut self.sendq, &self.tcp, &self.stats, t),
                 Ok(Output::Event(e)) => self.event(i, e),
                 Err(e) => {
                     warn!(error = %e, "media peer failed; closing it");
@@ -1180,12 +1173,6 @@ impl Engine {
             track.next_seq = track.next_seq.max(seq + 1);
             let nackable = track.kind == Kind::Video;
             let mid = track.mid;
-            peer.touched = true;
-            let mut api = peer.rtc.direct_api();
-            let Some(tx) = api.stream_tx_by_mid(mid, None) else {
-                MediaStats::add(&self.stats.packets_dropped, 1);
-                continue;
-            };
             let mut write = RtpWrite::new(pt, seq.into(), time, f.arrival, f.payload.clone())
                 .marker(f.marker)
                 .ext_vals(f.ext.clone())
@@ -1193,8 +1180,19 @@ impl Engine {
             if let Some(patch) = patch {
                 write = write.vp8_patch(patch);
             }
-            tx.write_rtp(write);
-            peer.written = true;
+            // The common case leaves at once (see the module docs on the str0m patch); a busy
+            // stream queues it and the peer is driven as usual.
+            match peer.rtc.send_rtp_now(now, mid, None, write) {
+                SendNow::Sent(t) => transmit(&mut self.sendq, &self.tcp, &self.stats, t),
+                SendNow::Queued => {
+                    peer.touched = true;
+                    peer.written = true;
+                }
+                SendNow::NoStream(_) => {
+                    MediaStats::add(&self.stats.packets_dropped, 1);
+                    continue;
+                }
+            }
             let len = f.payload.len() as u64;
             peer.bytes_out += len;
             MediaStats::add(&self.stats.packets_forwarded, 1);
@@ -1409,6 +1407,28 @@ impl Engine {
         if let Ok(mut g) = self.stats.per_peer.lock() {
             *g = per_peer;
         }
+    }
+}
+
+/// Sends a datagram a peer produced: over its ICE-TCP connection, or over UDP at the end of
+/// this wake-up (`drive`) with the others.
+fn transmit(
+    sendq: &mut SendQueue,
+    tcp: &HashMap<SocketAddr, TcpConn>,
+    stats: &MediaStats,
+    t: Transmit,
+) {
+    match t.proto {
+        Protocol::Tcp => {
+            let sent = tcp
+                .get(&t.destination)
+                .zip(tcp::frame(&t.contents))
+                .is_some_and(|(c, f)| c.writer.try_send(f).is_ok());
+            if !sent {
+                MediaStats::add(&stats.packets_dropped, 1);
+            }
+        }
+        _ => sendq.push(t.destination, t.contents.into()),
     }
 }
 
