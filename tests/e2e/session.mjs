@@ -297,6 +297,55 @@ async function audioPackets(who, trackId) {
   }, trackId);
 }
 
+/**
+ * The RTCP sender reports about the audio track `trackId` that `who` receives, as Chromium's
+ * `remote-outbound-rtp` statistics give them: reports, packets and octets sent; undefined
+ * before the first report.
+ */
+async function senderReports(who, trackId) {
+  return who.page.evaluate(async (id) => {
+    for (const pc of window.__pcs ?? []) {
+      if (pc.signalingState === 'closed') continue;
+      const stats = await pc.getStats();
+      let inbound;
+      stats.forEach((r) => {
+        if (r.type === 'inbound-rtp' && r.kind === 'audio' && r.trackIdentifier === id) inbound = r;
+      });
+      if (!inbound) continue;
+      let remote;
+      stats.forEach((r) => {
+        if (r.type === 'remote-outbound-rtp' && r.localId === inbound.id) remote = r;
+      });
+      if (!remote) return { received: inbound.packetsReceived };
+      return { received: inbound.packetsReceived, reports: remote.reportsSent, packets: remote.packetsSent, bytes: remote.bytesSent };
+    }
+    return undefined;
+  }, trackId);
+}
+
+/**
+ * `who` gets sender reports for `role`'s audio that count what was forwarded (the server
+ * makes most packets outside str0m's send queue, and browsers use these reports for lip sync):
+ * a report arrives, and the packets it counts are no more than arrived and not far fewer (a
+ * report is up to 5 s old for audio, 50 packets a second).
+ */
+async function senderReportsArrive(who, role) {
+  const deadline = Date.now() + 15_000;
+  let last;
+  while (Date.now() < deadline) {
+    last = await senderReports(who, await audioTrackOf(who, role));
+    if (last?.reports > 0 && last.packets > 0) {
+      if (last.packets > last.received + 50 || last.packets < last.received - 400 || !(last.bytes > 0)) {
+        throw new Error(`${who.label}: the sender report for the ${role}'s audio does not match what arrived: ${JSON.stringify(last)}`);
+      }
+      console.log(`${who.label} <- ${role}'s audio: ${last.reports} sender reports, the last counting ${last.packets} packets; ${last.received} received`);
+      return;
+    }
+    await who.page.waitForTimeout(500);
+  }
+  throw new Error(`${who.label} got no sender report for the ${role}'s audio: ${JSON.stringify(last)}`);
+}
+
 /** `who` hears `role`: audio packets from them keep arriving. */
 async function audioArriving(who, role, what) {
   const deadline = Date.now() + TIMEOUT;
@@ -614,6 +663,7 @@ try {
       heard[`${who.label}/${role}`] = await audioTrackOf(who, role);
     }),
   );
+  await Promise.all(outside.map(({ who, role }) => senderReportsArrive(who, role)));
 
   step = mark('the mediator starts a caucus with the consumer');
   const caucusPanel = mediator.page.getByTestId('caucus-panel');
