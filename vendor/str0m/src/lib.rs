@@ -1495,24 +1495,18 @@ impl Rtc {
         if self.state != RtcState::Alive {
             return SendNow::NoStream(rtp);
         }
-        let Some(send) = &self.send_addr else {
-            return match self.session.send_rtp_now(now, midrid, rtp) {
-                Err(rtp) => SendNow::NoStream(rtp),
-                Ok(_) => {
-                    // Not connected: it waits in the queue (it cannot have been made).
-                    drop(self.readiness.wake());
-                    SendNow::Queued
-                }
-            };
-        };
-        let (proto, source, destination) = (send.proto, send.source, send.destination);
-        match self.session.send_rtp_now(now, midrid, rtp) {
+        // Without a nominated pair (not connected) there is nowhere to send it: it is queued.
+        let to = self
+            .send_addr
+            .as_ref()
+            .map(|s| (s.proto, s.source, s.destination));
+        match self.session.send_rtp_now(now, midrid, rtp, to.is_some()) {
             Err(rtp) => SendNow::NoStream(rtp),
             Ok(made) => {
                 // Timers (sender reports, NACK, TWCC) may have moved: the next poll looks.
                 drop(self.readiness.wake());
-                match made {
-                    Some(contents) => {
+                match made.zip(to) {
+                    Some((contents, (proto, source, destination))) => {
                         self.peer_bytes_tx += contents.len() as u64;
                         SendNow::Sent(net::Transmit {
                             proto,

@@ -1240,8 +1240,9 @@ impl Session {
     /// Yuntiao patch: writes `rtp` to the send stream `midrid` and, when that stream has nothing
     /// else waiting (no queued packet, no resend), makes its SRTP datagram at once, outside the
     /// pacer. `Ok(Some(..))` is the datagram; `Ok(None)` means the packet was queued the usual
-    /// way (the stream was busy, or SRTP is not ready) and leaves with the next timeout and
-    /// poll; `Err(rtp)` gives it back when there is no such stream.
+    /// way (the stream was busy, SRTP is not ready, or `may_make` is false because there is
+    /// nowhere to send it yet) and leaves with the next timeout and poll; `Err(rtp)` gives it
+    /// back when there is no such stream.
     ///
     /// Only for a session without a pacing bandwidth estimator (the null pacer): the packet
     /// skips the pacer's stock-taking, which a session with BWE needs.
@@ -1250,8 +1251,10 @@ impl Session {
         now: Instant,
         midrid: MidRid,
         rtp: crate::streams::RtpWrite,
+        may_make: bool,
     ) -> Result<Option<DatagramSend>, crate::streams::RtpWrite> {
-        let direct = self.srtp_tx.is_some() && self.bwe.is_none() && !self.rtp_closing;
+        let direct =
+            may_make && self.srtp_tx.is_some() && self.bwe.is_none() && !self.rtp_closing;
         let Some(stream) = self.streams.stream_tx_by_midrid(midrid) else {
             return Err(rtp);
         };
