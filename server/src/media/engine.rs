@@ -35,6 +35,14 @@
 //! stream has nothing else waiting. The datagram is made by str0m's own send code, so it is
 //! counted for sender reports, cached for RTX and sequenced for TWCC. Otherwise str0m queues the
 //! packet and the receiver is driven as usual (a timeout, then polls): the `written` flag.
+//! Received datagrams go in through the patch's `Rtc::handle_receive`, which after an RTP
+//! packet skips str0m's full timeout unless one is due; `poll`, which runs right after, finds
+//! the deadlines the packet moved and handles one already due at once.
+//!
+//! The per-packet maps (a publisher's lines, a line's fan-out, payload type mappings) use
+//! `rustc-hash`'s Fx hasher: their keys are the server's own (mids, payload types, rids), so
+//! SipHash's protection against chosen keys buys nothing there. The address routing map keeps
+//! the standard hasher, as its keys come from the network.
 //!
 //! Renegotiation: when a receiver may receive a new track (a publisher added one, the plan
 //! changed), the engine adds a send-only media line to the receiver's connection, or flips an
@@ -48,6 +56,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
+use rustc_hash::FxHashMap;
 use str0m::change::{SdpAnswer, SdpOffer, SdpPendingOffer};
 use str0m::format::Codec;
 use str0m::media::{Direction, KeyframeRequestKind, MediaKind as Kind, Mid, Pt, Rid};
@@ -82,7 +91,7 @@ const LAYER_KEYFRAME_RETRY: Duration = Duration::from_millis(500);
 struct InTrack {
     kind: Kind,
     /// Sequence statistics per encoding (rid; `None` without simulcast), for the loss figure.
-    seqs: HashMap<Option<Rid>, SeqStat>,
+    seqs: FxHashMap<Option<Rid>, SeqStat>,
     /// Simulcast layers, smallest first; empty without simulcast.
     layers: Vec<Layer>,
 }
@@ -134,7 +143,7 @@ struct OutTrack {
     /// pause so receivers see no gap to NACK.
     next_seq: u64,
     seq_offset: Option<i64>,
-    pt_map: HashMap<Pt, Option<Pt>>,
+    pt_map: FxHashMap<Pt, Option<Pt>>,
     /// Simulcast layer selection for this line (unused when the source has no layers).
     layers: LayerState,
 }
@@ -157,7 +166,7 @@ struct Peer {
     remote_fingerprint: Option<String>,
     rtc: Rtc,
     out: mpsc::Sender<Outbound>,
-    inbound: HashMap<Mid, InTrack>,
+    inbound: FxHashMap<Mid, InTrack>,
     outbound: Vec<OutTrack>,
     pending: Option<SdpPendingOffer>,
     /// Renegotiate once the outstanding offer is answered.
@@ -178,7 +187,7 @@ struct Peer {
     bytes_in: u64,
     bytes_out: u64,
     /// The receivers of each of its published lines (forwarding looks them up per packet).
-    fanout: HashMap<Mid, Fanout>,
+    fanout: FxHashMap<Mid, Fanout>,
 }
 
 /// The receivers of one published line, as worked out at `generation` (see `Engine::fanout`).
@@ -526,8 +535,12 @@ impl Engine {
         match found {
             Some(i) => {
                 let p = &mut self.peers[i];
-                if let Err(e) = p.rtc.handle_input(input) {
-                    debug!(error = %e, "peer rejected input");
+                // `handle_receive` skips str0m's full timeout after an RTP packet unless one is
+                // due; `poll` below finds the deadlines the packet moved and handles a due one.
+                if let Input::Receive(at, receive) = input {
+                    if let Err(e) = p.rtc.handle_receive(at, receive) {
+                        debug!(error = %e, "peer rejected input");
+                    }
                 }
                 // Polled at once: in RTP mode str0m holds one received packet until the next
                 // `poll_output`, and the next datagram of a batch may be this peer's too.
@@ -673,7 +686,7 @@ impl Engine {
                     remote_fingerprint: fingerprint.clone(),
                     rtc,
                     out: out.clone(),
-                    inbound: HashMap::new(),
+                    inbound: FxHashMap::default(),
                     outbound: Vec::new(),
                     pending: None,
                     again: false,
@@ -684,7 +697,7 @@ impl Engine {
                     tracks_sent: None,
                     bytes_in: 0,
                     bytes_out: 0,
-                    fanout: HashMap::new(),
+                    fanout: FxHashMap::default(),
                 });
                 self.stats.peers.store(
                     self.peers.len() as u64,
@@ -942,7 +955,7 @@ impl Engine {
                         m.mid,
                         InTrack {
                             kind: m.kind,
-                            seqs: HashMap::new(),
+                            seqs: FxHashMap::default(),
                             layers,
                         },
                     );
@@ -1053,18 +1066,21 @@ impl Engine {
         // The receivers (peer, line), worked out again only after something changed them.
         let mut targets = std::mem::take(&mut self.targets);
         targets.clear();
-        let fresh = self.peers[f.from]
-            .fanout
-            .get(&f.mid)
-            .is_some_and(|c| c.generation == self.generation);
-        if !fresh {
-            let fanout = self.fanout(f.from, f.mid);
-            self.peers[f.from].fanout.insert(f.mid, fanout);
-        }
-        let fanout = &self.peers[f.from].fanout[&f.mid];
-        targets.extend_from_slice(&fanout.targets);
-        if fanout.withheld > 0 {
-            MediaStats::add(&self.stats.packets_withheld, fanout.withheld);
+        let withheld = match self.peers[f.from].fanout.get(&f.mid) {
+            Some(c) if c.generation == self.generation => {
+                targets.extend_from_slice(&c.targets);
+                c.withheld
+            }
+            _ => {
+                let fanout = self.fanout(f.from, f.mid);
+                targets.extend_from_slice(&fanout.targets);
+                let withheld = fanout.withheld;
+                self.peers[f.from].fanout.insert(f.mid, fanout);
+                withheld
+            }
+        };
+        if withheld > 0 {
+            MediaStats::add(&self.stats.packets_withheld, withheld);
         }
         for &(j, k) in &targets {
             let peer = &mut self.peers[j];
@@ -1323,7 +1339,7 @@ impl Engine {
                     active: true,
                     next_seq: 1,
                     seq_offset: None,
-                    pt_map: HashMap::new(),
+                    pt_map: FxHashMap::default(),
                     layers: LayerState::default(),
                 });
                 changed = true;

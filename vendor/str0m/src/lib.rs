@@ -2104,6 +2104,26 @@ impl Rtc {
         Ok(())
     }
 
+    /// Yuntiao patch: [`Rtc::handle_input`] for a received datagram, except that after an RTP
+    /// packet the full timeout (every stream's timers, the pacer's stock-taking) runs only when
+    /// the `Rtc`'s last computed deadline has passed. Receiving RTP only registers the packet
+    /// with its receive stream and queues it as an event; the timers it moves (NACK, TWCC
+    /// feedback, receiver reports) are found by the next [`Rtc::poll_output`], which the caller
+    /// must make until it yields a `Timeout`, and a timeout already due must then be handled at
+    /// once. STUN, DTLS and RTCP (a NACK refills a send queue the pacer must see) are handled
+    /// exactly as by `handle_input`.
+    pub fn handle_receive(&mut self, recv_time: Instant, r: net::Receive) -> Result<(), RtcError> {
+        if self.state == RtcState::Closed {
+            return Ok(());
+        }
+        let rtp = matches!(r.contents.inner, DatagramRecvInner::Rtp(_));
+        self.do_handle_receive(recv_time, r)?;
+        if !rtp || self.need_init_time || recv_time >= self.cached_timeout {
+            self.do_handle_timeout(recv_time)?;
+        }
+        Ok(())
+    }
+
     /// Starts local shutdown.
     ///
     /// The `Rtc` instance schedules RTCP BYE, requests SCTP shutdown, and sends
