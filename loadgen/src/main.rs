@@ -150,7 +150,7 @@ struct Args {
     #[arg(long, default_value_t = 4)]
     media_setup_rooms: usize,
     /// Media mode: start a room's four peer connections at once instead of one after the other
-    /// (the server may then lose tracks; see the media module's docs).
+    /// (servers before `bad6782` lost tracks then; see the media module's docs).
     #[arg(long)]
     media_parallel_offers: bool,
     /// Media mode: how long a peer connection may take to connect (ICE + DTLS).

@@ -10,11 +10,11 @@
 //!    the run waits until every participant hears every other's tracks (`--warmup`), then
 //!    `--settle`. The server's RSS "after setup" is read then: everyone connected and publishing.
 //!    Within a room the participants start one after the other, each once the earlier ones
-//!    hear each other: the server at `fb08eb6` loses a new media line when a receiver's tracks
-//!    change while the server's previous offer to it is still unanswered (its engine drops the
-//!    `SdpApi` holding the added line), and that receiver then never gets the new track. Four
-//!    participants offering at once trigger it in most rooms; `--media-parallel-offers` does
-//!    that, to show it.
+//!    hear each other. This began as a workaround: the server until `bad6782` lost a new media
+//!    line when a receiver's tracks changed while the server's previous offer to it was still
+//!    unanswered. It is fixed (test `simultaneous_offers_lose_no_track`), and the order is kept
+//!    so that the figures stay comparable with the earlier ones; `--media-parallel-offers`
+//!    starts a room's four participants at once.
 //! 2. *Phase* (`--duration`): a window of send times. The server's `/metrics` counters, its CPU
 //!    time (`/proc/PID/stat`), the load generator's and the machine's are read at both ends.
 //!    Senders stop at the end of the window.
