@@ -43,8 +43,8 @@
 //! use `rustc-hash`'s Fx hasher: their keys (mids, rids) are few per peer, bounded by the
 //! negotiated lines and str0m's streams, so SipHash's protection against chosen keys buys
 //! nothing there. The address routing map keeps the standard hasher: its keys are any source
-//! address on the network. Per-peer deadlines live in one array
-//! beside the peers ([`Sched`]), as every wake-up reads all of them.
+//! address on the network. Per-peer deadlines live in one array beside the peers ([`Sched`]),
+//! as every wake-up reads all of them.
 //!
 //! Renegotiation: when a receiver may receive a new track (a publisher added one, the plan
 //! changed), the engine adds a send-only media line to the receiver's connection, or flips an
