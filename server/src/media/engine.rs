@@ -32,8 +32,10 @@
 //!
 //! Sending: str0m is the patched copy in `vendor/str0m` (see its YUNTIAO.md). A forwarded packet
 //! leaves through `Rtc::send_rtp_now`, which makes its datagram at once when the receiver's
-//! stream has nothing else waiting. The datagram is made by str0m's own send code, so it is
-//! counted for sender reports, cached for RTX and sequenced for TWCC. Otherwise str0m queues the
+//! stream has nothing else waiting, without passing it through the stream's send queue, and
+//! finds the stream by the SSRC memo kept on the receiver's line ([`OutTrack::ssrc`]). The
+//! datagram is made by str0m's own send code, so it is counted for sender reports, cached for
+//! RTX and sequenced for TWCC. Otherwise str0m queues the
 //! packet and the receiver is driven as usual (a timeout, then polls): the `written` flag.
 //! Received datagrams go in through the patch's `Rtc::handle_receive`, which after an RTP
 //! packet skips str0m's full timeout unless one is due; `poll`, which runs right after, finds
@@ -43,8 +45,10 @@
 //! use `rustc-hash`'s Fx hasher: their keys (mids, rids) are few per peer, bounded by the
 //! negotiated lines and str0m's streams, so SipHash's protection against chosen keys buys
 //! nothing there. The address routing map keeps the standard hasher: its keys are any source
-//! address on the network. Per-peer deadlines live in one array beside the peers ([`Sched`]),
-//! as every wake-up reads all of them.
+//! address on the network. Per-peer deadlines live in one array beside the peers ([`Schedule`]),
+//! as every wake-up reads all of them, with a list of the peers to poll and of those found
+//! closed, so that a wake-up reads no other peer's state. The per-packet counters are summed in
+//! the engine and added to the shared atomics once per wake-up ([`Tally`]).
 //!
 //! Renegotiation: when a receiver may receive a new track (a publisher added one, the plan
 //! changed), the engine adds a send-only media line to the receiver's connection, or flips an
@@ -63,7 +67,7 @@ use str0m::change::{SdpAnswer, SdpOffer, SdpPendingOffer};
 use str0m::format::Codec;
 use str0m::media::{Direction, KeyframeRequestKind, MediaKind as Kind, Mid, Pt, Rid};
 use str0m::net::{Protocol, Receive, TcpType, Transmit};
-use str0m::rtp::{ExtensionValues, RtpWrite, Vp8Descriptor};
+use str0m::rtp::{ExtensionValues, RtpWrite, Ssrc, Vp8Descriptor};
 use str0m::{Candidate, Event, IceConnectionState, Input, Output, Rtc, SendNow};
 use tokio::net::UdpSocket;
 use tokio::sync::mpsc;
@@ -151,6 +155,9 @@ struct OutTrack {
     /// The last entry of `pt_map` used, kept inline: a source sends one payload type as a rule,
     /// and this saves a memory miss per forwarded packet on a busy server.
     last_pt: Option<(Pt, Option<Pt>)>,
+    /// The SSRC of this line's send stream, as str0m's `send_rtp_now` last found it: it takes
+    /// the stream by a hash lookup instead of searching the peer's send streams by mid.
+    ssrc: Option<Ssrc>,
     /// Simulcast layer selection for this line (unused when the source has no layers).
     layers: LayerState,
 }
@@ -215,6 +222,51 @@ struct Sched {
     touched: bool,
 }
 
+/// Every peer's [`Sched`], at the peer's index, and the list of the touched ones, so that a
+/// pass over the touched peers does not read every peer's flag.
+#[derive(Default)]
+struct Schedule {
+    slots: Vec<Sched>,
+    touched: Vec<usize>,
+    /// An empty list whose memory the next pass reuses.
+    spare: Vec<usize>,
+    /// Peers found closed when polled, to be dropped at the end of the wake-up.
+    dead: Vec<usize>,
+}
+
+impl Schedule {
+    /// A new peer, at the end; it is touched (polled on the next pass).
+    fn push(&mut self) {
+        self.slots.push(Sched {
+            due: Instant::now(),
+            touched: false,
+        });
+        self.touch(self.slots.len() - 1);
+    }
+
+    /// Peer `idx` was removed with `swap_remove`: so is its slot, and the touched list follows.
+    fn swap_remove(&mut self, idx: usize) {
+        let last = self.slots.len() - 1;
+        self.slots.swap_remove(idx);
+        for list in [&mut self.touched, &mut self.dead] {
+            list.retain(|&i| i != idx);
+            for i in list {
+                if *i == last {
+                    *i = idx;
+                }
+            }
+        }
+    }
+
+    /// Peer `i` is to be polled on the next pass.
+    fn touch(&mut self, i: usize) {
+        if !self.slots[i].touched {
+            self.slots[i].touched = true;
+            self.touched.push(i);
+        }
+    }
+}
+
 struct Forward {
     from: usize,
     mid: Mid,
@@ -237,8 +289,8 @@ pub struct Engine {
     tcp: HashMap<SocketAddr, TcpConn>,
     stats: Arc<MediaStats>,
     peers: Vec<Peer>,
-    /// Each peer's schedule, at the peer's index in `peers` (see [`Sched`]).
-    sched: Vec<Sched>,
+    /// Each peer's schedule, at the peer's index in `peers` (see [`Schedule`]).
+    sched: Schedule,
     plans: HashMap<String, MediaPlan>,
     dirty: HashSet<String>,
     forwards: VecDeque<Forward>,
@@ -253,6 +305,36 @@ pub struct Engine {
     /// Changes whenever who receives what may have changed (a command, a reconcile, a peer
     /// gone): the peers' cached [`Fanout`]s of an older generation are worked out again.
     generation: u64,
+    /// The per-packet counters of this wake-up, added to the shared [`MediaStats`] at its end.
+    tally: Tally,
+}
+
+/// Per-packet counters summed in the engine and added to the shared atomics once per wake-up:
+/// an atomic add per forwarded packet and counter was a measurable part of the forwarding cost.
+#[derive(Default)]
+struct Tally {
+    packets_in: u64,
+    bytes_in: u64,
+    packets_forwarded: u64,
+    bytes_forwarded: u64,
+    packets_withheld: u64,
+}
+
+impl Tally {
+    fn flush(&mut self, stats: &MediaStats) {
+        let t = std::mem::take(self);
+        for (counter, n) in [
+            (&stats.packets_in, t.packets_in),
+            (&stats.bytes_in, t.bytes_in),
+            (&stats.packets_forwarded, t.packets_forwarded),
+            (&stats.bytes_forwarded, t.bytes_forwarded),
+            (&stats.packets_withheld, t.packets_withheld),
+        ] {
+            if n > 0 {
+                MediaStats::add(counter, n);
+            }
+        }
+    }
 }
 
 /// One ICE-TCP connection as the engine sees it.
@@ -480,7 +562,7 @@ impl Engine {
             tcp: HashMap::new(),
             stats,
             peers: Vec::new(),
-            sched: Vec::new(),
+            sched: Schedule::default(),
             plans: HashMap::new(),
             dirty: HashSet::new(),
             forwards: VecDeque::new(),
@@ -490,6 +572,7 @@ impl Engine {
             sendq: SendQueue::default(),
             targets: Vec::new(),
             generation: 0,
+            tally: Tally::default(),
         }
     }
 
@@ -527,10 +610,11 @@ impl Engine {
                 }
             }
             let now = Instant::now();
-            for (p, s) in self.peers.iter_mut().zip(&mut self.sched) {
-                if s.due <= now && p.rtc.is_alive() {
+            for i in 0..self.peers.len() {
+                let p = &mut self.peers[i];
+                if self.sched.slots[i].due <= now && p.rtc.is_alive() {
                     let _ = p.rtc.handle_input(Input::Timeout(now));
-                    s.touched = true;
+                    self.sched.touch(i);
                 }
             }
         }
@@ -564,7 +648,7 @@ impl Engine {
                 // Polled at once: in RTP mode str0m holds one received packet until the next
                 // `poll_output`, and the next datagram of a batch may be this peer's too.
                 let due = self.poll(i);
-                self.sched[i].due = due;
+                self.sched.slots[i].due = due;
                 true
             }
             None => {
@@ -636,7 +720,7 @@ impl Engine {
             Command::Remove { key } => {
                 if let Some(i) = self.peers.iter().position(|p| p.key == key) {
                     self.peers[i].rtc.disconnect();
-                    self.sched[i].touched = true;
+                    self.sched.touch(i);
                 }
             }
             Command::Layer {
@@ -716,10 +800,7 @@ impl Engine {
                     bytes_out: 0,
                     fanout: FxHashMap::default(),
                 });
-                self.sched.push(Sched {
-                    due: Instant::now(),
-                    touched: true,
-                });
+                self.sched.push();
                 self.stats.peers.store(
                     self.peers.len() as u64,
                     std::sync::atomic::Ordering::Relaxed,
@@ -729,7 +810,7 @@ impl Engine {
         };
         // Whatever happens below, this case's lines are checked again (reconcile is idempotent).
         self.dirty.insert(key.case.clone());
-        self.sched[idx].touched = true;
+        self.sched.touch(idx);
         let peer = &mut self.peers[idx];
         peer.out = out;
         // A client offer wins over ours: str0m discards our pending offer, with the lines it
@@ -785,7 +866,7 @@ impl Engine {
     fn answer(&mut self, key: &PeerKey, sdp: &str) -> Result<(), ProtocolError> {
         let answer = SdpAnswer::from_sdp_string(sdp).map_err(bad_sdp)?;
         let i = peer_index_of(&self.peers, key)?;
-        self.sched[i].touched = true;
+        self.sched.touch(i);
         let peer = &mut self.peers[i];
         let pending = peer.pending.take().ok_or_else(|| {
             ProtocolError::new(ErrorCode::Conflict, "the server has no offer outstanding")
@@ -867,20 +948,23 @@ impl Engine {
     /// Polls every peer, forwards what they produced, reconciles changed cases, and returns
     /// when the engine next needs to wake up.
     fn drive(&mut self, socket: &UdpSocket) -> Instant {
-        let mut next;
+        let mut polling = std::mem::take(&mut self.sched.spare);
         loop {
-            next = Instant::now() + Duration::from_millis(100);
-            for i in 0..self.peers.len() {
-                if std::mem::take(&mut self.sched[i].touched) {
-                    let p = &mut self.peers[i];
-                    if std::mem::take(&mut p.written) && p.rtc.is_alive() {
-                        let _ = p.rtc.handle_input(Input::Timeout(Instant::now()));
-                    }
-                    self.sched[i].due = self.poll(i);
+            std::mem::swap(&mut polling, &mut self.sched.touched);
+            for &i in &polling {
+                self.sched.slots[i].touched = false;
+                let p = &mut self.peers[i];
+                if std::mem::take(&mut p.written) && p.rtc.is_alive() {
+                    let _ = p.rtc.handle_input(Input::Timeout(Instant::now()));
                 }
-                next = next.min(self.sched[i].due);
+                self.sched.slots[i].due = self.poll(i);
             }
-            if self.forwards.is_empty() && self.keyframes.is_empty() && self.dirty.is_empty() {
+            polling.clear();
+            if self.forwards.is_empty()
+                && self.keyframes.is_empty()
+                && self.dirty.is_empty()
+                && self.sched.touched.is_empty()
+            {
                 break;
             }
             while let Some(f) = self.forwards.pop_front() {
@@ -888,7 +972,7 @@ impl Engine {
             }
             while let Some((i, mid, rid, kind)) = self.keyframes.pop_front() {
                 if let Some(p) = self.peers.get_mut(i) {
-                    self.sched[i].touched = true;
+                    self.sched.touch(i);
                     // Without a rid, a simulcast source has no stream to ask: the receiver's
                     // line asks for its layer's keyframe itself when it picks one (`forward`).
                     let mut api = p.rtc.direct_api();
@@ -901,18 +985,33 @@ impl Engine {
                 self.reconcile(&case);
             }
         }
-        // Dead peers (ICE gone, closed) are cleaned up; their receivers renegotiate.
-        let mut i = 0;
-        while i < self.peers.len() {
-            if self.peers[i].rtc.is_alive() {
-                i += 1;
-            } else {
+        self.sched.spare = polling;
+        // Dead peers (ICE gone, closed) are cleaned up; their receivers renegotiate. A peer
+        // closes only on an input, after which it is polled, so the polls list them; all peers
+        // are looked at once a second all the same (reading each one's `Rtc` every wake-up was
+        // a cache miss per peer).
+        let mut dead = std::mem::take(&mut self.sched.dead);
+        if self.last_stats.elapsed() >= STATS_INTERVAL {
+            dead.extend(0..self.peers.len());
+        }
+        dead.sort_unstable();
+        dead.dedup();
+        // Highest first: `drop_peer` moves the last peer into the dropped one's place.
+        for &i in dead.iter().rev() {
+            if i < self.peers.len() && !self.peers[i].rtc.is_alive() {
                 self.drop_peer(i);
             }
         }
+        dead.clear();
+        self.sched.dead = dead;
         if !self.sendq.is_empty() {
             let dropped = self.sendq.flush(socket);
             MediaStats::add(&self.stats.packets_dropped, dropped as u64);
+        }
+        self.tally.flush(&self.stats);
+        let mut next = Instant::now() + Duration::from_millis(100);
+        for s in &self.sched.slots {
+            next = next.min(s.due);
         }
         if !self.dirty.is_empty() {
             next = Instant::now();
@@ -928,6 +1027,7 @@ impl Engine {
         loop {
             let peer = &mut self.peers[i];
             if !peer.rtc.is_alive() {
+                self.sched.dead.push(i);
                 return Instant::now() + Duration::from_millis(100);
             }
             match peer.rtc.poll_output() {
@@ -998,8 +1098,8 @@ impl Engine {
                     return;
                 };
                 let len = p.payload.len() as u64;
-                MediaStats::add(&self.stats.packets_in, 1);
-                MediaStats::add(&self.stats.bytes_in, len);
+                self.tally.packets_in += 1;
+                self.tally.bytes_in += len;
                 peer.bytes_in += len;
                 let seq: u64 = *p.seq_no;
                 if let Some(t) = peer.inbound.get_mut(&mid) {
@@ -1104,7 +1204,7 @@ impl Engine {
             }
         };
         if withheld > 0 {
-            MediaStats::add(&self.stats.packets_withheld, withheld);
+            self.tally.packets_withheld += withheld;
         }
         for &(j, k) in &targets {
             let peer = &mut self.peers[j];
@@ -1233,10 +1333,13 @@ impl Engine {
             }
             // The common case leaves at once (see the module docs on the str0m patch); a busy
             // stream queues it and the peer is driven as usual.
-            match peer.rtc.send_rtp_now(now, mid, None, write) {
+            match peer
+                .rtc
+                .send_rtp_now(now, mid, None, &mut track.ssrc, write)
+            {
                 SendNow::Sent(t) => transmit(&mut self.sendq, &self.tcp, &self.stats, t),
                 SendNow::Queued => {
-                    self.sched[j].touched = true;
+                    self.sched.touch(j);
                     peer.written = true;
                 }
                 SendNow::NoStream(_) => {
@@ -1246,8 +1349,8 @@ impl Engine {
             }
             let len = f.payload.len() as u64;
             peer.bytes_out += len;
-            MediaStats::add(&self.stats.packets_forwarded, 1);
-            MediaStats::add(&self.stats.bytes_forwarded, len);
+            self.tally.packets_forwarded += 1;
+            self.tally.bytes_forwarded += len;
         }
         self.targets = targets;
         for rid in asks {
@@ -1321,7 +1424,7 @@ impl Engine {
             }
             let me = self.peers[j].key.participant.clone();
             let allowed = plan.get(&me);
-            self.sched[j].touched = true;
+            self.sched.touch(j);
             let peer = &mut self.peers[j];
             let mut api = peer.rtc.sdp_api();
             let mut changed = false;
@@ -1376,6 +1479,7 @@ impl Engine {
                     seq_offset: None,
                     pt_map: Vec::new(),
                     last_pt: None,
+                    ssrc: None,
                     layers: LayerState::default(),
                 });
                 changed = true;

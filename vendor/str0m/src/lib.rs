@@ -1481,6 +1481,10 @@ impl Rtc {
     /// queued as [`streams::StreamTx::write_rtp`] does, and [`SendNow::Queued`] tells the
     /// caller to drive the `Rtc` (a timeout, then polling) as after a `write_rtp`.
     ///
+    /// `ssrc_hint` is a memo the caller keeps per send stream, `None` at first: str0m sets it to
+    /// the SSRC of the stream it wrote to and, while that stream still belongs to `mid`/`rid`,
+    /// finds it by a hash lookup instead of searching the send streams.
+    ///
     /// This saves an SFU the timeout and the two polls per forwarded packet that the queued
     /// path costs.
     pub fn send_rtp_now(
@@ -1488,6 +1492,7 @@ impl Rtc {
         now: Instant,
         mid: Mid,
         rid: Option<Rid>,
+        ssrc_hint: &mut Option<rtp_::Ssrc>,
         rtp: streams::RtpWrite,
     ) -> SendNow {
         let midrid = rtp_::MidRid(mid, rid);
@@ -1500,7 +1505,7 @@ impl Rtc {
             .send_addr
             .as_ref()
             .map(|s| (s.proto, s.source, s.destination));
-        match self.session.send_rtp_now(now, midrid, rtp, to.is_some()) {
+        match self.session.send_rtp_now(now, midrid, ssrc_hint, rtp, to.is_some()) {
             Err(rtp) => SendNow::NoStream(rtp),
             Ok(made) => {
                 // Timers (sender reports, NACK, TWCC) may have moved: the next poll looks.

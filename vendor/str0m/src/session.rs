@@ -56,6 +56,14 @@ const MAX_PENDING_RRTRS: usize = 300;
 /// Maximum number of DLRR items to include in a single ExtendedReport.
 const MAX_DLRR_PER_REPORT: usize = 50;
 
+/// Yuntiao patch: how `Session::packet_of` finds its send stream: by the pacer's mid/rid (which
+/// may name the probe stream), or by an SSRC already resolved.
+#[derive(Clone, Copy)]
+enum TxKey {
+    MidRid,
+    Ssrc(Ssrc),
+}
+
 pub(crate) struct Session {
     id: SessionId,
 
@@ -1234,7 +1242,7 @@ impl Session {
         // Figure out which, if any, queue to poll
         // The cluster_id is captured by the pacer at poll time, before register_send() might clear it
         let (midrid, cluster_id) = self.pacer.poll_queue()?;
-        self.packet_of(now, midrid, cluster_id, true)
+        self.packet_of(now, TxKey::MidRid, midrid, cluster_id, true, None)
     }
 
     /// Yuntiao patch: writes `rtp` to the send stream `midrid` and, when that stream has nothing
@@ -1244,38 +1252,57 @@ impl Session {
     /// nowhere to send it yet) and leaves with the next timeout and poll; `Err(rtp)` gives it
     /// back when there is no such stream.
     ///
+    /// `ssrc_hint` is the caller's memo of the stream's SSRC: when it names a send stream of
+    /// `midrid`, that stream is taken by a hash lookup; otherwise the streams are searched by
+    /// `midrid` and the memo is set to what was found (or cleared).
+    ///
     /// Only for a session without a pacing bandwidth estimator (the null pacer): the packet
     /// skips the pacer's stock-taking, which a session with BWE needs.
     pub fn send_rtp_now(
         &mut self,
         now: Instant,
         midrid: MidRid,
+        ssrc_hint: &mut Option<Ssrc>,
         rtp: crate::streams::RtpWrite,
         may_make: bool,
     ) -> Result<Option<DatagramSend>, crate::streams::RtpWrite> {
         let direct =
             may_make && self.srtp_tx.is_some() && self.bwe.is_none() && !self.rtp_closing;
-        let Some(stream) = self.streams.stream_tx_by_midrid(midrid) else {
+        let hit = ssrc_hint.is_some_and(|ssrc| {
+            self.streams
+                .stream_tx(&ssrc)
+                .is_some_and(|s| s.is_midrid(midrid))
+        });
+        if !hit {
+            *ssrc_hint = self.streams.stream_tx_by_midrid(midrid).map(|s| s.ssrc());
+        }
+        let Some(ssrc) = *ssrc_hint else {
             return Err(rtp);
         };
-        let idle = stream.is_idle();
-        stream.write_rtp(rtp);
-        if !(direct && idle) {
+        let Some(stream) = self.streams.stream_tx(&ssrc) else {
+            return Err(rtp);
+        };
+        if !(direct && stream.is_idle()) {
+            stream.write_rtp(rtp);
             return Ok(None);
         }
-        stream.stamp_queued(now);
-        Ok(self.packet_of(now, midrid, None, false))
+        Ok(self.packet_of(now, TxKey::Ssrc(ssrc), midrid, None, false, Some(rtp)))
     }
 
     fn packet_of(
         &mut self,
         now: Instant,
+        key: TxKey,
         midrid: MidRid,
         cluster_id: Option<TwccClusterId>,
         paced: bool,
+        direct: Option<crate::streams::RtpWrite>,
     ) -> Option<DatagramSend> {
         let srtp_tx = self.srtp_tx.as_mut()?;
-        let stream = self.streams.stream_tx_by_midrid(midrid)?;
+        let stream = match key {
+            TxKey::MidRid => self.streams.stream_tx_by_midrid(midrid)?,
+            TxKey::Ssrc(ssrc) => self.streams.stream_tx(&ssrc)?,
+        };
         let Some(media) = self.medias.iter().find(|m| m.mid() == stream.mid()) else {
             trace!("Pacer pointed to mid {} which has no media", midrid.mid());
             return None;
@@ -1291,7 +1318,11 @@ impl Session {
         let twcc_enabled = exts.id_of(Extension::TransportSequenceNumber).is_some();
         let twcc = twcc_enabled.then_some(&mut self.twcc);
 
-        let receipt = stream.poll_packet(now, exts, twcc, params, buf)?;
+        let receipt = match direct {
+            // Yuntiao patch: `send_rtp_now`'s packet, made without the send queue.
+            Some(rtp) => stream.send_now(rtp, now, exts, twcc, params, buf)?,
+            None => stream.poll_packet(now, exts, twcc, params, buf)?,
+        };
 
         let PacketReceipt {
             header,

@@ -134,7 +134,9 @@ pub(crate) struct Streams {
     last_rx_lookup_cleanup: Instant,
 
     /// All outgoing encoded streams.
-    streams_tx: HashMap<Ssrc, StreamTx>,
+    // Yuntiao patch: Fx-hashed. The keys are this side's own random SSRCs, and the map is
+    // looked up by SSRC for every packet `Rtc::send_rtp_now` sends.
+    streams_tx: HashMap<Ssrc, StreamTx, rustc_hash::FxBuildHasher>,
 
     /// Non-media padding source. Its sequence counter survives media changes.
     probe_tx: StreamTx,

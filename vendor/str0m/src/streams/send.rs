@@ -492,16 +492,16 @@ impl StreamTx {
         self.send_queue.is_empty() && self.resends.is_empty()
     }
 
-    /// Yuntiao patch: timestamps what was queued since the last timeout (what
-    /// `handle_timeout` does for the send queue), so it can be polled at once.
-    pub(crate) fn stamp_queued(&mut self, now: Instant) {
-        self.send_queue.handle_timeout(now);
-    }
-
     /// Write RTP packet to a send stream.
     ///
     /// The write command carries the RTP payload and optional RTP metadata.
     pub fn write_rtp(&mut self, rtp: RtpWrite) {
+        let packet = self.packet_of_write(rtp);
+        self.send_queue.push(packet);
+    }
+
+    /// Yuntiao patch: the packet `write_rtp` queues (the part of it before the push).
+    fn packet_of_write(&mut self, rtp: RtpWrite) -> RtpPacket {
         let RtpWrite {
             pt,
             seq_no,
@@ -563,7 +563,31 @@ impl StreamTx {
             last_sender_info: None,
         };
 
-        self.send_queue.push(packet);
+        packet
+    }
+
+    /// Yuntiao patch: makes the datagram of `rtp` at once, as `write_rtp` followed by
+    /// `poll_packet` would when nothing else is waiting on this stream ([`Self::is_idle`]),
+    /// without moving the packet through the send queue. The send queue's figures are kept as
+    /// if it had passed through it with no wait; a nackable packet is cached for resends.
+    pub(crate) fn send_now(
+        &mut self,
+        rtp: RtpWrite,
+        now: Instant,
+        exts: &ExtensionMap,
+        twcc: Option<&mut u64>,
+        params: &[PayloadParams],
+        buf: &mut Vec<u8>,
+    ) -> Option<PacketReceipt> {
+        debug_assert!(self.is_idle());
+        let mut pkt = self.packet_of_write(rtp);
+        pkt.timestamp = now;
+        self.send_queue.pass_through(now, pkt.payload.len());
+        let receipt = self.make_packet(now, Some(&mut pkt), exts, twcc, params, buf)?;
+        if pkt.nackable {
+            self.rtx_cache.cache_sent_packet(pkt, now);
+        }
+        Some(receipt)
     }
 
     fn padding_enabled(&self) -> bool {
@@ -578,6 +602,21 @@ impl StreamTx {
         params: &[PayloadParams],
         buf: &mut Vec<u8>,
     ) -> Option<PacketReceipt> {
+        self.make_packet(now, None, exts, twcc, params, buf)
+    }
+
+    /// `poll_packet`'s body; Yuntiao patch: `direct` is a packet `send_now` makes at once,
+    /// taken instead of the send queue's (which is then empty, as are the resends).
+    fn make_packet(
+        &mut self,
+        now: Instant,
+        direct: Option<&mut RtpPacket>,
+        exts: &ExtensionMap,
+        twcc: Option<&mut u64>,
+        params: &[PayloadParams],
+        buf: &mut Vec<u8>,
+    ) -> Option<PacketReceipt> {
+        let is_direct = direct.is_some();
         let mid = self.midrid.mid();
         let rid = self.midrid.rid();
         let is_probe = self.ssrc.is_probe();
@@ -588,7 +627,21 @@ impl StreamTx {
         let remote_acked_ssrc = self.remote_acked_ssrc;
         let remote_acked_rtx_ssrc = self.remote_acked_rtx_ssrc;
 
-        let (next, is_padding) = if let Some(next) = self.poll_packet_resend(now) {
+        let (next, is_padding) = if let Some(pkt) = direct {
+            // As `poll_packet_regular` does for the send queue's head.
+            let len = pkt.payload.len() as u64;
+            self.stats.update_packet_counts(len, false);
+            if let Some(h) = &mut self.stats.bytes_transmitted {
+                h.push(now, len)
+            }
+            let seq_no = pkt.seq_no;
+            let next = NextPacket {
+                kind: NextPacketKind::Regular,
+                seq_no,
+                pkt,
+            };
+            (next, false)
+        } else if let Some(next) = self.poll_packet_resend(now) {
             (next, false)
         } else if let Some(next) = self.poll_packet_regular(now) {
             (next, false)
@@ -597,7 +650,7 @@ impl StreamTx {
             (next, true)
         };
 
-        let pop_send_queue = next.kind == NextPacketKind::Regular;
+        let pop_send_queue = next.kind == NextPacketKind::Regular && !is_direct;
 
         // Need the header for the receipt and modifications
         // TODO: Can we remove this?
@@ -675,7 +728,13 @@ impl StreamTx {
                 // Modify the original (and also cached) header value.
                 header_ref.ext_vals.rid_repair = None;
 
-                header_ref.clone()
+                if is_direct && !next.pkt.nackable {
+                    // Yuntiao patch: a packet made at once and not cached is dropped after
+                    // this, so its header is taken rather than copied.
+                    std::mem::take(header_ref)
+                } else {
+                    header_ref.clone()
+                }
             }
             NextPacketKind::Blank(_) if is_probe => {
                 // Non-media probes use their negotiated main PT and own sequence

@@ -42,6 +42,14 @@ impl SendQueue {
         }
     }
 
+    /// Yuntiao patch: a packet of `len` bytes made at once (`StreamTx::send_now`), accounted as
+    /// if it had been pushed, timestamped and popped at `now`.
+    pub fn pass_through(&mut self, now: Instant, len: usize) {
+        self.total.increase(now, len);
+        self.total.decrease(now, len, Duration::ZERO);
+        self.last_emitted = Some(now);
+    }
+
     pub fn need_timeout(&self) -> bool {
         // Packets are timestamped contiguously from the front,
         // so checking the tail summarizes the entire queue's state.
