@@ -166,7 +166,24 @@ impl MediaHandle {
             None => (None, None),
         };
         let engine = engine::Engine::new(advertised, advertised_tcp, stats.clone());
-        tokio::spawn(engine.run(socket, rx, tcp_rx));
+        // The engine runs on a thread of its own, in a single-threaded runtime: on the shared
+        // runtime it woke on whichever worker thread had polled the socket, so its state (every
+        // peer's `Rtc`) moved between cores' caches wake-up after wake-up. The socket moves to
+        // that runtime's reactor; the channels work across runtimes.
+        let socket = socket.into_std()?;
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()?;
+        std::thread::Builder::new()
+            .name("yuntiao-media".into())
+            .spawn(move || {
+                runtime.block_on(async move {
+                    match tokio::net::UdpSocket::from_std(socket) {
+                        Ok(socket) => engine.run(socket, rx, tcp_rx).await,
+                        Err(e) => tracing::error!(error = %e, "media socket unusable"),
+                    }
+                })
+            })?;
         Ok(MediaHandle {
             tx,
             stats,
