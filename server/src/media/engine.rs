@@ -1670,4 +1670,38 @@ mod tests {
         assert_eq!(vp8_pid_bits(&[0x90, 0x80, 0x01, 0]), 7);
         assert_eq!(vp8_pid_bits(&[0x10, 0x00]), 7);
     }
+
+    #[test]
+    fn schedule_lists_follow_a_removed_peer() {
+        let mut s = Schedule::default();
+        for _ in 0..4 {
+            s.push();
+        }
+        // New peers are polled on the next pass, each listed once however often touched.
+        assert_eq!(s.touched, vec![0, 1, 2, 3]);
+        s.touch(2);
+        assert_eq!(s.touched.len(), 4);
+        for &i in &s.touched {
+            s.slots[i].touched = false;
+        }
+        s.touched.clear();
+
+        s.touch(3);
+        s.touch(1);
+        s.dead = vec![3, 0];
+        // Peer 1 goes: the last peer (3) takes its index, in both lists.
+        s.swap_remove(1);
+        assert_eq!(s.slots.len(), 3);
+        assert_eq!(s.touched, vec![1]);
+        assert_eq!(s.dead, vec![1, 0]);
+        assert!(s.slots[1].touched);
+        // The last peer goes: nothing else moves.
+        s.swap_remove(2);
+        assert_eq!(s.touched, vec![1]);
+        assert_eq!(s.dead, vec![1, 0]);
+        // A touched peer that goes leaves the list.
+        s.swap_remove(1);
+        assert!(s.touched.is_empty());
+        assert_eq!(s.dead, vec![0]);
+    }
 }
