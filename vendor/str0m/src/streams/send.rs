@@ -628,19 +628,7 @@ impl StreamTx {
         let remote_acked_rtx_ssrc = self.remote_acked_rtx_ssrc;
 
         let (next, is_padding) = if let Some(pkt) = direct {
-            // As `poll_packet_regular` does for the send queue's head.
-            let len = pkt.payload.len() as u64;
-            self.stats.update_packet_counts(len, false);
-            if let Some(h) = &mut self.stats.bytes_transmitted {
-                h.push(now, len)
-            }
-            let seq_no = pkt.seq_no;
-            let next = NextPacket {
-                kind: NextPacketKind::Regular,
-                seq_no,
-                pkt,
-            };
-            (next, false)
+            (Self::regular_packet(&mut self.stats, now, pkt), false)
         } else if let Some(next) = self.poll_packet_resend(now) {
             (next, false)
         } else if let Some(next) = self.poll_packet_regular(now) {
@@ -984,20 +972,29 @@ impl StreamTx {
         // The packet remains in the head of the send queue until we
         // finish poll_packet, at which point we move it to the cache.
         let pkt = self.send_queue.peek()?;
+        Some(Self::regular_packet(&mut self.stats, now, pkt))
+    }
 
+    /// The next packet to send is `pkt`, sent as it is: counted in the stream's figures.
+    /// (Yuntiao patch: split from `poll_packet_regular`, also used for `send_now`'s packet.)
+    fn regular_packet<'a>(
+        stats: &mut StreamTxStats,
+        now: Instant,
+        pkt: &'a mut RtpPacket,
+    ) -> NextPacket<'a> {
         let len = pkt.payload.len() as u64;
-        self.stats.update_packet_counts(len, false);
-        if let Some(h) = &mut self.stats.bytes_transmitted {
+        stats.update_packet_counts(len, false);
+        if let Some(h) = &mut stats.bytes_transmitted {
             h.push(now, len)
         }
 
         let seq_no = pkt.seq_no;
 
-        Some(NextPacket {
+        NextPacket {
             kind: NextPacketKind::Regular,
             seq_no,
             pkt,
-        })
+        }
     }
 
     fn poll_packet_padding(&mut self, _now: Instant) -> Option<NextPacket> {
