@@ -16,6 +16,8 @@
 #   NICE (0; e.g. -10 as root): nice level of the server and the load generator;
 #   KEEP (target/bench-media): where the results (JSON lines) and logs are kept;
 #   SERVER_BIN: run this yuntiao binary instead of the one built (an A/B pair's other side);
+#   LOADGEN_BIN: run this yuntiao-loadgen binary; with SERVER_BIN too, nothing is built (so a
+#     series of A/B runs neither waits for nor measures edits made to the checkout meanwhile);
 #   LOADGEN_ARGS: extra options for every loadgen run (e.g. "--video-kbps 1000");
 #   QUIET_WAIT (0): before each phase, wait up to this many seconds for a quiet machine (less
 #     than QUIET_BUSY percent, default 25, of all cores busy over 5 s), for a shared machine.
@@ -60,7 +62,10 @@ trap 'exit 130' INT TERM
 
 cd "$ROOT"
 mkdir -p "$WORK/bin"
-if [[ $REV == worktree ]]; then
+if [[ -n ${SERVER_BIN:-} && -n ${LOADGEN_BIN:-} ]]; then
+    cp "$LOADGEN_BIN" "$WORK/bin/yuntiao-loadgen"
+    BUILD_DESC="prebuilt loadgen $LOADGEN_BIN"
+elif [[ $REV == worktree ]]; then
     cargo build --release -p yuntiao-server -p yuntiao-loadgen --bins
     cp target/release/yuntiao target/release/yuntiao-loadgen "$WORK/bin/"
     DIRTY=$(git diff --quiet HEAD -- server signaling loadgen || echo ' + uncommitted changes')

@@ -22,6 +22,9 @@ pub(crate) const BATCH: usize = 64;
 #[derive(Default)]
 pub(crate) struct SendQueue {
     items: Vec<(SocketAddr, Vec<u8>)>,
+    /// The destinations of one `sendmmsg` call in the kernel's form, kept between calls so
+    /// that a call allocates nothing.
+    addrs: Vec<socket2::SockAddr>,
 }
 
 impl SendQueue {
@@ -40,7 +43,7 @@ impl SendQueue {
         let mut done = 0;
         while done < self.items.len() {
             let end = (done + BATCH).min(self.items.len());
-            match send_some(socket, &self.items[done..end]) {
+            match send_some(socket, &self.items[done..end], &mut self.addrs) {
                 Ok(n) if n > 0 => done += n,
                 // The first datagram of the chunk failed: drop it and go on with the next (an
                 // error can be that datagram's own, e.g. an unreachable address).
@@ -56,9 +59,13 @@ impl SendQueue {
 }
 
 /// One `sendmmsg` of `items` (at most [`BATCH`]); the number the kernel took.
-fn send_some(socket: &UdpSocket, items: &[(SocketAddr, Vec<u8>)]) -> io::Result<usize> {
+fn send_some(
+    socket: &UdpSocket,
+    items: &[(SocketAddr, Vec<u8>)],
+    addrs: &mut Vec<socket2::SockAddr>,
+) -> io::Result<usize> {
     debug_assert!(items.len() <= BATCH);
-    socket.try_io(Interest::WRITABLE, || sendmmsg(socket, items))
+    socket.try_io(Interest::WRITABLE, || sendmmsg(socket, items, addrs))
 }
 
 /// One message header for `sendmmsg`/`recvmmsg`: one buffer, one address, no control data.
@@ -81,33 +88,38 @@ fn mmsghdr(
 }
 
 #[cfg(target_os = "linux")]
-fn sendmmsg(socket: &UdpSocket, items: &[(SocketAddr, Vec<u8>)]) -> io::Result<usize> {
+fn sendmmsg(
+    socket: &UdpSocket,
+    items: &[(SocketAddr, Vec<u8>)],
+    addrs: &mut Vec<socket2::SockAddr>,
+) -> io::Result<usize> {
     use std::os::fd::AsRawFd;
 
-    let addrs: Vec<socket2::SockAddr> = items
-        .iter()
-        .map(|(a, _)| socket2::SockAddr::from(*a))
-        .collect();
-    let mut iovs: Vec<libc::iovec> = items
-        .iter()
-        .map(|(_, d)| libc::iovec {
-            iov_base: d.as_ptr() as *mut libc::c_void,
-            iov_len: d.len(),
-        })
-        .collect();
-    let mut msgs: Vec<libc::mmsghdr> = addrs
-        .iter()
-        .zip(iovs.iter_mut())
-        .map(|(a, iov)| mmsghdr(a.as_ptr() as *mut libc::c_void, a.len(), iov))
-        .collect();
-    // SAFETY: every pointer in `msgs` points into `addrs`, `iovs` and `items`, which outlive
-    // the call and are not moved during it; the kernel only reads the addresses and buffers
-    // and writes `msg_len`.
+    addrs.clear();
+    addrs.extend(items.iter().map(|(a, _)| socket2::SockAddr::from(*a)));
+    // The buffer and message headers live on the stack: a call allocates nothing.
+    let mut iovs = [libc::iovec {
+        iov_base: std::ptr::null_mut(),
+        iov_len: 0,
+    }; BATCH];
+    for (iov, (_, d)) in iovs.iter_mut().zip(items) {
+        iov.iov_base = d.as_ptr() as *mut libc::c_void;
+        iov.iov_len = d.len();
+    }
+    // SAFETY: an all-zero mmsghdr is valid (no name, no buffers, no control data).
+    let mut msgs: [libc::mmsghdr; BATCH] = unsafe { std::mem::zeroed() };
+    for ((m, a), iov) in msgs.iter_mut().zip(addrs.iter()).zip(iovs.iter_mut()) {
+        *m = mmsghdr(a.as_ptr() as *mut libc::c_void, a.len(), iov);
+    }
+    let count = items.len().min(BATCH);
+    // SAFETY: the first `count` entries of `msgs` point into `addrs`, `iovs` and `items`,
+    // which outlive the call and are not moved during it; the kernel only reads the addresses
+    // and buffers and writes `msg_len`.
     let n = unsafe {
         libc::sendmmsg(
             socket.as_raw_fd(),
             msgs.as_mut_ptr(),
-            msgs.len() as libc::c_uint,
+            count as libc::c_uint,
             0,
         )
     };
@@ -120,7 +132,11 @@ fn sendmmsg(socket: &UdpSocket, items: &[(SocketAddr, Vec<u8>)]) -> io::Result<u
 
 /// Elsewhere: one `sendto` per datagram, stopping at the first that fails.
 #[cfg(not(target_os = "linux"))]
-fn sendmmsg(socket: &UdpSocket, items: &[(SocketAddr, Vec<u8>)]) -> io::Result<usize> {
+fn sendmmsg(
+    socket: &UdpSocket,
+    items: &[(SocketAddr, Vec<u8>)],
+    _addrs: &mut Vec<socket2::SockAddr>,
+) -> io::Result<usize> {
     let sock = socket2::SockRef::from(socket);
     for (i, (to, data)) in items.iter().enumerate() {
         if let Err(e) = sock.send_to(data, &socket2::SockAddr::from(*to)) {
@@ -135,10 +151,13 @@ fn sendmmsg(socket: &UdpSocket, items: &[(SocketAddr, Vec<u8>)]) -> io::Result<u
 pub(crate) const RECV_BATCH: usize = 32;
 const RECV_SIZE: usize = 2048;
 
-/// Buffers for [`recv_batch`].
+/// Buffers for [`recv_batch`], allocated once.
 pub(crate) struct RecvBufs {
     data: Vec<u8>,
     got: Vec<(usize, SocketAddr)>,
+    /// The sources the kernel writes, one per buffer.
+    #[cfg(target_os = "linux")]
+    addrs: Vec<libc::sockaddr_storage>,
 }
 
 impl Default for RecvBufs {
@@ -146,6 +165,11 @@ impl Default for RecvBufs {
         RecvBufs {
             data: vec![0; RECV_BATCH * RECV_SIZE],
             got: Vec::with_capacity(RECV_BATCH),
+            // SAFETY: all-zero sockaddr_storage values are valid (family AF_UNSPEC).
+            #[cfg(target_os = "linux")]
+            addrs: (0..RECV_BATCH)
+                .map(|_| unsafe { std::mem::zeroed() })
+                .collect(),
         }
     }
 }
@@ -162,53 +186,66 @@ impl RecvBufs {
 
 /// Waits until the socket is readable, then takes every datagram waiting (up to
 /// [`RECV_BATCH`]) with one `recvmmsg(2)`.
+///
+/// A call that returns fewer datagrams than it had room for has emptied the socket's queue,
+/// so the socket's readiness is cleared then and there (the closure reports `WouldBlock` to
+/// `try_io` and the datagrams stay in `bufs`). Otherwise the next wait would return at once
+/// and cost one more `recvmmsg` only to find the queue empty. Nothing is missed: a datagram
+/// that arrives after the call is a new readiness event, which tokio does not let an older
+/// clear erase.
 pub(crate) async fn recv_batch(socket: &UdpSocket, bufs: &mut RecvBufs) -> io::Result<usize> {
     bufs.got.clear();
     loop {
         socket.readable().await?;
-        match socket.try_io(Interest::READABLE, || recvmmsg(socket, bufs)) {
+        let r = socket.try_io(Interest::READABLE, || match recvmmsg(socket, bufs)? {
+            (_, true) => Err(io::ErrorKind::WouldBlock.into()),
+            (n, false) => Ok(n),
+        });
+        match r {
             Ok(n) => return Ok(n),
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                if !bufs.got.is_empty() {
+                    return Ok(bufs.got.len());
+                }
+            }
             Err(e) => return Err(e),
         }
     }
 }
 
+/// One `recvmmsg` into `bufs`: how many datagrams it kept, and whether the call returned
+/// fewer than it had room for (the queue is empty now).
 #[cfg(target_os = "linux")]
-fn recvmmsg(socket: &UdpSocket, bufs: &mut RecvBufs) -> io::Result<usize> {
+fn recvmmsg(socket: &UdpSocket, bufs: &mut RecvBufs) -> io::Result<(usize, bool)> {
     use std::os::fd::AsRawFd;
 
-    // SAFETY: all-zero sockaddr_storage values are valid (family AF_UNSPEC).
-    let mut addrs: Vec<libc::sockaddr_storage> = (0..RECV_BATCH)
-        .map(|_| unsafe { std::mem::zeroed() })
-        .collect();
-    let mut iovs: Vec<libc::iovec> = bufs
-        .data
-        .chunks_exact_mut(RECV_SIZE)
-        .map(|c| libc::iovec {
-            iov_base: c.as_mut_ptr() as *mut libc::c_void,
-            iov_len: c.len(),
-        })
-        .collect();
-    let mut msgs: Vec<libc::mmsghdr> = addrs
-        .iter_mut()
-        .zip(iovs.iter_mut())
-        .map(|(a, iov)| {
-            mmsghdr(
-                a as *mut libc::sockaddr_storage as *mut libc::c_void,
-                std::mem::size_of::<libc::sockaddr_storage>() as libc::socklen_t,
-                iov,
-            )
-        })
-        .collect();
-    // SAFETY: every pointer in `msgs` points into `addrs`, `iovs` and `bufs.data`, which
-    // outlive the call and are not moved during it; the kernel writes at most `iov_len` bytes
-    // into each buffer and at most `msg_namelen` into each address.
+    let RecvBufs { data, got, addrs } = bufs;
+    // The buffer and message headers live on the stack: a call allocates nothing.
+    let mut iovs = [libc::iovec {
+        iov_base: std::ptr::null_mut(),
+        iov_len: 0,
+    }; RECV_BATCH];
+    for (iov, c) in iovs.iter_mut().zip(data.chunks_exact_mut(RECV_SIZE)) {
+        iov.iov_base = c.as_mut_ptr() as *mut libc::c_void;
+        iov.iov_len = c.len();
+    }
+    // SAFETY: an all-zero mmsghdr is valid (no name, no buffers, no control data).
+    let mut msgs: [libc::mmsghdr; RECV_BATCH] = unsafe { std::mem::zeroed() };
+    for ((m, a), iov) in msgs.iter_mut().zip(addrs.iter_mut()).zip(iovs.iter_mut()) {
+        *m = mmsghdr(
+            a as *mut libc::sockaddr_storage as *mut libc::c_void,
+            std::mem::size_of::<libc::sockaddr_storage>() as libc::socklen_t,
+            iov,
+        );
+    }
+    // SAFETY: every pointer in `msgs` points into `addrs`, `iovs` and `data`, which outlive
+    // the call and are not moved during it; the kernel writes at most `iov_len` bytes into
+    // each buffer and at most `msg_namelen` into each address (and sets its family).
     let n = unsafe {
         libc::recvmmsg(
             socket.as_raw_fd(),
             msgs.as_mut_ptr(),
-            msgs.len() as libc::c_uint,
+            RECV_BATCH as libc::c_uint,
             libc::MSG_DONTWAIT,
             std::ptr::null_mut(),
         )
@@ -217,27 +254,24 @@ fn recvmmsg(socket: &UdpSocket, bufs: &mut RecvBufs) -> io::Result<usize> {
         return Err(io::Error::last_os_error());
     }
     let n = n as usize;
-    for (m, a) in msgs[..n].iter().zip(&addrs) {
+    for (m, a) in msgs[..n].iter().zip(addrs.iter()) {
         if let Some(from) = to_socket_addr(a) {
-            bufs.got.push((m.msg_len as usize, from));
+            got.push((m.msg_len as usize, from));
         }
     }
     // Datagrams without an IP source (cannot happen on a UDP/IP socket) are skipped; the data
     // of the others must stay at their own index.
-    if bufs.got.len() != n {
-        bufs.got.clear();
-        for (i, (m, a)) in msgs[..n].iter().zip(&addrs).enumerate() {
+    if got.len() != n {
+        got.clear();
+        for (i, (m, a)) in msgs[..n].iter().zip(addrs.iter()).enumerate() {
             if let Some(from) = to_socket_addr(a) {
                 let len = m.msg_len as usize;
-                bufs.data.copy_within(
-                    i * RECV_SIZE..i * RECV_SIZE + len,
-                    bufs.got.len() * RECV_SIZE,
-                );
-                bufs.got.push((len, from));
+                data.copy_within(i * RECV_SIZE..i * RECV_SIZE + len, got.len() * RECV_SIZE);
+                got.push((len, from));
             }
         }
     }
-    Ok(bufs.got.len())
+    Ok((got.len(), n < RECV_BATCH))
 }
 
 #[cfg(target_os = "linux")]
@@ -269,10 +303,11 @@ fn to_socket_addr(a: &libc::sockaddr_storage) -> Option<SocketAddr> {
 
 /// Elsewhere: one datagram per call.
 #[cfg(not(target_os = "linux"))]
-fn recvmmsg(socket: &UdpSocket, bufs: &mut RecvBufs) -> io::Result<usize> {
+fn recvmmsg(socket: &UdpSocket, bufs: &mut RecvBufs) -> io::Result<(usize, bool)> {
     let (len, from) = socket.try_recv_from(&mut bufs.data[..RECV_SIZE])?;
     bufs.got.push((len, from));
-    Ok(1)
+    // One datagram says nothing of what else is waiting.
+    Ok((1, false))
 }
 
 #[cfg(test)]

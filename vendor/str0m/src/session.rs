@@ -1318,37 +1318,45 @@ impl Session {
         let twcc_enabled = exts.id_of(Extension::TransportSequenceNumber).is_some();
         let twcc = twcc_enabled.then_some(&mut self.twcc);
 
+        // Yuntiao patch: a copy of the header only for raw packet capture.
+        let keep_header = self.raw_packets.is_some();
         let receipt = match direct {
             // Yuntiao patch: `send_rtp_now`'s packet, made without the send queue.
-            Some(rtp) => stream.send_now(rtp, now, exts, twcc, params, buf)?,
-            None => stream.poll_packet(now, exts, twcc, params, buf)?,
+            Some(rtp) => stream.send_now(rtp, now, exts, twcc, params, buf, keep_header)?,
+            None => stream.poll_packet(now, exts, twcc, params, buf, keep_header)?,
         };
 
         let PacketReceipt {
             header,
+            ssrc,
+            sequence_number,
+            header_len,
             seq_no,
             is_padding,
             payload_size,
         } = receipt;
 
-        trace!(payload_size, is_padding, "Poll RTP: {:?}", header);
+        trace!(payload_size, is_padding, %ssrc, sequence_number, "Poll RTP");
+
+        // Yuntiao patch: the packet is the start of the buffer, which is not truncated to it.
+        let buf = &buf[..header_len + payload_size];
 
         #[cfg(feature = "_internal_dont_use_log_stats")]
         {
             let kind = if is_padding { "padding" } else { "media" };
 
-            crate::log_stat!("PACKET_SENT", header.ssrc, payload_size, kind);
+            crate::log_stat!("PACKET_SENT", ssrc, payload_size, kind);
         }
 
         if paced {
             self.pacer.register_send(now, payload_size.into(), midrid);
         }
 
-        if let Some(raw_packets) = &mut self.raw_packets {
-            raw_packets.push_back(Box::new(RawPacket::RtpTx(header.clone(), buf.clone())));
+        if let (Some(raw_packets), Some(header)) = (&mut self.raw_packets, header) {
+            raw_packets.push_back(Box::new(RawPacket::RtpTx(header, buf.to_vec())));
         }
 
-        let protected = srtp_tx.protect_rtp(buf, &header, *seq_no);
+        let protected = srtp_tx.protect_rtp_parts(buf, header_len, ssrc, sequence_number, *seq_no);
 
         if twcc_enabled {
             let packet_id = if let Some(cluster) = cluster_id {
@@ -1365,7 +1373,7 @@ impl Session {
             bwe.on_media_sent(payload_size.into(), is_padding, now);
         }
 
-        if !is_padding && !header.ssrc.is_probe() {
+        if !is_padding && !ssrc.is_probe() {
             self.media_bytes_tx += payload_size as u64;
         }
 
@@ -1625,7 +1633,12 @@ impl Session {
 }
 
 pub struct PacketReceipt {
-    pub header: RtpHeader,
+    /// Yuntiao patch: the header as sent, kept only when asked for (raw packet capture);
+    /// the fields below are what sending needs of it.
+    pub header: Option<RtpHeader>,
+    pub ssrc: Ssrc,
+    pub sequence_number: u16,
+    pub header_len: usize,
     pub seq_no: SeqNo,
     pub is_padding: bool,
     pub payload_size: usize,

@@ -9,6 +9,7 @@ use crate::crypto::{CryptoProvider, Sha1HmacProvider, SrtpProvider};
 use crate::io::DATAGRAM_MAX_PACKET_SIZE;
 
 use super::header::RtpHeader;
+use super::id::Ssrc;
 
 // Common among various profiles(defined in RFC3711 Section 4.3)
 const LABEL_RTP_AES: u8 = 0;
@@ -248,10 +249,31 @@ impl DecryptWarnings {
 }
 
 impl SrtpContext {
+    // Yuntiao patch: sending uses `protect_rtp_parts`; this stays for the tests.
+    #[cfg(test)]
     pub fn protect_rtp(
         &mut self,
         buf: &[u8],
         header: &RtpHeader,
+        srtp_index: u64, // same as ext_seq
+    ) -> Vec<u8> {
+        self.protect_rtp_parts(
+            buf,
+            header.header_len,
+            header.ssrc,
+            header.sequence_number,
+            srtp_index,
+        )
+    }
+
+    /// Yuntiao patch: [`Self::protect_rtp`] given only what it needs of the header (its
+    /// length, SSRC and sequence number), for a sender that does not keep the whole header.
+    pub fn protect_rtp_parts(
+        &mut self,
+        buf: &[u8],
+        header_len: usize,
+        ssrc: Ssrc,
+        sequence_number: u16,
         srtp_index: u64, // same as ext_seq
     ) -> Vec<u8> {
         // SRTP layout
@@ -281,7 +303,7 @@ impl SrtpContext {
         //  | +-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+ |
         //  |                                                                   |
         //  +- Encrypted Portion*                      Authenticated Portion ---+
-        let hlen = header.header_len;
+        let hlen = header_len;
         let input = &buf[hlen..];
 
         match &mut self.rtp {
@@ -289,7 +311,7 @@ impl SrtpContext {
                 // arbitrary body lengths are fine: the output buffer below is
                 // allocated with the CTR scratch the ciphers need and truncated
                 // after encryption, so no 16-byte alignment is required.
-                let iv = Aes128CmSha1_80::rtp_iv(*salt, *header.ssrc, srtp_index);
+                let iv = Aes128CmSha1_80::rtp_iv(*salt, *ssrc, srtp_index);
 
                 // Allocate buffer with CTR padding (aws-lc-rs requirement)
                 // HMAC_TAG_LEN is 10, CTR_BUFFER_PADDING is 15, so we need 5 extra bytes
@@ -313,7 +335,7 @@ impl SrtpContext {
             Derived::AeadAes128Gcm { salt, enc, .. } => {
                 let roc = (srtp_index >> 16) as u32;
 
-                let iv = AeadAes128Gcm::rtp_iv(*salt, *header.ssrc, roc, header.sequence_number);
+                let iv = AeadAes128Gcm::rtp_iv(*salt, *ssrc, roc, sequence_number);
                 let aad = &buf[..hlen];
 
                 // Input and output lengths for encryption:
@@ -329,7 +351,7 @@ impl SrtpContext {
             Derived::AeadAes256Gcm { salt, enc, .. } => {
                 let roc = (srtp_index >> 16) as u32;
 
-                let iv = AeadAes256Gcm::rtp_iv(*salt, *header.ssrc, roc, header.sequence_number);
+                let iv = AeadAes256Gcm::rtp_iv(*salt, *ssrc, roc, sequence_number);
                 let aad = &buf[..hlen];
 
                 // Input and output lengths for encryption:

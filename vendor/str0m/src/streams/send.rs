@@ -578,12 +578,14 @@ impl StreamTx {
         twcc: Option<&mut u64>,
         params: &[PayloadParams],
         buf: &mut Vec<u8>,
+        keep_header: bool,
     ) -> Option<PacketReceipt> {
         debug_assert!(self.is_idle());
         let mut pkt = self.packet_of_write(rtp);
         pkt.timestamp = now;
         self.send_queue.pass_through(now, pkt.payload.len());
-        let receipt = self.make_packet(now, Some(&mut pkt), exts, twcc, params, buf)?;
+        let receipt =
+            self.make_packet(now, Some(&mut pkt), exts, twcc, params, buf, keep_header)?;
         if pkt.nackable {
             self.rtx_cache.cache_sent_packet(pkt, now);
         }
@@ -601,12 +603,16 @@ impl StreamTx {
         twcc: Option<&mut u64>,
         params: &[PayloadParams],
         buf: &mut Vec<u8>,
+        keep_header: bool,
     ) -> Option<PacketReceipt> {
-        self.make_packet(now, None, exts, twcc, params, buf)
+        self.make_packet(now, None, exts, twcc, params, buf, keep_header)
     }
 
     /// `poll_packet`'s body; Yuntiao patch: `direct` is a packet `send_now` makes at once,
     /// taken instead of the send queue's (which is then empty, as are the resends).
+    /// The packet is the first `header_len + payload_size` bytes of `buf`; the receipt holds a
+    /// copy of the header only when `keep_header` is set.
+    #[allow(clippy::too_many_arguments)]
     fn make_packet(
         &mut self,
         now: Instant,
@@ -615,6 +621,7 @@ impl StreamTx {
         twcc: Option<&mut u64>,
         params: &[PayloadParams],
         buf: &mut Vec<u8>,
+        keep_header: bool,
     ) -> Option<PacketReceipt> {
         let is_direct = direct.is_some();
         let mid = self.midrid.mid();
@@ -681,7 +688,10 @@ impl StreamTx {
         let mut set_pt_for_padding = None;
         let mut set_cr = None;
 
-        let mut header = match next.kind {
+        // Yuntiao patch: the header written is a copy, except for a packet made at once and
+        // not cached, which is dropped after this: its own header is written, not a copy.
+        let mut owned: RtpHeader;
+        let header: &mut RtpHeader = match next.kind {
             NextPacketKind::Regular => {
                 // A RED-wrapped packet (pt_main is the RED PT) must not be nackable: an RTX
                 // resend carries the RTX PT with the primary codec's apt, so the peer would
@@ -717,21 +727,20 @@ impl StreamTx {
                 header_ref.ext_vals.rid_repair = None;
 
                 if is_direct && !next.pkt.nackable {
-                    // Yuntiao patch: a packet made at once and not cached is dropped after
-                    // this, so its header is taken rather than copied.
-                    std::mem::take(header_ref)
+                    header_ref
                 } else {
-                    header_ref.clone()
+                    owned = header_ref.clone();
+                    &mut owned
                 }
             }
             NextPacketKind::Blank(_) if is_probe => {
                 // Non-media probes use their negotiated main PT and own sequence
                 // counter, rather than rewriting the header for an RTX stream.
-                let mut header = header_ref.clone();
-                header.has_padding = true;
-                header.ssrc = 0.into();
-                header.sequence_number = *next.seq_no as u16;
-                header
+                owned = header_ref.clone();
+                owned.has_padding = true;
+                owned.ssrc = 0.into();
+                owned.sequence_number = *next.seq_no as u16;
+                &mut owned
             }
             NextPacketKind::Resend(_) | NextPacketKind::Blank(_) => {
                 // * For the Resend case, we will not have accepted/cached the packet unless
@@ -757,7 +766,8 @@ impl StreamTx {
                     header.ext_vals.mid = Some(mid);
                 }
 
-                header
+                owned = header;
+                &mut owned
             }
         };
 
@@ -775,6 +785,9 @@ impl StreamTx {
             *twcc += 1;
         }
 
+        // Yuntiao patch: the buffer keeps this length between packets (it is not truncated to
+        // the packet below), so this zeroes it only the first time; the packet is the first
+        // `header_len + payload_size` bytes, every one of them written here.
         buf.resize(DATAGRAM_MAX_PACKET_SIZE, 0);
 
         let header_len = header.write_to(buf, exts);
@@ -790,15 +803,15 @@ impl StreamTx {
             body_out = &mut body_out[original_seq_len..];
         }
 
-        let pkt = &next.pkt;
+        let (payload, vp8_patch) = (&next.pkt.payload, &next.pkt.vp8_patch);
 
         let body_len = match next.kind {
             NextPacketKind::Regular | NextPacketKind::Resend(_) => {
-                let body_len = pkt.payload.len();
-                if let Some(patch) = pkt.vp8_patch.as_ref() {
-                    patch.copy_to(pkt.payload.as_ref(), &mut body_out[..body_len]);
+                let body_len = payload.len();
+                if let Some(patch) = vp8_patch.as_ref() {
+                    patch.copy_to(payload.as_ref(), &mut body_out[..body_len]);
                 } else {
-                    body_out[..body_len].copy_from_slice(pkt.payload.as_ref());
+                    body_out[..body_len].copy_from_slice(payload.as_ref());
                 }
 
                 // media packets are sent unpadded: the SRTP ciphers handle
@@ -824,12 +837,15 @@ impl StreamTx {
             }
         };
 
-        buf.truncate(header_len + body_len);
+        // Yuntiao patch: what the session needs of the header, and a copy of all of it only
+        // for raw packet capture (the header may be the packet's own, dropped after this).
+        let (ssrc, sequence_number) = (header.ssrc, header.sequence_number);
+        let full_header = keep_header.then(|| header.clone());
 
         #[cfg(feature = "_internal_dont_use_log_stats")]
         {
             let queued_at = match next.kind {
-                NextPacketKind::Regular => Some(pkt.timestamp),
+                NextPacketKind::Regular => Some(next.pkt.timestamp),
                 _ => {
                     // TODO: We don't have queued at stats for Resends or blank padding.
                     None
@@ -837,7 +853,7 @@ impl StreamTx {
             };
 
             if let Some(delay) = queued_at.map(|i| now.duration_since(i)) {
-                crate::log_stat!("QUEUE_DELAY", header.ssrc, delay.as_secs_f64() * 1000.0);
+                crate::log_stat!("QUEUE_DELAY", ssrc, delay.as_secs_f64() * 1000.0);
             }
         }
 
@@ -875,7 +891,10 @@ impl StreamTx {
         }
 
         Some(PacketReceipt {
-            header,
+            header: full_header,
+            ssrc,
+            sequence_number,
+            header_len,
             seq_no,
             is_padding,
             payload_size: body_len,
