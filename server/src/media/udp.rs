@@ -377,4 +377,55 @@ mod tests {
             assert_eq!(got, vec![(b.local_addr().unwrap(), b"six".to_vec())]);
         }
     }
+
+    /// A partial batch clears the socket's readiness without another call; a datagram that
+    /// arrives afterwards still wakes the next wait. A full batch leaves the rest for the next
+    /// call.
+    #[tokio::test]
+    async fn readiness_cleared_by_a_partial_batch_misses_nothing() {
+        let rx = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+        let tx = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+        let to = rx.local_addr().unwrap();
+        let mut bufs = RecvBufs::default();
+        let wait = std::time::Duration::from_secs(5);
+        fn take(bufs: &RecvBufs) -> Vec<Vec<u8>> {
+            bufs.iter().map(|(_, d)| d.to_vec()).collect()
+        }
+        for i in 0..3 {
+            tx.send_to(format!("p{i}").as_bytes(), to).await.unwrap();
+        }
+        // Loopback delivers at once, but the first wait may see only some of them.
+        let mut got = Vec::new();
+        while got.len() < 3 {
+            tokio::time::timeout(wait, recv_batch(&rx, &mut bufs))
+                .await
+                .unwrap()
+                .unwrap();
+            got.extend(take(&bufs));
+        }
+        assert_eq!(got, vec![b"p0".to_vec(), b"p1".to_vec(), b"p2".to_vec()]);
+        // The queue is empty and the readiness cleared: a later datagram must still wake us.
+        tx.send_to(b"late", to).await.unwrap();
+        let n = tokio::time::timeout(wait, recv_batch(&rx, &mut bufs))
+            .await
+            .expect("a datagram after a partial batch wakes the wait")
+            .unwrap();
+        assert_eq!(n, 1);
+        assert_eq!(take(&bufs), vec![b"late".to_vec()]);
+        // More than a batch waiting: a full batch, then the rest.
+        let many = RECV_BATCH + 5;
+        for i in 0..many {
+            tx.send_to(format!("m{i}").as_bytes(), to).await.unwrap();
+        }
+        let mut got = Vec::new();
+        while got.len() < many {
+            tokio::time::timeout(wait, recv_batch(&rx, &mut bufs))
+                .await
+                .unwrap()
+                .unwrap();
+            got.extend(take(&bufs));
+        }
+        let want: Vec<Vec<u8>> = (0..many).map(|i| format!("m{i}").into_bytes()).collect();
+        assert_eq!(got, want);
+    }
 }
