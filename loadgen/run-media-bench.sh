@@ -63,8 +63,7 @@ trap 'exit 130' INT TERM
 cd "$ROOT"
 mkdir -p "$WORK/bin"
 if [[ -n ${SERVER_BIN:-} && -n ${LOADGEN_BIN:-} ]]; then
-    cp "$LOADGEN_BIN" "$WORK/bin/yuntiao-loadgen"
-    BUILD_DESC="prebuilt loadgen $LOADGEN_BIN"
+    BUILD_DESC="nothing built"
 elif [[ $REV == worktree ]]; then
     cargo build --release -p yuntiao-server -p yuntiao-loadgen --bins
     cp target/release/yuntiao target/release/yuntiao-loadgen "$WORK/bin/"
@@ -91,6 +90,10 @@ BIN=$WORK/bin/yuntiao
 if [[ -n ${SERVER_BIN:-} ]]; then # another server binary, for A/B pairs
     cp "$SERVER_BIN" "$BIN"
     BUILD_DESC="$BUILD_DESC; server binary $SERVER_BIN"
+fi
+if [[ -n ${LOADGEN_BIN:-} ]]; then # one load generator for a whole A/B series
+    cp "$LOADGEN_BIN" "$WORK/bin/yuntiao-loadgen"
+    BUILD_DESC="$BUILD_DESC; loadgen binary $LOADGEN_BIN"
 fi
 LOADGEN=$WORK/bin/yuntiao-loadgen
 

@@ -752,7 +752,8 @@ impl StreamTx {
                 let pt_rtx = param.resend().expect("PT for resend or blank");
 
                 // Clone header to not change the original (cached) header.
-                let mut header = header_ref.clone();
+                owned = header_ref.clone();
+                let header = &mut owned;
 
                 // Update clone of header (to not change the cached value).
                 header.payload_type = pt_rtx;
@@ -766,8 +767,7 @@ impl StreamTx {
                     header.ext_vals.mid = Some(mid);
                 }
 
-                owned = header;
-                &mut owned
+                header
             }
         };
 
