@@ -135,6 +135,27 @@ pub async fn render(State(state): State<AppState>) -> impl IntoResponse {
         "Simulcast layer switches made on receivers' lines (a receiver's first layer counts as one).",
         get(&m.layer_switches),
     );
+    metric(
+        &mut out,
+        "yuntiao_media_packets_held_downlink_total",
+        "counter",
+        "Video packets not sent to a receiver whose downlink is too lossy for its video (downlink protection).",
+        get(&m.packets_held_downlink),
+    );
+    metric(
+        &mut out,
+        "yuntiao_media_downlink_steps_down_total",
+        "counter",
+        "Downlink protection's steps down: a receiver's video reduced to the lowest simulcast layer, or paused.",
+        get(&m.downlink_steps_down),
+    );
+    metric(
+        &mut out,
+        "yuntiao_media_downlink_steps_up_total",
+        "counter",
+        "Downlink protection's steps up: video given back to a receiver whose link recovered.",
+        get(&m.downlink_steps_up),
+    );
     if let Ok(peers) = m.per_peer.lock() {
         let _ = writeln!(out, "# HELP yuntiao_media_peer_bitrate_in_bps Bits per second received from a participant.\n# TYPE yuntiao_media_peer_bitrate_in_bps gauge");
         for p in peers.iter() {
@@ -158,6 +179,24 @@ pub async fn render(State(state): State<AppState>) -> impl IntoResponse {
                 out,
                 "yuntiao_media_peer_loss_ratio{{case=\"{}\",participant=\"{}\"}} {:.4}",
                 p.case, p.participant, p.loss_in
+            );
+        }
+        let _ = writeln!(out, "# HELP yuntiao_media_peer_downlink_loss_ratio Fraction of the packets sent to a participant that its receiver reports say were lost on the way to it, over the last second.\n# TYPE yuntiao_media_peer_downlink_loss_ratio gauge");
+        for p in peers.iter() {
+            if let Some(loss) = p.loss_out {
+                let _ = writeln!(
+                    out,
+                    "yuntiao_media_peer_downlink_loss_ratio{{case=\"{}\",participant=\"{}\"}} {:.4}",
+                    p.case, p.participant, loss
+                );
+            }
+        }
+        let _ = writeln!(out, "# HELP yuntiao_media_peer_video_level How much video a participant's downlink carries: 0 all, 1 lowest simulcast layers, 2 none (downlink protection).\n# TYPE yuntiao_media_peer_video_level gauge");
+        for p in peers.iter() {
+            let _ = writeln!(
+                out,
+                "yuntiao_media_peer_video_level{{case=\"{}\",participant=\"{}\"}} {}",
+                p.case, p.participant, p.video_level
             );
         }
     }

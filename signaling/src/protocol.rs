@@ -601,6 +601,23 @@ pub enum ServerMessage {
         kind: MediaKind,
         muted: bool,
     },
+    /// How much of its video this participant's connection now gets: the server takes video
+    /// away from a link that loses packets, so that the audio stays clear, and gives it back
+    /// when the link recovers (sent on every change).
+    MediaDownlink { video: DownlinkVideo },
+}
+
+/// The video a participant's downlink carries (`media_downlink`).
+#[cfg_attr(test, derive(ts_rs::TS))]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum DownlinkVideo {
+    /// All the video it receives, at the layers it asked for.
+    Full,
+    /// Simulcast video at its lowest layer.
+    Reduced,
+    /// No video for now; audio only.
+    Paused,
 }
 
 impl ServerMessage {

@@ -15,8 +15,8 @@ mod tests {
         CaseParticipant, ConsentKind, Event, EventBody, JoinedAs, NoteScope, Outcome, Visibility,
     };
     use crate::protocol::{
-        CaucusView, ClientMessage, DocVersion, ErrorCode, IceServer, LayerQuality, MediaKind,
-        ProtocolError, Request, RosterEntry, ServerMessage, TrackInfo, Welcome,
+        CaucusView, ClientMessage, DocVersion, DownlinkVideo, ErrorCode, IceServer, LayerQuality,
+        MediaKind, ProtocolError, Request, RosterEntry, ServerMessage, TrackInfo, Welcome,
     };
     use crate::role::Role;
     use crate::room::ParticipantStatus;
@@ -34,6 +34,7 @@ mod tests {
             ProtocolError::decl(&cfg),
             MediaKind::decl(&cfg),
             LayerQuality::decl(&cfg),
+            DownlinkVideo::decl(&cfg),
             NoteScope::decl(&cfg),
             Outcome::decl(&cfg),
             ConsentKind::decl(&cfg),

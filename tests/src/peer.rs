@@ -37,7 +37,9 @@
 //! same tag-and-counter payload check), whether `video/rtx` (RFC 4588) is offered, and
 //! deterministic loss: a loss injector (`LossInjector`) between the wire and the NACK interceptors drops chosen
 //! video packets on arrival (downlink) or after the NACK responder buffered them (uplink), and
-//! records what it dropped, the NACKs sent and the retransmissions seen.
+//! records what it dropped, the NACKs sent and the retransmissions seen. The same place holds
+//! a thin downlink ([`Peer::limit_downlink`]): a token bucket that loses whatever received RTP
+//! exceeds a given rate, audio and video alike, as a full mobile link would.
 //!
 //! The peer connection, its sockets and the sender and receiver tasks live on a runtime of their
 //! own, so [`Peer::vanish`] can make a participant disappear as a crashed phone would: no DTLS
@@ -949,6 +951,46 @@ struct LossReport {
     repeats_in: AtomicU64,
     /// Retransmissions this peer sent: RTX packets, or a dropped packet's sequence number again.
     resent_out: AtomicU64,
+    /// The thin downlink's rate in bits per second (0: no limit), see [`Peer::limit_downlink`].
+    downlink_bps: AtomicU64,
+    /// Received RTP packets the thin downlink dropped, by kind.
+    policed_audio: AtomicU64,
+    policed_video: AtomicU64,
+}
+
+/// A token bucket on the received RTP, as a link of a given rate with a short buffer would
+/// pass it: packets beyond the rate are lost, whatever their kind.
+#[derive(Default)]
+struct Policer {
+    /// Bytes that may pass now.
+    tokens: f64,
+    last: Option<Instant>,
+}
+
+impl Policer {
+    /// The buffer: a quarter of a second at the rate, at least a few packets.
+    fn depth(bps: u64) -> f64 {
+        (bps as f64 / 8.0 * 0.25).max(4_000.0)
+    }
+
+    /// Whether a packet of `len` bytes passes a link of `bps` bits per second now.
+    fn pass(&mut self, bps: u64, len: usize, now: Instant) -> bool {
+        let elapsed = self
+            .last
+            .map_or(0.0, |t| now.saturating_duration_since(t).as_secs_f64());
+        self.last = Some(now);
+        if bps == 0 {
+            self.tokens = 0.0;
+            return true;
+        }
+        self.tokens = (self.tokens + elapsed * bps as f64 / 8.0).min(Self::depth(bps));
+        if self.tokens >= len as f64 {
+            self.tokens -= len as f64;
+            true
+        } else {
+            false
+        }
+    }
 }
 
 /// Deterministic loss between the wire and the NACK interceptors, at [`LOSS_SLOT`]: below the
@@ -970,6 +1012,8 @@ struct LossInjector {
     in_seen: HashMap<u32, (u64, BTreeSet<u16>)>,
     out_seen: (u64, BTreeSet<u16>),
     report: Arc<LossReport>,
+    /// The thin downlink ([`Peer::limit_downlink`]).
+    policer: Policer,
 }
 
 /// The loss injector's place in the interceptor chain (see [`LossInjector`]).
@@ -994,6 +1038,17 @@ impl Protocol<TaggedPacket, TaggedPacket, ()> for LossInjector {
 
     fn handle_read(&mut self, msg: TaggedPacket) -> Result<(), Self::Error> {
         if let InterceptorPacket::Rtp(pkt) = &msg.message.packet {
+            let bps = self.report.downlink_bps.load(Ordering::Relaxed);
+            let len = pkt.payload.len() + 12;
+            if !self.policer.pass(bps, len, Instant::now()) {
+                let counter = if pkt.header.payload_type == OPUS_PT {
+                    &self.report.policed_audio
+                } else {
+                    &self.report.policed_video
+                };
+                counter.fetch_add(1, Ordering::Relaxed);
+                return Ok(());
+            }
             let pt = pkt.header.payload_type;
             if self.rtx_pts.contains(&pt) {
                 self.report.rtx_in.fetch_add(1, Ordering::Relaxed);
@@ -1389,6 +1444,7 @@ async fn build(
                 in_seen: HashMap::new(),
                 out_seen: Default::default(),
                 report: Arc::clone(&shared.loss),
+                policer: Policer::default(),
             },
         );
     // Loopback only: the socket is bound to 127.0.0.1 (a configured address is bound as given,
@@ -2263,6 +2319,21 @@ impl Peer {
     /// Sent video packets the loss injector dropped ([`PeerOptions::drop_outbound_video`]).
     pub fn dropped_outbound(&self) -> Vec<Dropped> {
         self.shared.loss.dropped_out.lock().unwrap().clone()
+    }
+
+    /// Makes our downlink a thin one: received RTP beyond `bps` bits per second (payload and
+    /// RTP header; a quarter of a second of buffer) is lost before anything of ours sees it, so
+    /// our receiver reports count it lost. 0 lifts the limit.
+    pub fn limit_downlink(&self, bps: u64) {
+        self.shared.loss.downlink_bps.store(bps, Ordering::Relaxed);
+    }
+
+    /// Received packets the thin downlink dropped: (audio, video).
+    pub fn policed(&self) -> (u64, u64) {
+        (
+            self.shared.loss.policed_audio.load(Ordering::Relaxed),
+            self.shared.loss.policed_video.load(Ordering::Relaxed),
+        )
     }
 
     /// NACKs this peer sent.

@@ -5,7 +5,8 @@
 //! vanishes is cleaned up; bad SDP and garbage UDP get an error or a silent drop, never a crash;
 //! a client that cannot use UDP reaches the same SFU over ICE-TCP; a simulcast publisher's
 //! receivers get one layer at a time, the one they ask for or the next one flowing, as one
-//! continuous stream.
+//! continuous stream; a receiver whose downlink turns thin loses its video, keeps its audio whole,
+//! and gets the video back when the link recovers.
 //!
 //! Each test starts its own server with `--media-listen 127.0.0.1:<free port>`. The tests take a
 //! shared lock so that only one set of peers streams at a time: on a two-core machine, parallel
@@ -1416,6 +1417,151 @@ async fn a_new_peer_connection_on_the_same_websocket_replaces_the_old_one() {
     }
     let m = metrics(&server).await;
     assert_eq!(gauge(&m, "yuntiao_media_peers"), Some(4.0), "{m}");
+    for p in peers {
+        p.close().await;
+    }
+}
+
+/// The `video` of every `media_downlink` the server sent this peer, in order.
+fn downlink_states(p: &Peer) -> Vec<String> {
+    p.messages()
+        .iter()
+        .filter(|m| m["type"] == "media_downlink")
+        .filter_map(|m| m["video"].as_str().map(str::to_owned))
+        .collect()
+}
+
+/// A labelled gauge's value for one participant.
+fn peer_gauge(text: &str, name: &str, participant: &str) -> Option<f64> {
+    let label = format!("participant=\"{participant}\"");
+    text.lines()
+        .find(|l| l.starts_with(&format!("{name}{{")) && l.contains(&label))
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|v| v.parse().ok())
+}
+
+/// Downlink protection: a receiver whose link turns too thin for the three videos it gets
+/// (300 kbps against about 1.6 Mbit/s) is told `media_downlink` `paused`, gets no more video and
+/// every packet of its audio, while the others keep everyone's video; once its link recovers it
+/// is told `full` and the video comes back, whole and starting at a keyframe.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn thin_downlink_pauses_video_keeps_audio_and_recovers() {
+    let _serial = SERIAL.lock().await;
+    let (server, _port) = start().await;
+    let peers = four_flowing(&server).await;
+    let all: Vec<&Peer> = peers.iter().collect();
+    let thin = &peers[0];
+    let others: Vec<&Peer> = peers[1..].iter().collect();
+    assert!(downlink_states(thin).is_empty());
+
+    thin.limit_downlink(300_000);
+    let paused = eventually(Duration::from_secs(15), || {
+        downlink_states(thin).last().map(String::as_str) == Some("paused")
+    })
+    .await;
+    let (policed_audio, policed_video) = thin.policed();
+    assert!(
+        paused,
+        "no media_downlink paused: {:?}; policed audio {policed_audio}, video {policed_video}",
+        thin.messages()
+            .iter()
+            .map(|m| m["type"].clone())
+            .collect::<Vec<_>>()
+    );
+    assert!(policed_video > 0, "the thin link lost no video");
+    let m = metrics(&server).await;
+    assert_eq!(
+        peer_gauge(&m, "yuntiao_media_peer_video_level", thin.participant()),
+        Some(2.0),
+        "{m}"
+    );
+    assert!(gauge(&m, "yuntiao_media_downlink_steps_down_total").unwrap_or(0.0) >= 1.0);
+
+    // Packets already on their way have arrived or been lost; now a clean window.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    for p in &peers {
+        p.reset_counters();
+    }
+    let (audio_lost_before, _) = thin.policed();
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let (audio_lost_after, _) = thin.policed();
+    assert_eq!(
+        audio_lost_after, audio_lost_before,
+        "audio was lost on the thin link while its video was paused"
+    );
+    for s in &others {
+        assert_eq!(
+            thin.received(s.tag(), Kind::Video),
+            0,
+            "video from {} still reaches the paused receiver",
+            s.participant()
+        );
+        // 50 packets a second for 3 s, less what scheduling on a busy machine delays.
+        let audio = thin.received(s.tag(), Kind::Audio);
+        assert!(
+            audio >= 120,
+            "only {audio} audio packets from {} in 3 s: {}",
+            s.participant(),
+            matrix(&all)
+        );
+    }
+    // Only the thin receiver is affected.
+    for r in &others {
+        assert!(downlink_states(r).is_empty(), "{}", r.participant());
+        for s in &peers {
+            if s.tag() != r.tag() {
+                assert!(
+                    r.received(s.tag(), Kind::Video) > 0,
+                    "{} lost {}'s video: {}",
+                    r.participant(),
+                    s.participant(),
+                    matrix(&all)
+                );
+            }
+        }
+    }
+
+    // The link recovers: after the hold, the video comes back.
+    thin.limit_downlink(0);
+    let full = eventually(Duration::from_secs(30), || {
+        downlink_states(thin).last().map(String::as_str) == Some("full")
+    })
+    .await;
+    assert!(full, "video not given back: {:?}", downlink_states(thin));
+    let back = eventually(START, || {
+        others.iter().all(|s| {
+            thin.flow(s.tag(), Kind::Video)
+                .is_some_and(|f| f.packets > 0 && f.keyframes > 0)
+        })
+    })
+    .await;
+    assert!(back, "video did not come back: {}", matrix(&all));
+    // Each video line starts again at a keyframe, with no gap in its sequence numbers.
+    for t in thin.tracks() {
+        if t.kind != Kind::Video || t.history.is_empty() {
+            continue;
+        }
+        assert!(
+            t.history[0].keyframe,
+            "video resumed without a keyframe: {t:?}"
+        );
+        for w in t.history.windows(2) {
+            assert_eq!(
+                w[1].seq,
+                w[0].seq.wrapping_add(1),
+                "a gap in the resumed video's sequence numbers"
+            );
+        }
+    }
+    assert_eq!(thin.bad_payloads(), 0);
+    let m = metrics(&server).await;
+    assert_eq!(
+        peer_gauge(&m, "yuntiao_media_peer_video_level", thin.participant()),
+        Some(0.0),
+        "{m}"
+    );
+    assert!(gauge(&m, "yuntiao_media_downlink_steps_up_total").unwrap_or(0.0) >= 1.0);
+    assert!(gauge(&m, "yuntiao_media_packets_held_downlink_total").unwrap_or(0.0) > 0.0);
     for p in peers {
         p.close().await;
     }

@@ -228,3 +228,27 @@ describe('graceful degradation to voice only', () => {
     media.close();
   });
 });
+
+describe('downlink protection (media_downlink)', () => {
+  const downlink = (video: 'full' | 'reduced' | 'paused') =>
+    ({ type: 'server', msg: { type: 'media_downlink', video } }) as unknown as Action;
+
+  it('follows what the server says, and a new peer connection starts from full video', async () => {
+    const { media, pc } = await connectedSession();
+    expect(media.snapshot.downlink).toBe('full');
+    const seen: string[] = [];
+    media.subscribe(() => seen.push(media.snapshot.downlink));
+    media.onAction(downlink('paused'));
+    expect(media.snapshot.downlink).toBe('paused');
+    media.onAction(downlink('reduced'));
+    media.onAction(downlink('full'));
+    expect(seen).toEqual(['paused', 'reduced', 'full']);
+    // Paused again, then the peer connection is rebuilt: the server's state for the old one is gone.
+    media.onAction(downlink('paused'));
+    media.onAction(welcome);
+    await vi.advanceTimersByTimeAsync(0);
+    expect(pcs[pcs.length - 1]).not.toBe(pc);
+    expect(media.snapshot.downlink).toBe('full');
+    media.close();
+  });
+});

@@ -19,10 +19,13 @@
  *    (and says so: `degraded`); the microphone goes on as before.
  * 6. The peer connection fails while the websocket stays up: ICE restart, and if that does not
  *    do, a fresh peer connection through a new websocket (`media-recovery.ts`).
+ * 7. The server says how much video our downlink carries (`media_downlink`): when it pauses the
+ *    others' video to keep their voices clear on a lossy link, their tiles show no video and a
+ *    notice says why, until it is given back.
  *
  * Everything the views need is in `snapshot`; `subscribe` tells them when it changed.
  */
-import type { IceServer, Request, ServerMessage, TrackInfo } from './protocol';
+import type { DownlinkVideo, IceServer, Request, ServerMessage, TrackInfo } from './protocol';
 import type { Action } from './state';
 import { camerasToTry, flowing, newSenders, nextCamera, onServerOffer, videoTooPoor, type MuteStates, type SendSample } from './media-logic';
 import { fingerprintOf, initialRecovery, recover, type Recovery, type RecoveryInput } from './media-recovery';
@@ -42,6 +45,8 @@ export interface MediaSnapshot {
   /** Video was being captured but could not be sent: we went audio-only. */
   degraded: boolean;
   connection: RTCPeerConnectionState | 'none';
+  /** How much of the others' video the server sends us now (`media_downlink`). */
+  downlink: DownlinkVideo;
   tracks: TrackInfo[];
   /** mid → the remote track on it. */
   remote: Record<string, MediaStreamTrack>;
@@ -85,6 +90,7 @@ export class MediaSession {
     canSwitch: false,
     degraded: false,
     connection: 'none',
+    downlink: 'full',
     tracks: [],
     remote: {},
     mutes: {},
@@ -164,6 +170,9 @@ export class MediaSession {
         if (fresh.length > 0) this.announceMutes();
         return;
       }
+      case 'media_downlink':
+        this.update({ downlink: msg.video });
+        return;
       case 'mute': {
         const old = this.snapshot.mutes[msg.participant] ?? {};
         this.update({ mutes: { ...this.snapshot.mutes, [msg.participant]: { ...old, [msg.kind]: msg.muted } } });
@@ -233,7 +242,7 @@ export class MediaSession {
     this.pc = pc;
     this.videoSent = [];
     // Others tell a new receiver their mute state again (they see us arrive in media_tracks).
-    this.update({ connection: pc.connectionState, tracks: [], remote: {}, mutes: {} });
+    this.update({ connection: pc.connectionState, downlink: 'full', tracks: [], remote: {}, mutes: {} });
     this.remoteFingerprint = undefined;
     this.feed(pc, { type: 'new_pc', now: Date.now() });
     pc.onconnectionstatechange = () => {

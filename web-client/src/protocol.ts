@@ -137,7 +137,12 @@ export type ServerMessage =
   | { type: 'media_answer'; id?: string; sdp: string }
   | { type: 'media_offer'; sdp: string }
   | { type: 'media_tracks'; tracks: TrackInfo[] }
-  | { type: 'mute'; participant: string; kind: MediaKind; muted: boolean };
+  | { type: 'mute'; participant: string; kind: MediaKind; muted: boolean }
+  | { type: 'media_downlink'; video: DownlinkVideo };
+
+/** How much video our downlink carries (`media_downlink`): the server takes video away from a
+ * link that loses packets so that the voices stay clear, and gives it back when it recovers. */
+export type DownlinkVideo = 'full' | 'reduced' | 'paused';
 
 // ---- events (`event::Event`, `event::EventBody`) ----
 

@@ -163,6 +163,9 @@ function MediaView({ t, s, media }: { t: T; s: State; media: MediaSession }) {
   if (snap.capture === 'no_devices') notices.push(t.media.noDevices);
   else if (snap.capture === 'no_camera') notices.push(t.media.noCamera);
   if (snap.degraded) notices.push(t.media.degraded);
+  const videoPaused = snap.downlink === 'paused';
+  if (videoPaused) notices.push(t.media.downlinkPaused);
+  else if (snap.downlink === 'reduced') notices.push(t.media.downlinkReduced);
   if (snap.connection === 'failed' || snap.connection === 'disconnected') notices.push(t.media.connLost);
   return (
     <section class="card media" data-testid="media" aria-labelledby="h-media" onClick={wakeAudio} onKeyDown={wakeAudio}>
@@ -194,11 +197,11 @@ function MediaView({ t, s, media }: { t: T; s: State; media: MediaSession }) {
               roleKey={p?.role}
               name={p?.name ?? t.unknownPerson}
               role={p?.role ? t.roles[p.role] : ''}
-              video={tile.videoMid !== undefined ? snap.remote[tile.videoMid] : undefined}
+              video={tile.videoMid !== undefined && !videoPaused ? snap.remote[tile.videoMid] : undefined}
               audio={tile.audioMid !== undefined ? snap.remote[tile.audioMid] : undefined}
               micMuted={tile.micMuted}
               camOff={tile.camOff}
-              audioOnly={tile.audioOnly}
+              audioOnly={tile.audioOnly || videoPaused}
             />
           );
         })}

@@ -23,12 +23,15 @@
 //! the publisher's `a=simulcast` line, taken as smallest first (how browsers list
 //! `sendEncodings` in the usual configuration).
 //!
-//! Bandwidth estimation is not used to cap a receiver's layer (not built): str0m's `enable_bwe`
-//! does produce `EgressBitrateEstimate` events in RTP mode from the TWCC feedback of receivers
-//! (tried with the webrtc-rs test peers: estimates every ~100-200 ms, ramping up from the
-//! initial value by about 5% a step on loopback), but a cap also needs each layer's measured
-//! bitrate, hysteresis against flapping, and a test on a shaped link. Until then a receiver on
-//! a thin link relies on `media_layer`.
+//! Downlink protection ([`super::downlink`]): each receiver's reported loss on the streams sent
+//! to it (str0m's per-stream stats events, from its RTCP receiver reports) sets how much video
+//! it gets: all, the lowest simulcast layer (a cap over its `media_layer` choice), or none
+//! (`forward` skips its video lines; audio goes on), and it is told with `media_downlink`.
+//! Video that comes back restarts its lines ([`OutTrack::restart`]: no sequence gap to NACK)
+//! and asks the publishers for keyframes. str0m's delay-based estimator (`enable_bwe`) was not
+//! used for this: it turns on str0m's leaky-bucket pacer, which queues every forwarded packet
+//! instead of sending it at once, and its estimate only ramps up from the initial value by
+//! about 5 % a step without probing (tried with the webrtc-rs test peers on loopback).
 //!
 //! Sending: str0m is the patched copy in `vendor/str0m` (see its YUNTIAO.md). A forwarded packet
 //! leaves through `Rtc::send_rtp_now`, which makes its datagram at once when the receiver's
@@ -73,9 +76,10 @@ use tokio::net::UdpSocket;
 use tokio::sync::mpsc;
 use tracing::{debug, info, warn};
 use yuntiao_signaling::protocol::{
-    ErrorCode, LayerQuality, MediaKind, ProtocolError, ServerMessage, TrackInfo,
+    DownlinkVideo, ErrorCode, LayerQuality, MediaKind, ProtocolError, ServerMessage, TrackInfo,
 };
 
+use super::downlink::{Downlink, Level};
 use super::routes::Routes;
 use super::tcp::{self, TcpEvent};
 use super::udp::{self, RecvBufs, SendQueue};
@@ -100,6 +104,9 @@ struct InTrack {
     seqs: FxHashMap<Option<Rid>, SeqStat>,
     /// Simulcast layers, smallest first; empty without simulcast.
     layers: Vec<Layer>,
+    /// The fraction of its packets lost on the way in over the last stats interval (what
+    /// receivers' reports on it count as lost before it reached the server).
+    up_loss: f64,
 }
 
 #[derive(Default)]
@@ -107,6 +114,8 @@ struct SeqStat {
     first: Option<u64>,
     max: u64,
     received: u64,
+    /// Expected and received at the last stats interval, for `InTrack::up_loss`.
+    last: (u64, u64),
 }
 
 #[derive(Clone, Copy, Debug)]
@@ -160,6 +169,15 @@ struct OutTrack {
     ssrc: Option<Ssrc>,
     /// Simulcast layer selection for this line (unused when the source has no layers).
     layers: LayerState,
+    /// Video given back after downlink protection paused it (no simulcast): nothing is sent
+    /// until a keyframe, which was last asked for then (a receiver cannot decode the frames
+    /// before one).
+    await_keyframe: Option<Instant>,
+    /// Packets str0m had sent on this line at its last stats event.
+    egress_packets: u64,
+    /// Packets sent and the loss the receiver reported on them since the last stats interval
+    /// (from str0m's stats events), for downlink protection.
+    reported: (u64, f64),
 }
 
 impl OutTrack {
@@ -196,6 +214,8 @@ struct Peer {
     bytes_out: u64,
     /// The receivers of each of its published lines (forwarding looks them up per packet).
     fanout: FxHashMap<Mid, Fanout>,
+    /// How much video its downlink carries ([`super::downlink`]).
+    downlink: Downlink,
 }
 
 /// The receivers of one published line, as worked out at `generation` (see `Engine::fanout`).
@@ -318,6 +338,7 @@ struct Tally {
     packets_forwarded: u64,
     bytes_forwarded: u64,
     packets_withheld: u64,
+    packets_held_downlink: u64,
 }
 
 impl Tally {
@@ -329,6 +350,7 @@ impl Tally {
             (&stats.packets_forwarded, t.packets_forwarded),
             (&stats.bytes_forwarded, t.bytes_forwarded),
             (&stats.packets_withheld, t.packets_withheld),
+            (&stats.packets_held_downlink, t.packets_held_downlink),
         ] {
             if n > 0 {
                 MediaStats::add(counter, n);
@@ -769,6 +791,9 @@ impl Engine {
                     .set_rtp_mode(true)
                     .set_ice_lite(true)
                     .set_pause_threshold(PAUSE_AFTER)
+                    // Per-stream statistics, for the loss receivers report (downlink
+                    // protection); str0m gathers them once per interval, not per packet.
+                    .set_stats_interval(Some(STATS_INTERVAL))
                     .build(Instant::now());
                 let internal = |e: str0m::error::IceError| {
                     ProtocolError::new(ErrorCode::Internal, e.to_string())
@@ -799,6 +824,7 @@ impl Engine {
                     bytes_in: 0,
                     bytes_out: 0,
                     fanout: FxHashMap::default(),
+                    downlink: Downlink::new(Instant::now()),
                 });
                 self.sched.push();
                 self.stats.peers.store(
@@ -1081,6 +1107,7 @@ impl Engine {
                             kind: m.kind,
                             seqs: FxHashMap::default(),
                             layers,
+                            up_loss: 0.0,
                         },
                     );
                     self.dirty.insert(peer.key.case.clone());
@@ -1145,6 +1172,22 @@ impl Engine {
                     }
                 }
             }
+            Event::MediaEgressStats(st) => {
+                let Some(t) = peer.outbound.iter_mut().find(|t| t.mid == st.mid) else {
+                    return;
+                };
+                let packets = st.packets.saturating_sub(t.egress_packets);
+                t.egress_packets = st.packets;
+                // Taken with the upstream loss of its source in `refresh_stats`.
+                if let Some(loss) = st.loss {
+                    let (n, l) = t.reported;
+                    let total = n + packets;
+                    if total > 0 {
+                        let weighted = l * n as f64 + f64::from(loss) * packets as f64;
+                        t.reported = (total, weighted / total as f64);
+                    }
+                }
+            }
             Event::StreamPaused(sp) => {
                 if let (Some(t), Some(rid)) = (peer.inbound.get_mut(&sp.mid), sp.rid) {
                     if let Some(l) = t.layers.iter_mut().find(|l| l.rid == rid) {
@@ -1187,6 +1230,7 @@ impl Engine {
         };
         let now = Instant::now();
         let mut asks: Vec<Rid> = Vec::new();
+        let mut asks_plain = false;
         // The receivers (peer, line), worked out again only after something changed them.
         let mut targets = std::mem::take(&mut self.targets);
         targets.clear();
@@ -1208,7 +1252,31 @@ impl Engine {
         }
         for &(j, k) in &targets {
             let peer = &mut self.peers[j];
+            let level = peer.downlink.level();
             let track = &mut peer.outbound[k];
+            if level == Level::Paused && track.kind == Kind::Video {
+                self.tally.packets_held_downlink += 1;
+                continue;
+            }
+            if let Some(asked) = track.await_keyframe {
+                if rid.is_none() && !starts_keyframe(codec, &f.payload) {
+                    if now.saturating_duration_since(asked) >= LAYER_KEYFRAME_RETRY {
+                        track.await_keyframe = Some(now);
+                        if !asks_plain {
+                            asks_plain = true;
+                            self.keyframes.push_back((
+                                f.from,
+                                f.mid,
+                                None,
+                                KeyframeRequestKind::Pli,
+                            ));
+                        }
+                    }
+                    self.tally.packets_held_downlink += 1;
+                    continue;
+                }
+                track.await_keyframe = None;
+            }
             let known = match track.last_pt {
                 Some((src, pt)) if src == f.pt => Some(pt),
                 _ => track
@@ -1246,7 +1314,12 @@ impl Engine {
             let mut patch = None;
             if let Some(rid) = rid {
                 let ls = &mut track.layers;
-                let want = choose_layer(&layers, ls.quality.unwrap_or(LayerQuality::High));
+                let quality = match level {
+                    // Downlink protection: the lowest layer, whatever the receiver asked for.
+                    Level::Reduced => LayerQuality::Low,
+                    _ => ls.quality.unwrap_or(LayerQuality::High),
+                };
+                let want = choose_layer(&layers, quality);
                 match want {
                     Some(w) if Some(w) != ls.current => {
                         let ask = ls.target.is_none_or(|(t, at)| {
@@ -1481,6 +1554,9 @@ impl Engine {
                     last_pt: None,
                     ssrc: None,
                     layers: LayerState::default(),
+                    await_keyframe: None,
+                    egress_packets: 0,
+                    reported: (0, 0.0),
                 });
                 changed = true;
                 if *kind == Kind::Video {
@@ -1531,8 +1607,58 @@ impl Engine {
     }
 
     fn refresh_stats(&mut self) {
-        let secs = self.last_stats.elapsed().as_secs_f64().max(0.001);
-        self.last_stats = Instant::now();
+        let now = Instant::now();
+        let secs = now.duration_since(self.last_stats).as_secs_f64().max(0.001);
+        self.last_stats = now;
+        // Each published line's loss on the way in over this interval; kept by key for the
+        // receivers' reports below (only the lines that lost something, usually none).
+        let mut upstream: HashMap<(String, String, Mid), f64> = HashMap::new();
+        for p in &mut self.peers {
+            for (mid, t) in p.inbound.iter_mut() {
+                let (mut expected, mut received) = (0u64, 0u64);
+                for s in t.seqs.values_mut() {
+                    let exp = s.first.map_or(0, |f| s.max - f + 1);
+                    expected += exp.saturating_sub(s.last.0);
+                    received += s.received.saturating_sub(s.last.1);
+                    s.last = (exp, s.received);
+                }
+                t.up_loss = if expected > 0 {
+                    expected.saturating_sub(received) as f64 / expected as f64
+                } else {
+                    0.0
+                };
+                if t.up_loss > 0.0 {
+                    let key = (p.key.case.clone(), p.key.participant.clone(), *mid);
+                    upstream.insert(key, t.up_loss);
+                }
+            }
+        }
+        // Downlink protection: each receiver's reports of the interval, then its level.
+        let mut changes = Vec::new();
+        for (i, p) in self.peers.iter_mut().enumerate() {
+            let mut layers = false;
+            for t in &mut p.outbound {
+                let (n, loss) = std::mem::take(&mut t.reported);
+                if n > 0 {
+                    let up = if upstream.is_empty() {
+                        0.0
+                    } else {
+                        let key = (p.key.case.clone(), t.src.0.clone(), t.src.1);
+                        upstream.get(&key).copied().unwrap_or(0.0)
+                    };
+                    p.downlink.report(n, loss, up);
+                }
+                layers |= t.kind == Kind::Video
+                    && (t.layers.current.is_some() || t.layers.target.is_some());
+            }
+            let before = p.downlink.level();
+            if let Some(level) = p.downlink.evaluate(now, layers) {
+                changes.push((i, before, level));
+            }
+        }
+        for (i, before, level) in changes {
+            self.downlink_changed(i, before, level);
+        }
         let per_peer = self
             .peers
             .iter_mut()
@@ -1554,6 +1680,12 @@ impl Engine {
                     } else {
                         0.0
                     },
+                    loss_out: p.downlink.loss(),
+                    video_level: match p.downlink.level() {
+                        Level::Full => 0,
+                        Level::Reduced => 1,
+                        Level::Paused => 2,
+                    },
                 };
                 p.bytes_in = 0;
                 p.bytes_out = 0;
@@ -1562,6 +1694,52 @@ impl Engine {
             .collect();
         if let Ok(mut g) = self.stats.per_peer.lock() {
             *g = per_peer;
+        }
+    }
+
+    /// Peer `i`'s downlink went from `before` to `level`: the client is told, and video that
+    /// comes back starts over at a keyframe (asked from its publishers at once; a simulcast
+    /// line asks for its layer's keyframe itself when it picks one again).
+    fn downlink_changed(&mut self, i: usize, before: Level, level: Level) {
+        let counter = if level > before {
+            &self.stats.downlink_steps_down
+        } else {
+            &self.stats.downlink_steps_up
+        };
+        MediaStats::add(counter, 1);
+        let p = &mut self.peers[i];
+        debug!(case = %p.key.case, participant = %p.key.participant, ?before, ?level, "downlink level changed");
+        let video = match level {
+            Level::Full => DownlinkVideo::Full,
+            Level::Reduced => DownlinkVideo::Reduced,
+            Level::Paused => DownlinkVideo::Paused,
+        };
+        let msg = ServerMessage::MediaDownlink { video };
+        let _ = p.out.try_send(Outbound::Text(msg.to_json().into()));
+        if before != Level::Paused {
+            return;
+        }
+        let case = p.key.case.clone();
+        let mut sources = Vec::new();
+        for (k, t) in p.outbound.iter_mut().enumerate() {
+            if t.kind == Kind::Video && t.active {
+                t.restart();
+                sources.push((k, t.src.clone()));
+            }
+        }
+        let now = Instant::now();
+        for (k, (src, src_mid)) in sources {
+            if let Some(j) = self.peer_index(&case, &src) {
+                let simulcast = self.peers[j]
+                    .inbound
+                    .get(&src_mid)
+                    .is_some_and(|t| !t.layers.is_empty());
+                if !simulcast {
+                    self.peers[i].outbound[k].await_keyframe = Some(now);
+                    self.keyframes
+                        .push_back((j, src_mid, None, KeyframeRequestKind::Pli));
+                }
+            }
         }
     }
 }

@@ -19,6 +19,7 @@
 //!
 //! Room tasks talk to the engine through a [`MediaHandle`].
 
+mod downlink;
 pub mod engine;
 mod routes;
 pub mod tcp;
@@ -102,6 +103,11 @@ pub struct MediaStats {
     pub udp_garbage: AtomicU64,
     /// Simulcast layer switches made on receivers' lines.
     pub layer_switches: AtomicU64,
+    /// Video packets not sent to a receiver whose downlink is protected (`downlink`).
+    pub packets_held_downlink: AtomicU64,
+    /// Downlink protection's steps down (less video) and up (more again).
+    pub downlink_steps_down: AtomicU64,
+    pub downlink_steps_up: AtomicU64,
     /// Per-peer figures, refreshed by the engine about once a second.
     pub per_peer: std::sync::Mutex<Vec<PeerStats>>,
 }
@@ -117,6 +123,11 @@ pub struct PeerStats {
     pub bitrate_out: f64,
     /// Fraction of packets lost on the way in (from RTP sequence gaps), 0..1.
     pub loss_in: f64,
+    /// The loss the participant reported on what the server sent it, less what was already
+    /// lost upstream, over the last second (`None`: no receiver report in it).
+    pub loss_out: Option<f64>,
+    /// 0: all video, 1: reduced (lowest simulcast layers), 2: no video (see `downlink`).
+    pub video_level: u8,
 }
 
 impl MediaStats {

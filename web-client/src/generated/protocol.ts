@@ -11,6 +11,8 @@ export type MediaKind = "audio" | "video";
 
 export type LayerQuality = "high" | "medium" | "low";
 
+export type DownlinkVideo = "full" | "reduced" | "paused";
+
 export type NoteScope = "shared" | "staff" | "private";
 
 export type Outcome = "settled" | "partially_settled" | "failed" | "withdrawn" | "referred_to_court";
@@ -156,5 +158,5 @@ document?: string,
 /**
  * That document's state vector (Yjs v1, base64) when the text was taken.
  */
-doc_state?: string, } | { "kind": "terms_accepted", terms: string, by: string, text_hash: string, } | { "kind": "terms_rejected", terms: string, by: string, reason?: string, } | { "kind": "terms_confirmed", terms: string, by: string, text_hash: string, } | { "kind": "outcome_recorded", outcome: Outcome, by: string, reason?: string, terms?: string, } | { "kind": "consent_given", participant: string, consent: ConsentKind, given: boolean, } | { "kind": "doc_permission", doc: string, participant: string, write: boolean, by: string, }) | { "type": "presence", participant: string, online: boolean, } | { "type": "pong", id?: string, } | { "type": "closed", code: ErrorCode, message: string, } | { "type": "media_answer", id?: string, sdp: string, } | { "type": "media_offer", sdp: string, } | { "type": "media_tracks", tracks: Array<TrackInfo>, } | { "type": "mute", participant: string, kind: MediaKind, muted: boolean, };
+doc_state?: string, } | { "kind": "terms_accepted", terms: string, by: string, text_hash: string, } | { "kind": "terms_rejected", terms: string, by: string, reason?: string, } | { "kind": "terms_confirmed", terms: string, by: string, text_hash: string, } | { "kind": "outcome_recorded", outcome: Outcome, by: string, reason?: string, terms?: string, } | { "kind": "consent_given", participant: string, consent: ConsentKind, given: boolean, } | { "kind": "doc_permission", doc: string, participant: string, write: boolean, by: string, }) | { "type": "presence", participant: string, online: boolean, } | { "type": "pong", id?: string, } | { "type": "closed", code: ErrorCode, message: string, } | { "type": "media_answer", id?: string, sdp: string, } | { "type": "media_offer", sdp: string, } | { "type": "media_tracks", tracks: Array<TrackInfo>, } | { "type": "mute", participant: string, kind: MediaKind, muted: boolean, } | { "type": "media_downlink", video: DownlinkVideo, };
 
