@@ -52,6 +52,8 @@ struct Counters {
     forwarded: u64,
     forwarded_bytes: u64,
     withheld: u64,
+    /// Video held back from receivers by downlink protection (their links lost packets).
+    held_downlink: u64,
     dropped: u64,
     peers: u64,
 }
@@ -79,6 +81,7 @@ async fn counters(http: &reqwest::Client, server: &str) -> anyhow::Result<Counte
             "yuntiao_media_packets_forwarded_total" => c.forwarded = v,
             "yuntiao_media_bytes_forwarded_total" => c.forwarded_bytes = v,
             "yuntiao_media_packets_withheld_total" => c.withheld = v,
+            "yuntiao_media_packets_held_downlink_total" => c.held_downlink = v,
             "yuntiao_media_packets_dropped_total" => c.dropped = v,
             "yuntiao_media_peers" => c.peers = v,
             _ => {}
@@ -403,6 +406,7 @@ pub async fn run(args: &Args, admin: &Admin, url: &str) -> anyhow::Result<()> {
             "received": server_in,
             "received_per_s": server_in as f64 / wall,
             "withheld": m1.withheld.saturating_sub(m0.withheld),
+            "held_downlink": m1.held_downlink.saturating_sub(m0.held_downlink),
             "dropped": m1.dropped.saturating_sub(m0.dropped),
             "peers": m1.peers,
         },
@@ -463,9 +467,10 @@ pub async fn run(args: &Args, admin: &Admin, url: &str) -> anyhow::Result<()> {
         t_flowing.as_secs_f64()
     );
     println!(
-        "server           forwarded {forwarded} packets = {forwarded_per_s:.0}/s (received {server_in} = {:.0}/s; withheld {}, dropped {})",
+        "server           forwarded {forwarded} packets = {forwarded_per_s:.0}/s (received {server_in} = {:.0}/s; withheld {}, held by downlink protection {}, dropped {})",
         server_in as f64 / wall,
         m1.withheld.saturating_sub(m0.withheld),
+        m1.held_downlink.saturating_sub(m0.held_downlink),
         m1.dropped.saturating_sub(m0.dropped)
     );
     println!(
