@@ -1566,3 +1566,58 @@ async fn thin_downlink_pauses_video_keeps_audio_and_recovers() {
         p.close().await;
     }
 }
+
+/// Downlink protection with a simulcast publisher: a thin link first gets the lowest layer
+/// (`reduced`), and, since here even that is too much, no video (`paused`); when the link
+/// recovers it climbs back one level at a time: the lowest layer, then the best one again, each
+/// switch at a keyframe on one continuous stream.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn thin_downlink_steps_a_simulcast_receiver_down_and_back_up() {
+    let _serial = SERIAL.lock().await;
+    let (server, _port) = start().await;
+    let (publisher, receiver) = simulcast_pair(&server).await;
+    let mid = video_mid(&receiver, &publisher);
+    tokio::time::sleep(SETTLE).await;
+    assert_only_layer(&publisher, &receiver, &mid, "f").await;
+
+    // Every layer of the test publisher is about 500 kbit/s; the link passes 250.
+    receiver.reset_counters();
+    receiver.limit_downlink(250_000);
+    let paused = eventually(Duration::from_secs(20), || {
+        downlink_states(&receiver).last().map(String::as_str) == Some("paused")
+    })
+    .await;
+    let states = downlink_states(&receiver);
+    assert!(paused, "not paused: {states:?}");
+    assert_eq!(states, ["reduced", "paused"]);
+    // While reduced, the line switched to the lowest layer (whatever got through of it).
+    let q = publisher.layer_tag("q").unwrap();
+    assert!(
+        receiver.received(q, Kind::Video) > 0,
+        "the lowest layer never came while reduced: {:?}",
+        layer_counts(&publisher, &receiver)
+    );
+
+    receiver.limit_downlink(0);
+    let reduced = eventually(Duration::from_secs(30), || {
+        downlink_states(&receiver).len() == 3
+    })
+    .await;
+    assert!(reduced, "no step up: {:?}", downlink_states(&receiver));
+    assert_eq!(downlink_states(&receiver)[2], "reduced");
+    wait_layer(&publisher, &receiver, "q").await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_only_layer(&publisher, &receiver, &mid, "q").await;
+
+    let full = eventually(Duration::from_secs(30), || {
+        downlink_states(&receiver).len() == 4
+    })
+    .await;
+    assert!(full, "no second step up: {:?}", downlink_states(&receiver));
+    assert_eq!(downlink_states(&receiver)[3], "full");
+    wait_layer(&publisher, &receiver, "f").await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_only_layer(&publisher, &receiver, &mid, "f").await;
+    publisher.close().await;
+    receiver.close().await;
+}

@@ -23,6 +23,7 @@
 //!   sent (no audio to measure by) counts as clean.
 //! * Reports from before a change still describe the old level, so the seconds within
 //!   [`SETTLE`] of a change count neither way.
+//! * A receiver that gets no video stays at full: there is nothing to take away.
 //!
 //! Loss-based, not delay-based: a link that queues without losing (a deep modem buffer) is not
 //! caught until it drops. str0m's delay-based estimator (`enable_bwe`) would see it earlier, but
@@ -116,14 +117,18 @@ impl Downlink {
     }
 
     /// Once a second: takes the second's reports and returns the new level if it changed.
-    /// `layers`: some received video has simulcast layers (so [`Level::Reduced`] means
-    /// something).
-    pub fn evaluate(&mut self, now: Instant, layers: bool) -> Option<Level> {
+    /// `video`: the receiver gets some video (without any, there is nothing to take away, and
+    /// the level stays full); `layers`: some of it has simulcast layers (so [`Level::Reduced`]
+    /// means something).
+    pub fn evaluate(&mut self, now: Instant, video: bool, layers: bool) -> Option<Level> {
         let loss = (self.sent > 0.0).then(|| self.lost / self.sent);
         self.loss = loss;
         self.sent = 0.0;
         self.lost = 0.0;
-        if now.saturating_duration_since(self.since) < SETTLE {
+        if now.saturating_duration_since(self.since) < SETTLE
+            || (!video && self.level == Level::Full)
+        {
+            self.bad = 0;
             return None;
         }
         let congested = loss.is_some_and(|l| l >= CONGESTED);
@@ -199,7 +204,7 @@ mod tests {
         if let Some(l) = loss {
             d.report(100, l, 0.0);
         }
-        d.evaluate(*t, layers)
+        d.evaluate(*t, true, layers)
     }
 
     #[test]
@@ -299,6 +304,27 @@ mod tests {
     }
 
     #[test]
+    fn without_video_there_is_nothing_to_take_away() {
+        let mut t = Instant::now();
+        let mut d = Downlink::new(t);
+        for _ in 0..5 {
+            t += Duration::from_secs(1);
+            d.report(100, 0.5, 0.0);
+            assert_eq!(d.evaluate(t, false, false), None);
+            // The loss is still measured, for the metrics.
+            assert!((d.loss().unwrap() - 0.5).abs() < 1e-9);
+        }
+        assert_eq!(d.level(), Level::Full);
+        // Video arrives, and the link is still lossy: now it counts, from the first second.
+        t += Duration::from_secs(1);
+        d.report(100, 0.15, 0.0);
+        assert_eq!(d.evaluate(t, true, false), None);
+        t += Duration::from_secs(1);
+        d.report(100, 0.15, 0.0);
+        assert_eq!(d.evaluate(t, true, false), Some(Level::Paused));
+    }
+
+    #[test]
     fn loss_already_there_upstream_is_not_the_receivers() {
         let mut t = Instant::now();
         let mut d = Downlink::new(t);
@@ -306,13 +332,13 @@ mod tests {
             t += Duration::from_secs(1);
             // The publisher's uplink lost 20 %; the receiver reports exactly that much.
             d.report(100, 0.2, 0.2);
-            assert_eq!(d.evaluate(t, false), None);
+            assert_eq!(d.evaluate(t, true, false), None);
             assert!(d.loss().unwrap() < 0.001);
         }
         // 20 % upstream and 60 % reported: half of what arrived was lost on the way down.
         t += Duration::from_secs(1);
         d.report(100, 0.6, 0.2);
-        assert_eq!(d.evaluate(t, false), Some(Level::Paused));
+        assert_eq!(d.evaluate(t, true, false), Some(Level::Paused));
         assert!((d.loss().unwrap() - 0.5).abs() < 1e-9);
     }
 
@@ -325,7 +351,7 @@ mod tests {
         d.report(300, 0.0, 0.0);
         d.report(100, 0.2, 0.0);
         d.report(0, 1.0, 0.0);
-        d.evaluate(t, false);
+        d.evaluate(t, true, false);
         assert!((d.loss().unwrap() - 0.05).abs() < 1e-9);
     }
 }

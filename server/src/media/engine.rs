@@ -1636,7 +1636,7 @@ impl Engine {
         // Downlink protection: each receiver's reports of the interval, then its level.
         let mut changes = Vec::new();
         for (i, p) in self.peers.iter_mut().enumerate() {
-            let mut layers = false;
+            let (mut video, mut layers) = (false, false);
             for t in &mut p.outbound {
                 let (n, loss) = std::mem::take(&mut t.reported);
                 if n > 0 {
@@ -1648,11 +1648,12 @@ impl Engine {
                     };
                     p.downlink.report(n, loss, up);
                 }
+                video |= t.kind == Kind::Video && t.active;
                 layers |= t.kind == Kind::Video
                     && (t.layers.current.is_some() || t.layers.target.is_some());
             }
             let before = p.downlink.level();
-            if let Some(level) = p.downlink.evaluate(now, layers) {
+            if let Some(level) = p.downlink.evaluate(now, video, layers) {
                 changes.push((i, before, level));
             }
         }
