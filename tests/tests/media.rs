@@ -1521,7 +1521,10 @@ async fn thin_downlink_pauses_video_keeps_audio_and_recovers() {
         }
     }
 
-    // The link recovers: after the hold, the video comes back.
+    // The link recovers: after the hold, the video comes back, and the server asks each
+    // publisher for a keyframe to start it with (nobody else asks now: the other receivers lose
+    // nothing, and a paused receiver's own requests are not passed on).
+    let plis_before: Vec<u64> = others.iter().map(|s| s.feedback_received().0).collect();
     thin.limit_downlink(0);
     let full = eventually(Duration::from_secs(30), || {
         downlink_states(thin).last().map(String::as_str) == Some("full")
@@ -1536,6 +1539,13 @@ async fn thin_downlink_pauses_video_keeps_audio_and_recovers() {
     })
     .await;
     assert!(back, "video did not come back: {}", matrix(&all));
+    for (s, before) in others.iter().zip(plis_before) {
+        assert!(
+            s.feedback_received().0 > before,
+            "{} was not asked for a keyframe when the video came back",
+            s.participant()
+        );
+    }
     // Each video line starts again at a keyframe, with no gap in its sequence numbers.
     for t in thin.tracks() {
         if t.kind != Kind::Video || t.history.is_empty() {

@@ -12,15 +12,17 @@
 //! server sends it, less the loss the same packets had already suffered on the way in from
 //! their publisher (forwarded packets keep their gaps, see the engine's sequence numbering),
 //! averaged over the receiver's streams by packets sent. [`Downlink`] turns one such figure per
-//! second into a level:
+//! second (from the reports that arrived in it) into a level:
 //!
 //! * **Step down** after two congested seconds in a row (loss of [`CONGESTED`] or more) or one
 //!   very congested second ([`SEVERE`]): from full video to reduced (the lowest simulcast
 //!   layer, when some received video has layers) and from there, or directly, to no video.
-//! * **Step up** one level once [`HOLD_START`] (doubled, up to [`HOLD_MAX`], each time the link
-//!   turns congested again within [`RELAPSE`] of a step up) has passed at the lower level and
-//!   the last [`CLEAN_NEEDED`] seconds were clean (loss under [`CLEAN`]). A level with nothing
-//!   sent (no audio to measure by) counts as clean.
+//! * **Step up** one level once [`HOLD_START`] (doubled, up to [`HOLD_MAX`], for a step down
+//!   within [`RELAPSE`] of a step up; back to the start after [`STABLE`] clean at full) has
+//!   passed at the lower level and the last [`CLEAN_NEEDED`] seconds were clean (loss under
+//!   [`CLEAN`]). A second in which nothing at all was sent (no audio to measure by) is clean.
+//! * A second without a report (a receiver may report on audio only every few seconds) counts
+//!   neither way: it breaks no run of congested or clean seconds.
 //! * Reports from before a change still describe the old level, so the seconds within
 //!   [`SETTLE`] of a change count neither way.
 //! * A receiver that gets no video stays at full: there is nothing to take away.
@@ -119,8 +121,14 @@ impl Downlink {
     /// Once a second: takes the second's reports and returns the new level if it changed.
     /// `video`: the receiver gets some video (without any, there is nothing to take away, and
     /// the level stays full); `layers`: some of it has simulcast layers (so [`Level::Reduced`]
-    /// means something).
-    pub fn evaluate(&mut self, now: Instant, video: bool, layers: bool) -> Option<Level> {
+    /// means something); `sent`: anything at all was sent to it this second.
+    pub fn evaluate(
+        &mut self,
+        now: Instant,
+        video: bool,
+        layers: bool,
+        sent: bool,
+    ) -> Option<Level> {
         let loss = (self.sent > 0.0).then(|| self.lost / self.sent);
         self.loss = loss;
         self.sent = 0.0;
@@ -132,10 +140,13 @@ impl Downlink {
             return None;
         }
         let congested = loss.is_some_and(|l| l >= CONGESTED);
-        // Nothing sent at a lower level (no audio to measure by): nothing lost either.
         let clean = match loss {
             Some(l) => l < CLEAN,
-            None => self.level != Level::Full,
+            // Nothing sent at a lower level (no audio to measure by): nothing lost either.
+            None if !sent && self.level != Level::Full => true,
+            // No report in this second (a receiver may report on audio only every few
+            // seconds): it tells nothing, and breaks no run of congested or clean ones.
+            None => return None,
         };
         if congested {
             self.clean = 0;
@@ -204,7 +215,7 @@ mod tests {
         if let Some(l) = loss {
             d.report(100, l, 0.0);
         }
-        d.evaluate(*t, true, layers)
+        d.evaluate(*t, true, layers, true)
     }
 
     #[test]
@@ -286,21 +297,76 @@ mod tests {
     }
 
     #[test]
-    fn silence_while_paused_counts_as_clean_but_not_while_full() {
+    fn a_second_without_a_report_tells_nothing_unless_nothing_was_sent() {
         let mut t = Instant::now();
         let mut d = Downlink::new(t);
-        // Nothing sent at full level: no change and no loss figure.
+        // Nothing reported at full level: no change and no loss figure.
         for _ in 0..5 {
             assert_eq!(second(&mut d, &mut t, None, false), None);
         }
         assert_eq!(d.loss(), None);
-        second(&mut d, &mut t, Some(0.4), false);
-        assert_eq!(d.level(), Level::Paused);
+        // Congested reports with report-less seconds between them are still two in a row.
+        second(&mut d, &mut t, Some(0.15), false);
+        for _ in 0..4 {
+            assert_eq!(second(&mut d, &mut t, None, false), None);
+        }
+        assert_eq!(
+            second(&mut d, &mut t, Some(0.15), false),
+            Some(Level::Paused)
+        );
+        // Paused, audio still sent but reported only every fifth second: the clean seconds
+        // needed are reports, so the step up waits for three of them.
         let mut up = None;
-        for _ in 0..20 {
-            up = up.or(second(&mut d, &mut t, None, false));
+        let mut clean_reports = 0;
+        for n in 1..=40 {
+            let loss = (n % 5 == 0).then_some(0.0);
+            clean_reports += u32::from(loss.is_some());
+            if let Some(l) = second(&mut d, &mut t, loss, false) {
+                up = Some(l);
+                break;
+            }
         }
         assert_eq!(up, Some(Level::Full));
+        assert_eq!(clean_reports, CLEAN_NEEDED);
+        // Paused with nothing sent at all (no audio): silence is clean.
+        let mut t = Instant::now();
+        let mut d = Downlink::new(t);
+        t += Duration::from_secs(3);
+        d.report(100, 0.5, 0.0);
+        assert_eq!(d.evaluate(t, true, false, true), Some(Level::Paused));
+        let mut up = None;
+        for _ in 0..20 {
+            t += Duration::from_secs(1);
+            up = up.or(d.evaluate(t, true, false, false));
+        }
+        assert_eq!(up, Some(Level::Full));
+    }
+
+    #[test]
+    fn a_minute_at_full_resets_the_hold() {
+        let mut t = Instant::now();
+        let mut d = Downlink::new(t);
+        let pause_and_count_hold = |d: &mut Downlink, t: &mut Instant| {
+            second(d, t, Some(0.0), false);
+            second(d, t, Some(0.0), false);
+            assert_eq!(second(d, t, Some(0.9), false), Some(Level::Paused));
+            let mut n = 1;
+            while second(d, t, Some(0.0), false).is_none() {
+                n += 1;
+            }
+            n
+        };
+        assert_eq!(pause_and_count_hold(&mut d, &mut t), HOLD_START.as_secs());
+        // A relapse soon after doubles it...
+        assert_eq!(
+            pause_and_count_hold(&mut d, &mut t),
+            2 * HOLD_START.as_secs()
+        );
+        // ...and a clean minute at full brings it back.
+        for _ in 0..STABLE.as_secs() + 1 {
+            assert_eq!(second(&mut d, &mut t, Some(0.0), false), None);
+        }
+        assert_eq!(pause_and_count_hold(&mut d, &mut t), HOLD_START.as_secs());
     }
 
     #[test]
@@ -310,7 +376,7 @@ mod tests {
         for _ in 0..5 {
             t += Duration::from_secs(1);
             d.report(100, 0.5, 0.0);
-            assert_eq!(d.evaluate(t, false, false), None);
+            assert_eq!(d.evaluate(t, false, false, true), None);
             // The loss is still measured, for the metrics.
             assert!((d.loss().unwrap() - 0.5).abs() < 1e-9);
         }
@@ -318,10 +384,10 @@ mod tests {
         // Video arrives, and the link is still lossy: now it counts, from the first second.
         t += Duration::from_secs(1);
         d.report(100, 0.15, 0.0);
-        assert_eq!(d.evaluate(t, true, false), None);
+        assert_eq!(d.evaluate(t, true, false, true), None);
         t += Duration::from_secs(1);
         d.report(100, 0.15, 0.0);
-        assert_eq!(d.evaluate(t, true, false), Some(Level::Paused));
+        assert_eq!(d.evaluate(t, true, false, true), Some(Level::Paused));
     }
 
     #[test]
@@ -332,13 +398,13 @@ mod tests {
             t += Duration::from_secs(1);
             // The publisher's uplink lost 20 %; the receiver reports exactly that much.
             d.report(100, 0.2, 0.2);
-            assert_eq!(d.evaluate(t, true, false), None);
+            assert_eq!(d.evaluate(t, true, false, true), None);
             assert!(d.loss().unwrap() < 0.001);
         }
         // 20 % upstream and 60 % reported: half of what arrived was lost on the way down.
         t += Duration::from_secs(1);
         d.report(100, 0.6, 0.2);
-        assert_eq!(d.evaluate(t, true, false), Some(Level::Paused));
+        assert_eq!(d.evaluate(t, true, false, true), Some(Level::Paused));
         assert!((d.loss().unwrap() - 0.5).abs() < 1e-9);
     }
 
@@ -351,7 +417,7 @@ mod tests {
         d.report(300, 0.0, 0.0);
         d.report(100, 0.2, 0.0);
         d.report(0, 1.0, 0.0);
-        d.evaluate(t, true, false);
+        d.evaluate(t, true, false, true);
         assert!((d.loss().unwrap() - 0.05).abs() < 1e-9);
     }
 }

@@ -169,6 +169,8 @@ struct OutTrack {
     ssrc: Option<Ssrc>,
     /// Simulcast layer selection for this line (unused when the source has no layers).
     layers: LayerState,
+    /// Its source has sent simulcast layers (so downlink protection can reduce it).
+    simulcast: bool,
     /// Video given back after downlink protection paused it (no simulcast): nothing is sent
     /// until a keyframe, which was last asked for then (a receiver cannot decode the frames
     /// before one).
@@ -974,6 +976,12 @@ impl Engine {
     /// Polls every peer, forwards what they produced, reconciles changed cases, and returns
     /// when the engine next needs to wake up.
     fn drive(&mut self, socket: &UdpSocket) -> Instant {
+        // Once a second, first: downlink protection may queue keyframe requests, which the
+        // loop below sends before anything can move a peer.
+        let stats_due = self.last_stats.elapsed() >= STATS_INTERVAL;
+        if stats_due {
+            self.refresh_stats();
+        }
         let mut polling = std::mem::take(&mut self.sched.spare);
         loop {
             std::mem::swap(&mut polling, &mut self.sched.touched);
@@ -1017,7 +1025,7 @@ impl Engine {
         // are looked at once a second all the same (reading each one's `Rtc` every wake-up was
         // a cache miss per peer).
         let mut dead = std::mem::take(&mut self.sched.dead);
-        if self.last_stats.elapsed() >= STATS_INTERVAL {
+        if stats_due {
             dead.extend(0..self.peers.len());
         }
         dead.sort_unstable();
@@ -1041,9 +1049,6 @@ impl Engine {
         }
         if !self.dirty.is_empty() {
             next = Instant::now();
-        }
-        if self.last_stats.elapsed() >= STATS_INTERVAL {
-            self.refresh_stats();
         }
         next
     }
@@ -1162,7 +1167,14 @@ impl Engine {
                 });
             }
             Event::KeyframeRequest(r) => {
-                if let Some(t) = peer.outbound.iter().find(|t| t.mid == r.mid) {
+                // A receiver whose video is paused by downlink protection, or whose line
+                // waits for the keyframe the engine asked for, asks for nothing more.
+                let paused = peer.downlink.level() == Level::Paused;
+                if let Some(t) =
+                    peer.outbound.iter().find(|t| t.mid == r.mid).filter(|t| {
+                        !(t.kind == Kind::Video && (paused || t.await_keyframe.is_some()))
+                    })
+                {
                     let (src, src_mid) = t.src.clone();
                     // The layer this line carries (or is about to).
                     let rid = t.layers.current.or(t.layers.target.map(|(r, _)| r));
@@ -1176,10 +1188,12 @@ impl Engine {
                 let Some(t) = peer.outbound.iter_mut().find(|t| t.mid == st.mid) else {
                     return;
                 };
-                let packets = st.packets.saturating_sub(t.egress_packets);
-                t.egress_packets = st.packets;
-                // Taken with the upstream loss of its source in `refresh_stats`.
+                // The packets a report covers are those sent since the last report (str0m
+                // gives `loss: None` for an interval without one).
                 if let Some(loss) = st.loss {
+                    let packets = st.packets.saturating_sub(t.egress_packets);
+                    t.egress_packets = st.packets;
+                    // Taken with the upstream loss of its source in `refresh_stats`.
                     let (n, l) = t.reported;
                     let total = n + packets;
                     if total > 0 {
@@ -1313,6 +1327,7 @@ impl Engine {
             let mut time = f.time;
             let mut patch = None;
             if let Some(rid) = rid {
+                track.simulcast = true;
                 let ls = &mut track.layers;
                 let quality = match level {
                     // Downlink protection: the lowest layer, whatever the receiver asked for.
@@ -1554,6 +1569,7 @@ impl Engine {
                     last_pt: None,
                     ssrc: None,
                     layers: LayerState::default(),
+                    simulcast: false,
                     await_keyframe: None,
                     egress_packets: 0,
                     reported: (0, 0.0),
@@ -1622,14 +1638,18 @@ impl Engine {
                     received += s.received.saturating_sub(s.last.1);
                     s.last = (exp, s.received);
                 }
+                let before = t.up_loss;
                 t.up_loss = if expected > 0 {
                     expected.saturating_sub(received) as f64 / expected as f64
                 } else {
                     0.0
                 };
-                if t.up_loss > 0.0 {
+                // A receiver's report describes packets sent up to a second or two ago, so
+                // the worse of the last two intervals is taken as what they lost upstream.
+                let worst = t.up_loss.max(before);
+                if worst > 0.0 {
                     let key = (p.key.case.clone(), p.key.participant.clone(), *mid);
-                    upstream.insert(key, t.up_loss);
+                    upstream.insert(key, worst);
                 }
             }
         }
@@ -1649,11 +1669,11 @@ impl Engine {
                     p.downlink.report(n, loss, up);
                 }
                 video |= t.kind == Kind::Video && t.active;
-                layers |= t.kind == Kind::Video
-                    && (t.layers.current.is_some() || t.layers.target.is_some());
+                layers |= t.kind == Kind::Video && t.active && t.simulcast;
             }
             let before = p.downlink.level();
-            if let Some(level) = p.downlink.evaluate(now, video, layers) {
+            let sent = p.bytes_out > 0;
+            if let Some(level) = p.downlink.evaluate(now, video, layers, sent) {
                 changes.push((i, before, level));
             }
         }
