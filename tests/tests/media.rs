@@ -983,6 +983,15 @@ async fn simultaneous_offers_lose_no_track() {
 /// The simulcast layers the publisher sends, smallest first.
 const RIDS: [&str; 3] = ["q", "h", "f"];
 
+/// [`simulcast_pair`], once the receiver gets only the best layer; with the receiver's line.
+async fn simulcast_on_best_layer(server: &Server) -> (Peer, Peer, String) {
+    let (publisher, receiver) = simulcast_pair(server).await;
+    let mid = video_mid(&receiver, &publisher);
+    tokio::time::sleep(SETTLE).await;
+    assert_only_layer(&publisher, &receiver, &mid, "f").await;
+    (publisher, receiver, mid)
+}
+
 /// A simulcast publisher (the consumer, layers [`RIDS`]) and a plain receiver (the merchant),
 /// with the receiver getting the publisher's video.
 async fn simulcast_pair(server: &Server) -> (Peer, Peer) {
@@ -1130,10 +1139,7 @@ async fn assert_only_layer(publisher: &Peer, receiver: &Peer, mid: &str, rid: &s
 async fn simulcast_receiver_gets_one_layer_and_switches_on_request() {
     let _serial = SERIAL.lock().await;
     let (server, _port) = start().await;
-    let (publisher, receiver) = simulcast_pair(&server).await;
-    let mid = video_mid(&receiver, &publisher);
-    tokio::time::sleep(SETTLE).await;
-    assert_only_layer(&publisher, &receiver, &mid, "f").await;
+    let (publisher, receiver, mid) = simulcast_on_best_layer(&server).await;
 
     // Down to the smallest layer.
     let plis_before = publisher.layer_keyframe_requests("q");
@@ -1216,10 +1222,7 @@ async fn simulcast_receiver_gets_one_layer_and_switches_on_request() {
 async fn simulcast_falls_back_when_a_layer_stops() {
     let _serial = SERIAL.lock().await;
     let (server, _port) = start().await;
-    let (publisher, receiver) = simulcast_pair(&server).await;
-    let mid = video_mid(&receiver, &publisher);
-    tokio::time::sleep(SETTLE).await;
-    assert_only_layer(&publisher, &receiver, &mid, "f").await;
+    let (publisher, receiver, mid) = simulcast_on_best_layer(&server).await;
 
     // Some of f in the history first, so that it shows the switch.
     receiver.reset_counters();
@@ -1585,10 +1588,7 @@ async fn thin_downlink_pauses_video_keeps_audio_and_recovers() {
 async fn thin_downlink_steps_a_simulcast_receiver_down_and_back_up() {
     let _serial = SERIAL.lock().await;
     let (server, _port) = start().await;
-    let (publisher, receiver) = simulcast_pair(&server).await;
-    let mid = video_mid(&receiver, &publisher);
-    tokio::time::sleep(SETTLE).await;
-    assert_only_layer(&publisher, &receiver, &mid, "f").await;
+    let (publisher, receiver, mid) = simulcast_on_best_layer(&server).await;
 
     // Every layer of the test publisher is about 500 kbit/s; the link passes 250.
     receiver.reset_counters();

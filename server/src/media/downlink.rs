@@ -267,36 +267,6 @@ mod tests {
     }
 
     #[test]
-    fn a_relapse_doubles_the_hold() {
-        let mut t = Instant::now();
-        let mut d = Downlink::new(t);
-        second(&mut d, &mut t, Some(0.0), false);
-        second(&mut d, &mut t, Some(0.0), false);
-        assert_eq!(
-            second(&mut d, &mut t, Some(0.9), false),
-            Some(Level::Paused)
-        );
-        let mut n = 0;
-        while second(&mut d, &mut t, Some(0.0), false).is_none() {
-            n += 1;
-        }
-        let first_hold = n + 1;
-        // Congested again soon after: paused again, and held twice as long.
-        second(&mut d, &mut t, Some(0.0), false);
-        second(&mut d, &mut t, Some(0.0), false);
-        assert_eq!(
-            second(&mut d, &mut t, Some(0.9), false),
-            Some(Level::Paused)
-        );
-        let mut n = 0;
-        while second(&mut d, &mut t, Some(0.0), false).is_none() {
-            n += 1;
-        }
-        assert_eq!(first_hold as u64, HOLD_START.as_secs());
-        assert_eq!((n + 1) as u64, 2 * HOLD_START.as_secs());
-    }
-
-    #[test]
     fn a_second_without_a_report_tells_nothing_unless_nothing_was_sent() {
         let mut t = Instant::now();
         let mut d = Downlink::new(t);
