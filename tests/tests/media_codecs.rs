@@ -10,6 +10,8 @@
 //!   publisher, and in both cases the receiver ends up with every lost payload, byte for byte.
 //! * A re-offer that maps an already negotiated payload type to another codec is refused, and
 //!   the connection goes on as it was.
+//! * Downlink protection does not take a receiver's video away for loss on its publisher's
+//!   uplink.
 //!
 //! Each test starts its own server; a shared lock keeps one set of peers streaming at a time (two
 //! cores: parallel media tests would measure the scheduler).
@@ -536,4 +538,66 @@ async fn without_rtx_lost_packets_stay_lost() {
     for p in [consumer, merchant] {
         p.close().await;
     }
+}
+
+/// Downlink protection blames a receiver's link only for what is lost on it: the consumer (no
+/// RTX, so nothing is repaired) loses every second video packet on its way to the server for
+/// about 6.5 s, so the merchant's receiver reports say half of that video is missing; its own
+/// link is clean, and it keeps its video (no `media_downlink`, video level 0, video still
+/// arriving).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_publishers_uplink_loss_is_not_the_receivers_downlink() {
+    let _serial = SERIAL.lock().await;
+    let server = start().await;
+    let (consumer, merchant) = consumer_and_merchant(&server).await;
+    const UPLINK: DropPlan = DropPlan {
+        from: 60,
+        every: 2,
+        count: 200,
+    };
+    let consumer = Peer::connect_opts(
+        consumer,
+        PeerOptions {
+            drop_outbound_video: Some(UPLINK),
+            ..Default::default()
+        },
+    )
+    .await
+    .unwrap();
+    let merchant = Peer::connect(merchant).await.unwrap();
+    let c = consumer.tag();
+    let ok = eventually(Duration::from_secs(20), || {
+        consumer.dropped_outbound().len() as u64 == UPLINK.count
+    })
+    .await;
+    assert!(
+        ok,
+        "the uplink dropped {} of {}",
+        consumer.dropped_outbound().len(),
+        UPLINK.count
+    );
+    // Reports on the last lost packets come up to two seconds later.
+    merchant.reset_counters();
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let downlink: Vec<Value> = merchant
+        .messages()
+        .into_iter()
+        .filter(|m| m["type"] == "media_downlink")
+        .collect();
+    assert!(downlink.is_empty(), "the merchant was told {downlink:?}");
+    assert!(
+        merchant.received(c, Kind::Video) > 60,
+        "the merchant's video stopped"
+    );
+    let m = server.metrics().await.unwrap();
+    let level = m
+        .lines()
+        .find(|l| {
+            l.starts_with("yuntiao_media_peer_video_level{")
+                && l.contains(&format!("participant=\"{}\"", merchant.participant()))
+        })
+        .and_then(|l| l.split_whitespace().nth(1));
+    assert_eq!(level, Some("0"), "{m}");
+    consumer.close().await;
+    merchant.close().await;
 }

@@ -9,10 +9,13 @@
 //! the audio.
 //!
 //! The signal is the loss each receiver reports in its RTCP receiver reports on the streams the
-//! server sends it, less the loss the same packets had already suffered on the way in from
-//! their publisher (forwarded packets keep their gaps, see the engine's sequence numbering),
-//! averaged over the receiver's streams by packets sent. [`Downlink`] turns one such figure per
-//! second (from the reports that arrived in it) into a level:
+//! server sends it, less what its publisher's packets had already lost on the way in: forwarded
+//! packets keep the publisher's sequence gaps (see the engine's sequence numbering), and a
+//! receiver counts a gap as lost like any other. [`Gaps`] keeps, per line, how many gaps were
+//! forwarded up to which sequence number, so each report is matched with exactly the packets it
+//! covers (its highest sequence number and cumulative loss against the previous report's).
+//! [`Downlink`] sums one second's reports over the receiver's lines and turns the figure into a
+//! level:
 //!
 //! * **Step down** after two congested seconds in a row (loss of [`CONGESTED`] or more) or one
 //!   very congested second ([`SEVERE`]): from full video to reduced (the lowest simulcast
@@ -31,6 +34,7 @@
 //! caught until it drops. str0m's delay-based estimator (`enable_bwe`) would see it earlier, but
 //! turns on str0m's pacer, which holds every forwarded packet in a queue; see the engine's docs.
 
+use std::collections::VecDeque;
 use std::time::{Duration, Instant};
 
 /// A second with this much downlink loss (fraction of the packets sent) or more is congested.
@@ -104,18 +108,11 @@ impl Downlink {
         self.loss
     }
 
-    /// A receiver report on one stream: `packets` sent on it since the last one, `loss` the
-    /// fraction the receiver reported lost, `upstream` the fraction already missing when they
-    /// arrived from the publisher.
-    pub fn report(&mut self, packets: u64, loss: f64, upstream: f64) {
-        if packets == 0 || !loss.is_finite() {
-            return;
-        }
-        // Of what arrived from the publisher, the part that did not reach the receiver.
-        let kept = (1.0 - upstream).clamp(0.01, 1.0);
-        let down = (1.0 - (1.0 - loss.clamp(0.0, 1.0)) / kept).clamp(0.0, 1.0);
-        self.sent += packets as f64;
-        self.lost += packets as f64 * down;
+    /// A receiver report on one line, as [`Gaps::report`] worked it out: `sent` packets the
+    /// server had for it, `lost` of them on the way to the receiver.
+    pub fn report(&mut self, sent: u64, lost: u64) {
+        self.sent += sent as f64;
+        self.lost += lost.min(sent) as f64;
     }
 
     /// Once a second: takes the second's reports and returns the new level if it changed.
@@ -205,6 +202,85 @@ impl Downlink {
     }
 }
 
+/// How many gap marks a line keeps between two reports (one per gap; a report a second).
+const MAX_MARKS: usize = 512;
+
+/// The sequence gaps one of a receiver's lines forwarded (packets its publisher lost on the way
+/// in, which nobody resent), to tell them from what the receiver's own link lost.
+#[derive(Debug, Default)]
+pub struct Gaps {
+    /// The highest sequence number forwarded.
+    last: Option<u64>,
+    /// Gaps forwarded so far.
+    total: u64,
+    /// (sequence number, gaps forwarded before it), one where each gap ended; pruned up to the
+    /// last report.
+    marks: VecDeque<(u64, u64)>,
+    /// The last report taken: highest sequence number, cumulative lost, gaps up to it.
+    report: Option<(u64, u64, u64)>,
+}
+
+impl Gaps {
+    /// A packet went out on the line with sequence number `seq`.
+    pub fn forwarded(&mut self, seq: u64) {
+        match self.last {
+            Some(last) if seq > last + 1 => {
+                self.total += seq - last - 1;
+                self.mark(seq);
+                self.last = Some(seq);
+            }
+            Some(last) if seq <= last => {
+                // Late: it fills a gap (a retransmission the publisher sent after all).
+                if self.total > 0 {
+                    self.total -= 1;
+                    self.mark(last);
+                }
+            }
+            _ => self.last = Some(seq),
+        }
+    }
+
+    fn mark(&mut self, seq: u64) {
+        match self.marks.back_mut() {
+            Some(b) if b.0 == seq => b.1 = self.total,
+            _ => self.marks.push_back((seq, self.total)),
+        }
+        if self.marks.len() > MAX_MARKS {
+            self.marks.pop_front();
+        }
+    }
+
+    /// Gaps forwarded up to sequence number `seq`.
+    fn upto(&self, seq: u64) -> u64 {
+        self.marks
+            .iter()
+            .rev()
+            .find(|(s, _)| *s <= seq)
+            .map_or(0, |m| m.1)
+    }
+
+    /// A receiver report on the line: the highest sequence number received and the cumulative
+    /// number lost. Returns, since the previous report, the packets the server had for it and
+    /// how many of those did not reach it; `None` for the first report or one with nothing new.
+    pub fn report(&mut self, max: u64, lost: u64) -> Option<(u64, u64)> {
+        if self.report.is_some_and(|(m, _, _)| max <= m) {
+            return None;
+        }
+        let gaps = self.upto(max);
+        let prev = self.report.replace((max, lost, gaps));
+        // Only the last mark up to this report is needed from now on.
+        while self.marks.len() >= 2 && self.marks[1].0 <= max {
+            self.marks.pop_front();
+        }
+        let (prev_max, prev_lost, prev_gaps) = prev?;
+        let expected = max - prev_max;
+        let upstream = gaps.saturating_sub(prev_gaps).min(expected);
+        let had = expected - upstream;
+        let lost_here = lost.saturating_sub(prev_lost).saturating_sub(upstream);
+        Some((had, lost_here.min(had)))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -213,7 +289,7 @@ mod tests {
     fn second(d: &mut Downlink, t: &mut Instant, loss: Option<f64>, layers: bool) -> Option<Level> {
         *t += Duration::from_secs(1);
         if let Some(l) = loss {
-            d.report(100, l, 0.0);
+            d.report(100, (l * 100.0).round() as u64);
         }
         d.evaluate(*t, true, layers, true)
     }
@@ -302,7 +378,7 @@ mod tests {
         let mut t = Instant::now();
         let mut d = Downlink::new(t);
         t += Duration::from_secs(3);
-        d.report(100, 0.5, 0.0);
+        d.report(100, 50);
         assert_eq!(d.evaluate(t, true, false, true), Some(Level::Paused));
         let mut up = None;
         for _ in 0..20 {
@@ -345,7 +421,7 @@ mod tests {
         let mut d = Downlink::new(t);
         for _ in 0..5 {
             t += Duration::from_secs(1);
-            d.report(100, 0.5, 0.0);
+            d.report(100, 50);
             assert_eq!(d.evaluate(t, false, false, true), None);
             // The loss is still measured, for the metrics.
             assert!((d.loss().unwrap() - 0.5).abs() < 1e-9);
@@ -353,29 +429,58 @@ mod tests {
         assert_eq!(d.level(), Level::Full);
         // Video arrives, and the link is still lossy: now it counts, from the first second.
         t += Duration::from_secs(1);
-        d.report(100, 0.15, 0.0);
+        d.report(100, 15);
         assert_eq!(d.evaluate(t, true, false, true), None);
         t += Duration::from_secs(1);
-        d.report(100, 0.15, 0.0);
+        d.report(100, 15);
         assert_eq!(d.evaluate(t, true, false, true), Some(Level::Paused));
     }
 
     #[test]
-    fn loss_already_there_upstream_is_not_the_receivers() {
-        let mut t = Instant::now();
-        let mut d = Downlink::new(t);
-        for _ in 0..6 {
-            t += Duration::from_secs(1);
-            // The publisher's uplink lost 20 %; the receiver reports exactly that much.
-            d.report(100, 0.2, 0.2);
-            assert_eq!(d.evaluate(t, true, false, true), None);
-            assert!(d.loss().unwrap() < 0.001);
+    fn gaps_forwarded_are_not_the_receivers_loss() {
+        let mut g = Gaps::default();
+        // 1..=100 forwarded; the first report (nothing to compare with yet).
+        for seq in 1..=100 {
+            g.forwarded(seq);
         }
-        // 20 % upstream and 60 % reported: half of what arrived was lost on the way down.
-        t += Duration::from_secs(1);
-        d.report(100, 0.6, 0.2);
-        assert_eq!(d.evaluate(t, true, false, true), Some(Level::Paused));
-        assert!((d.loss().unwrap() - 0.5).abs() < 1e-9);
+        assert_eq!(g.report(100, 0), None);
+        // 101..=200 with every other packet missing upstream: 50 gaps. The receiver reports
+        // exactly those 50 lost: none of it is its link's.
+        for seq in (102..=200).step_by(2) {
+            g.forwarded(seq);
+        }
+        assert_eq!(g.report(200, 50), Some((50, 0)));
+        // 201..=300 all forwarded; the receiver lost 30 of them itself.
+        for seq in 201..=300 {
+            g.forwarded(seq);
+        }
+        assert_eq!(g.report(300, 80), Some((100, 30)));
+        // A report covering part of what was forwarded: gaps counted only up to its number.
+        for seq in (302..=400).step_by(2) {
+            g.forwarded(seq);
+        }
+        // Up to 350: 25 gaps upstream, 10 more lost downlink.
+        assert_eq!(g.report(350, 80 + 25 + 10), Some((25, 10)));
+        assert_eq!(g.report(400, 80 + 50 + 10), Some((25, 0)));
+        // Nothing new: no figure.
+        assert_eq!(g.report(400, 140), None);
+        assert_eq!(g.report(390, 140), None);
+    }
+
+    #[test]
+    fn a_late_packet_fills_its_gap() {
+        let mut g = Gaps::default();
+        for seq in 1..=10 {
+            g.forwarded(seq);
+        }
+        assert_eq!(g.report(10, 0), None);
+        // 11 missing, 12..=20 forwarded, then 11 arrives (the publisher resent it).
+        for seq in 12..=20 {
+            g.forwarded(seq);
+        }
+        g.forwarded(11);
+        // The receiver got everything: nothing lost on either side.
+        assert_eq!(g.report(20, 0), Some((10, 0)));
     }
 
     #[test]
@@ -383,10 +488,10 @@ mod tests {
         let mut t = Instant::now();
         let mut d = Downlink::new(t);
         t += Duration::from_secs(3);
-        // A video stream with 300 packets and no loss, an audio stream with 100 and 20 % loss.
-        d.report(300, 0.0, 0.0);
-        d.report(100, 0.2, 0.0);
-        d.report(0, 1.0, 0.0);
+        // A video line with 300 packets and no loss, an audio line with 100 and 20 lost.
+        d.report(300, 0);
+        d.report(100, 20);
+        d.report(0, 0);
         d.evaluate(t, true, false, true);
         assert!((d.loss().unwrap() - 0.05).abs() < 1e-9);
     }

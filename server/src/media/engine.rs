@@ -79,7 +79,7 @@ use yuntiao_signaling::protocol::{
     DownlinkVideo, ErrorCode, LayerQuality, MediaKind, ProtocolError, ServerMessage, TrackInfo,
 };
 
-use super::downlink::{Downlink, Level};
+use super::downlink::{Downlink, Gaps, Level};
 use super::routes::Routes;
 use super::tcp::{self, TcpEvent};
 use super::udp::{self, RecvBufs, SendQueue};
@@ -104,9 +104,6 @@ struct InTrack {
     seqs: FxHashMap<Option<Rid>, SeqStat>,
     /// Simulcast layers, smallest first; empty without simulcast.
     layers: Vec<Layer>,
-    /// The fraction of its packets lost on the way in over the last stats interval (what
-    /// receivers' reports on it count as lost before it reached the server).
-    up_loss: f64,
 }
 
 #[derive(Default)]
@@ -114,8 +111,6 @@ struct SeqStat {
     first: Option<u64>,
     max: u64,
     received: u64,
-    /// Expected and received at the last stats interval, for `InTrack::up_loss`.
-    last: (u64, u64),
 }
 
 #[derive(Clone, Copy, Debug)]
@@ -175,11 +170,12 @@ struct OutTrack {
     /// until a keyframe, which was last asked for then (a receiver cannot decode the frames
     /// before one).
     await_keyframe: Option<Instant>,
-    /// Packets str0m had sent on this line at its last stats event.
-    egress_packets: u64,
-    /// Packets sent and the loss the receiver reported on them since the last stats interval
-    /// (from str0m's stats events), for downlink protection.
-    reported: (u64, f64),
+    /// The publisher's gaps this line forwarded, to tell them from the receiver's own loss in
+    /// its reports (downlink protection).
+    gaps: Gaps,
+    /// Since the last stats interval, from the receiver's reports: packets the server had for
+    /// it, and how many of those it lost.
+    reported: (u64, u64),
 }
 
 impl OutTrack {
@@ -1112,7 +1108,6 @@ impl Engine {
                             kind: m.kind,
                             seqs: FxHashMap::default(),
                             layers,
-                            up_loss: 0.0,
                         },
                     );
                     self.dirty.insert(peer.key.case.clone());
@@ -1188,17 +1183,18 @@ impl Engine {
                 let Some(t) = peer.outbound.iter_mut().find(|t| t.mid == st.mid) else {
                     return;
                 };
-                // The packets a report covers are those sent since the last report (str0m
-                // gives `loss: None` for an interval without one).
-                if let Some(loss) = st.loss {
-                    let packets = st.packets.saturating_sub(t.egress_packets);
-                    t.egress_packets = st.packets;
-                    // Taken with the upstream loss of its source in `refresh_stats`.
-                    let (n, l) = t.reported;
-                    let total = n + packets;
-                    if total > 0 {
-                        let weighted = l * n as f64 + f64::from(loss) * packets as f64;
-                        t.reported = (total, weighted / total as f64);
+                // The receiver's last report (str0m repeats it until a new one comes): its
+                // highest sequence number and cumulative loss (24 bits; negative, from
+                // duplicates, counts as none).
+                if let Some(r) = &st.remote {
+                    let lost = if r.packets_lost >= 0x80_0000 {
+                        0
+                    } else {
+                        r.packets_lost
+                    };
+                    if let Some((had, lost)) = t.gaps.report(*r.maximum_sequence_number, lost) {
+                        t.reported.0 += had;
+                        t.reported.1 += lost;
                     }
                 }
             }
@@ -1410,6 +1406,7 @@ impl Engine {
                 .get_or_insert(track.next_seq as i64 - f.seq as i64);
             let seq = (f.seq as i64 + offset).max(0) as u64;
             track.next_seq = track.next_seq.max(seq + 1);
+            track.gaps.forwarded(seq);
             let nackable = track.kind == Kind::Video;
             let mid = track.mid;
             let mut write = RtpWrite::new(pt, seq.into(), time, f.arrival, f.payload.clone())
@@ -1571,8 +1568,8 @@ impl Engine {
                     layers: LayerState::default(),
                     simulcast: false,
                     await_keyframe: None,
-                    egress_packets: 0,
-                    reported: (0, 0.0),
+                    gaps: Gaps::default(),
+                    reported: (0, 0),
                 });
                 changed = true;
                 if *kind == Kind::Video {
@@ -1626,47 +1623,14 @@ impl Engine {
         let now = Instant::now();
         let secs = now.duration_since(self.last_stats).as_secs_f64().max(0.001);
         self.last_stats = now;
-        // Each published line's loss on the way in over this interval; kept by key for the
-        // receivers' reports below (only the lines that lost something, usually none).
-        let mut upstream: HashMap<(String, String, Mid), f64> = HashMap::new();
-        for p in &mut self.peers {
-            for (mid, t) in p.inbound.iter_mut() {
-                let (mut expected, mut received) = (0u64, 0u64);
-                for s in t.seqs.values_mut() {
-                    let exp = s.first.map_or(0, |f| s.max - f + 1);
-                    expected += exp.saturating_sub(s.last.0);
-                    received += s.received.saturating_sub(s.last.1);
-                    s.last = (exp, s.received);
-                }
-                let before = t.up_loss;
-                t.up_loss = if expected > 0 {
-                    expected.saturating_sub(received) as f64 / expected as f64
-                } else {
-                    0.0
-                };
-                // A receiver's report describes packets sent up to a second or two ago, so
-                // the worse of the last two intervals is taken as what they lost upstream.
-                let worst = t.up_loss.max(before);
-                if worst > 0.0 {
-                    let key = (p.key.case.clone(), p.key.participant.clone(), *mid);
-                    upstream.insert(key, worst);
-                }
-            }
-        }
         // Downlink protection: each receiver's reports of the interval, then its level.
         let mut changes = Vec::new();
         for (i, p) in self.peers.iter_mut().enumerate() {
             let (mut video, mut layers) = (false, false);
             for t in &mut p.outbound {
-                let (n, loss) = std::mem::take(&mut t.reported);
-                if n > 0 {
-                    let up = if upstream.is_empty() {
-                        0.0
-                    } else {
-                        let key = (p.key.case.clone(), t.src.0.clone(), t.src.1);
-                        upstream.get(&key).copied().unwrap_or(0.0)
-                    };
-                    p.downlink.report(n, loss, up);
+                let (had, lost) = std::mem::take(&mut t.reported);
+                if had > 0 {
+                    p.downlink.report(had, lost);
                 }
                 video |= t.kind == Kind::Video && t.active;
                 layers |= t.kind == Kind::Video && t.active && t.simulcast;
