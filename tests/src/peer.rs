@@ -2391,6 +2391,15 @@ impl Peer {
         self.shared.messages.lock().unwrap().clone()
     }
 
+    /// The `video` of every `media_downlink` the server sent us, in order.
+    pub fn downlink_states(&self) -> Vec<String> {
+        self.messages()
+            .iter()
+            .filter(|m| m["type"] == "media_downlink")
+            .filter_map(|m| m["video"].as_str().map(str::to_owned))
+            .collect()
+    }
+
     /// Every SDP the server sent (answers and offers), in order.
     pub fn server_sdps(&self) -> Vec<String> {
         self.messages()
@@ -2488,6 +2497,15 @@ impl Drop for Peer {
 }
 
 /// Polls `cond` every 50 ms until it holds or `timeout` passes; returns whether it held.
+/// A per-participant gauge's value in `/metrics` text (`name{case=...,participant="..."} v`).
+pub fn participant_gauge(text: &str, name: &str, participant: &str) -> Option<f64> {
+    let label = format!("participant=\"{participant}\"");
+    text.lines()
+        .find(|l| l.starts_with(&format!("{name}{{")) && l.contains(&label))
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|v| v.parse().ok())
+}
+
 pub async fn eventually(timeout: Duration, mut cond: impl FnMut() -> bool) -> bool {
     let deadline = Instant::now() + timeout;
     loop {

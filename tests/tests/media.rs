@@ -19,8 +19,8 @@ use std::time::Duration;
 use reqwest::Method;
 use serde_json::json;
 use yuntiao_tests::peer::{
-    candidate_addr, candidate_lines, eventually, Kind, Peer, RecvPacket, Tag, TrackStats,
-    Transport, CONNECT_TIMEOUT,
+    candidate_addr, candidate_lines, eventually, participant_gauge, Kind, Peer, RecvPacket, Tag,
+    TrackStats, Transport, CONNECT_TIMEOUT,
 };
 use yuntiao_tests::{Case, Client, Server, StoreKind};
 
@@ -1425,24 +1425,6 @@ async fn a_new_peer_connection_on_the_same_websocket_replaces_the_old_one() {
     }
 }
 
-/// The `video` of every `media_downlink` the server sent this peer, in order.
-fn downlink_states(p: &Peer) -> Vec<String> {
-    p.messages()
-        .iter()
-        .filter(|m| m["type"] == "media_downlink")
-        .filter_map(|m| m["video"].as_str().map(str::to_owned))
-        .collect()
-}
-
-/// A labelled gauge's value for one participant.
-fn peer_gauge(text: &str, name: &str, participant: &str) -> Option<f64> {
-    let label = format!("participant=\"{participant}\"");
-    text.lines()
-        .find(|l| l.starts_with(&format!("{name}{{")) && l.contains(&label))
-        .and_then(|l| l.split_whitespace().nth(1))
-        .and_then(|v| v.parse().ok())
-}
-
 /// Downlink protection: a receiver whose link turns too thin for the three videos it gets
 /// (300 kbps against about 1.6 Mbit/s) is told `media_downlink` `paused`, gets no more video and
 /// every packet of its audio, while the others keep everyone's video; once its link recovers it
@@ -1455,11 +1437,11 @@ async fn thin_downlink_pauses_video_keeps_audio_and_recovers() {
     let all: Vec<&Peer> = peers.iter().collect();
     let thin = &peers[0];
     let others: Vec<&Peer> = peers[1..].iter().collect();
-    assert!(downlink_states(thin).is_empty());
+    assert!(thin.downlink_states().is_empty());
 
     thin.limit_downlink(300_000);
     let paused = eventually(Duration::from_secs(15), || {
-        downlink_states(thin).last().map(String::as_str) == Some("paused")
+        thin.downlink_states().last().map(String::as_str) == Some("paused")
     })
     .await;
     let (policed_audio, policed_video) = thin.policed();
@@ -1474,7 +1456,7 @@ async fn thin_downlink_pauses_video_keeps_audio_and_recovers() {
     assert!(policed_video > 0, "the thin link lost no video");
     let m = metrics(&server).await;
     assert_eq!(
-        peer_gauge(&m, "yuntiao_media_peer_video_level", thin.participant()),
+        participant_gauge(&m, "yuntiao_media_peer_video_level", thin.participant()),
         Some(2.0),
         "{m}"
     );
@@ -1510,7 +1492,7 @@ async fn thin_downlink_pauses_video_keeps_audio_and_recovers() {
     }
     // Only the thin receiver is affected.
     for r in &others {
-        assert!(downlink_states(r).is_empty(), "{}", r.participant());
+        assert!(r.downlink_states().is_empty(), "{}", r.participant());
         for s in &peers {
             if s.tag() != r.tag() {
                 assert!(
@@ -1530,10 +1512,10 @@ async fn thin_downlink_pauses_video_keeps_audio_and_recovers() {
     let plis_before: Vec<u64> = others.iter().map(|s| s.feedback_received().0).collect();
     thin.limit_downlink(0);
     let full = eventually(Duration::from_secs(30), || {
-        downlink_states(thin).last().map(String::as_str) == Some("full")
+        thin.downlink_states().last().map(String::as_str) == Some("full")
     })
     .await;
-    assert!(full, "video not given back: {:?}", downlink_states(thin));
+    assert!(full, "video not given back: {:?}", thin.downlink_states());
     let back = eventually(START, || {
         others.iter().all(|s| {
             thin.flow(s.tag(), Kind::Video)
@@ -1569,7 +1551,7 @@ async fn thin_downlink_pauses_video_keeps_audio_and_recovers() {
     assert_eq!(thin.bad_payloads(), 0);
     let m = metrics(&server).await;
     assert_eq!(
-        peer_gauge(&m, "yuntiao_media_peer_video_level", thin.participant()),
+        participant_gauge(&m, "yuntiao_media_peer_video_level", thin.participant()),
         Some(0.0),
         "{m}"
     );
@@ -1594,10 +1576,10 @@ async fn thin_downlink_steps_a_simulcast_receiver_down_and_back_up() {
     receiver.reset_counters();
     receiver.limit_downlink(250_000);
     let paused = eventually(Duration::from_secs(20), || {
-        downlink_states(&receiver).last().map(String::as_str) == Some("paused")
+        receiver.downlink_states().last().map(String::as_str) == Some("paused")
     })
     .await;
-    let states = downlink_states(&receiver);
+    let states = receiver.downlink_states();
     assert!(paused, "not paused: {states:?}");
     assert_eq!(states, ["reduced", "paused"]);
     // While reduced, the line switched to the lowest layer (whatever got through of it).
@@ -1610,21 +1592,21 @@ async fn thin_downlink_steps_a_simulcast_receiver_down_and_back_up() {
 
     receiver.limit_downlink(0);
     let reduced = eventually(Duration::from_secs(30), || {
-        downlink_states(&receiver).len() == 3
+        receiver.downlink_states().len() == 3
     })
     .await;
-    assert!(reduced, "no step up: {:?}", downlink_states(&receiver));
-    assert_eq!(downlink_states(&receiver)[2], "reduced");
+    assert!(reduced, "no step up: {:?}", receiver.downlink_states());
+    assert_eq!(receiver.downlink_states()[2], "reduced");
     wait_layer(&publisher, &receiver, "q").await;
     tokio::time::sleep(Duration::from_millis(300)).await;
     assert_only_layer(&publisher, &receiver, &mid, "q").await;
 
     let full = eventually(Duration::from_secs(30), || {
-        downlink_states(&receiver).len() == 4
+        receiver.downlink_states().len() == 4
     })
     .await;
-    assert!(full, "no second step up: {:?}", downlink_states(&receiver));
-    assert_eq!(downlink_states(&receiver)[3], "full");
+    assert!(full, "no second step up: {:?}", receiver.downlink_states());
+    assert_eq!(receiver.downlink_states()[3], "full");
     wait_layer(&publisher, &receiver, "f").await;
     tokio::time::sleep(Duration::from_millis(300)).await;
     assert_only_layer(&publisher, &receiver, &mid, "f").await;

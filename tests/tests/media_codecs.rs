@@ -21,8 +21,8 @@ use std::time::Duration;
 
 use serde_json::Value;
 use yuntiao_tests::peer::{
-    eventually, DropPlan, Kind, Peer, PeerOptions, Tag, TrackStats, VideoCodec, H264_PT,
-    KEYFRAME_EVERY, OPUS_PT, VP8_PT,
+    eventually, participant_gauge, DropPlan, Kind, Peer, PeerOptions, Tag, TrackStats, VideoCodec,
+    H264_PT, KEYFRAME_EVERY, OPUS_PT, VP8_PT,
 };
 use yuntiao_tests::{Client, Server, StoreKind};
 
@@ -579,25 +579,15 @@ async fn a_publishers_uplink_loss_is_not_the_receivers_downlink() {
     // Reports on the last lost packets come up to two seconds later.
     merchant.reset_counters();
     tokio::time::sleep(Duration::from_secs(3)).await;
-    let downlink: Vec<Value> = merchant
-        .messages()
-        .into_iter()
-        .filter(|m| m["type"] == "media_downlink")
-        .collect();
+    let downlink = merchant.downlink_states();
     assert!(downlink.is_empty(), "the merchant was told {downlink:?}");
     assert!(
         merchant.received(c, Kind::Video) > 60,
         "the merchant's video stopped"
     );
     let m = server.metrics().await.unwrap();
-    let level = m
-        .lines()
-        .find(|l| {
-            l.starts_with("yuntiao_media_peer_video_level{")
-                && l.contains(&format!("participant=\"{}\"", merchant.participant()))
-        })
-        .and_then(|l| l.split_whitespace().nth(1));
-    assert_eq!(level, Some("0"), "{m}");
+    let level = participant_gauge(&m, "yuntiao_media_peer_video_level", merchant.participant());
+    assert_eq!(level, Some(0.0), "{m}");
     consumer.close().await;
     merchant.close().await;
 }
