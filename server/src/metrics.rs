@@ -191,6 +191,16 @@ pub async fn render(State(state): State<AppState>) -> impl IntoResponse {
                 );
             }
         }
+        let _ = writeln!(out, "# HELP yuntiao_media_peer_downlink_queue_seconds Queueing delay on the way to a participant over the last second: its highest reported round trip above its lowest of the last 30 seconds.\n# TYPE yuntiao_media_peer_downlink_queue_seconds gauge");
+        for p in peers.iter() {
+            if let Some(queue) = p.queue_out {
+                let _ = writeln!(
+                    out,
+                    "yuntiao_media_peer_downlink_queue_seconds{{case=\"{}\",participant=\"{}\"}} {:.3}",
+                    p.case, p.participant, queue
+                );
+            }
+        }
         let _ = writeln!(out, "# HELP yuntiao_media_peer_video_level How much video a participant's downlink carries: 0 all, 1 lowest simulcast layers, 2 none (downlink protection).\n# TYPE yuntiao_media_peer_video_level gauge");
         for p in peers.iter() {
             let _ = writeln!(

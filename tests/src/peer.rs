@@ -956,6 +956,49 @@ struct LossReport {
     /// Received RTP packets the thin downlink dropped, by kind.
     policed_audio: AtomicU64,
     policed_video: AtomicU64,
+    /// The queueing downlink's rate in bits per second (0: none), see [`Peer::queue_downlink`].
+    queue_bps: AtomicU64,
+    /// The longest any received packet waited in it, in microseconds.
+    queued_max_us: AtomicU64,
+    /// How long a packet arriving now would wait in it, in microseconds.
+    queue_delay_us: AtomicU64,
+}
+
+/// A link of a given rate with a deep buffer, as many mobile networks have: what exceeds the
+/// rate waits its turn and arrives late, and nothing is lost. RTP and RTCP wait in the same
+/// queue, so the server's sender reports are as late as its media, and each packet reaches the
+/// interceptors above with its time of arrival at the end of the link (which the receiver
+/// reports' delay since the last sender report is counted from).
+#[derive(Default)]
+struct DelayLine {
+    /// When the link has sent everything queued so far.
+    free_at: Option<Instant>,
+    held: std::collections::VecDeque<(Instant, TaggedPacket)>,
+}
+
+impl DelayLine {
+    /// Queues `msg` of `len` bytes on a link of `bps` bits per second.
+    fn push(&mut self, bps: u64, len: usize, now: Instant, msg: TaggedPacket) {
+        let start = self.free_at.map_or(now, |f| f.max(now));
+        let leaves = start + Duration::from_secs_f64(len as f64 * 8.0 / bps as f64);
+        self.free_at = Some(leaves);
+        self.held.push_back((leaves, msg));
+    }
+
+    /// The next packet that has arrived by `now` (everything, once the link has no limit), and
+    /// how long it waited.
+    fn pop(&mut self, now: Instant, limited: bool) -> Option<(TaggedPacket, Duration)> {
+        match self.held.front() {
+            Some((leaves, _)) if *leaves <= now || !limited => {
+                let (leaves, mut msg) = self.held.pop_front()?;
+                let arrived = leaves.min(now);
+                let waited = arrived.saturating_duration_since(msg.now);
+                msg.now = arrived;
+                Some((msg, waited))
+            }
+            _ => None,
+        }
+    }
 }
 
 /// A token bucket on the received RTP, as a link of a given rate with a short buffer would
@@ -1014,6 +1057,8 @@ struct LossInjector {
     report: Arc<LossReport>,
     /// The thin downlink ([`Peer::limit_downlink`]).
     policer: Policer,
+    /// The queueing downlink ([`Peer::queue_downlink`]).
+    delay: DelayLine,
 }
 
 /// The loss injector's place in the interceptor chain (see [`LossInjector`]).
@@ -1029,14 +1074,29 @@ fn dropped(pkt: &rtc::rtp::Packet) -> Dropped {
     }
 }
 
-impl Protocol<TaggedPacket, TaggedPacket, ()> for LossInjector {
-    type Rout = TaggedPacket;
-    type Wout = TaggedPacket;
-    type Eout = ();
-    type Error = rtc::shared::error::Error;
-    type Time = Instant;
+impl LossInjector {
+    /// Moves what the queueing downlink has delivered by `now` on.
+    fn release(&mut self, now: Instant, limited: bool) {
+        while let Some((msg, waited)) = self.delay.pop(now, limited) {
+            self.report
+                .queued_max_us
+                .fetch_max(waited.as_micros() as u64, Ordering::Relaxed);
+            self.arrive(msg);
+        }
+        if !limited {
+            self.delay.free_at = None;
+        }
+        let delay = self
+            .delay
+            .free_at
+            .map_or(Duration::ZERO, |f| f.saturating_duration_since(now));
+        self.report
+            .queue_delay_us
+            .store(delay.as_micros() as u64, Ordering::Relaxed);
+    }
 
-    fn handle_read(&mut self, msg: TaggedPacket) -> Result<(), Self::Error> {
+    /// A received packet at the end of the link: the thin downlink and the loss plan, then on.
+    fn arrive(&mut self, msg: TaggedPacket) {
         if let InterceptorPacket::Rtp(pkt) = &msg.message.packet {
             let bps = self.report.downlink_bps.load(Ordering::Relaxed);
             let len = pkt.payload.len() + 12;
@@ -1047,7 +1107,7 @@ impl Protocol<TaggedPacket, TaggedPacket, ()> for LossInjector {
                     &self.report.policed_video
                 };
                 counter.fetch_add(1, Ordering::Relaxed);
-                return Ok(());
+                return;
             }
             let pt = pkt.header.payload_type;
             if self.rtx_pts.contains(&pt) {
@@ -1063,17 +1123,52 @@ impl Protocol<TaggedPacket, TaggedPacket, ()> for LossInjector {
                     if self.inbound.is_some_and(|p| p.hits(n)) {
                         gone.insert(seq);
                         self.report.dropped_in.lock().unwrap().push(dropped(pkt));
-                        return Ok(());
+                        return;
                     }
                 }
             }
         }
         self.read.push_back(msg);
+    }
+}
+
+impl Protocol<TaggedPacket, TaggedPacket, ()> for LossInjector {
+    type Rout = TaggedPacket;
+    type Wout = TaggedPacket;
+    type Eout = ();
+    type Error = rtc::shared::error::Error;
+    type Time = Instant;
+
+    fn handle_read(&mut self, msg: TaggedPacket) -> Result<(), Self::Error> {
+        let bps = self.report.queue_bps.load(Ordering::Relaxed);
+        let now = Instant::now();
+        if bps > 0 {
+            let len = match &msg.message.packet {
+                InterceptorPacket::Rtp(pkt) => pkt.payload.len() + 12,
+                _ => 100,
+            };
+            self.delay.push(bps, len, now, msg);
+            self.release(now, true);
+            return Ok(());
+        }
+        // Lifted: what is still queued arrives first, then this packet.
+        self.release(now, false);
+        self.arrive(msg);
         Ok(())
     }
 
     fn poll_read(&mut self) -> Option<TaggedPacket> {
+        let limited = self.report.queue_bps.load(Ordering::Relaxed) > 0;
+        self.release(Instant::now(), limited);
         self.read.pop_front()
+    }
+
+    fn handle_timeout(&mut self, _now: Instant) -> Result<(), Self::Error> {
+        Ok(())
+    }
+
+    fn poll_timeout(&mut self) -> Option<Instant> {
+        self.delay.held.front().map(|(leaves, _)| *leaves)
     }
 
     fn handle_write(&mut self, msg: TaggedPacket) -> Result<(), Self::Error> {
@@ -1445,6 +1540,7 @@ async fn build(
                 out_seen: Default::default(),
                 report: Arc::clone(&shared.loss),
                 policer: Policer::default(),
+                delay: DelayLine::default(),
             },
         );
     // Loopback only: the socket is bound to 127.0.0.1 (a configured address is bound as given,
@@ -2326,6 +2422,24 @@ impl Peer {
     /// our receiver reports count it lost. 0 lifts the limit.
     pub fn limit_downlink(&self, bps: u64) {
         self.shared.loss.downlink_bps.store(bps, Ordering::Relaxed);
+    }
+
+    /// Puts a queueing downlink of `bps` bits per second in front of this peer's receive path
+    /// (0 lifts it, delivering what waits at once): a link with a deep buffer, which delays
+    /// what exceeds its rate and loses nothing. Received RTP and RTCP queue alike, below the
+    /// receiver-report interceptor, so the peer's reports carry the delay.
+    pub fn queue_downlink(&self, bps: u64) {
+        self.shared.loss.queue_bps.store(bps, Ordering::Relaxed);
+    }
+
+    /// The longest a received packet waited in the queueing downlink.
+    pub fn queued_max(&self) -> Duration {
+        Duration::from_micros(self.shared.loss.queued_max_us.load(Ordering::Relaxed))
+    }
+
+    /// How long a packet arriving at the queueing downlink now would wait.
+    pub fn queue_delay(&self) -> Duration {
+        Duration::from_micros(self.shared.loss.queue_delay_us.load(Ordering::Relaxed))
     }
 
     /// Received packets the thin downlink dropped: (audio, video).

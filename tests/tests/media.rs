@@ -1562,6 +1562,113 @@ async fn thin_downlink_pauses_video_keeps_audio_and_recovers() {
     }
 }
 
+/// Downlink protection on a link that queues instead of losing (a deep mobile buffer): the
+/// receiver's reports show no loss, only a round trip that grows, and its video is paused all
+/// the same while nothing is lost; audio keeps arriving on time once the queue has drained, and
+/// the video comes back when the link does.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn queueing_downlink_pauses_video_before_anything_is_lost() {
+    let _serial = SERIAL.lock().await;
+    let (server, _port) = start().await;
+    let peers = four_flowing(&server).await;
+    let all: Vec<&Peer> = peers.iter().collect();
+    let slow = &peers[0];
+    let others: Vec<&Peer> = peers[1..].iter().collect();
+    // A few receiver reports on the link as it is: the round trip without a queue.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert!(slow.downlink_states().is_empty());
+
+    // About 1.6 Mbit/s arrives; the link carries 1 Mbit/s and holds the rest.
+    slow.queue_downlink(1_000_000);
+    let mut queue_seen: f64 = 0.0;
+    let deadline = std::time::Instant::now() + Duration::from_secs(15);
+    while slow.downlink_states().last().map(String::as_str) != Some("paused")
+        && std::time::Instant::now() < deadline
+    {
+        let m = metrics(&server).await;
+        let q = participant_gauge(
+            &m,
+            "yuntiao_media_peer_downlink_queue_seconds",
+            slow.participant(),
+        );
+        queue_seen = queue_seen.max(q.unwrap_or(0.0));
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert_eq!(
+        slow.downlink_states(),
+        ["paused"],
+        "queued up to {:?}",
+        slow.queued_max()
+    );
+    // Nothing was lost: the round trip alone told.
+    assert_eq!(slow.policed(), (0, 0));
+    assert!(slow.queued_max() >= Duration::from_millis(400));
+    assert!(
+        queue_seen >= 0.4,
+        "the queueing delay shown on /metrics peaked at {queue_seen} s"
+    );
+    let m = metrics(&server).await;
+    assert_eq!(
+        participant_gauge(&m, "yuntiao_media_peer_video_level", slow.participant()),
+        Some(2.0),
+        "{m}"
+    );
+
+    // The queue drains (audio alone is well under the link's rate), then audio arrives and
+    // video does not.
+    let drained = eventually(Duration::from_secs(15), || {
+        slow.queue_delay() < Duration::from_millis(20)
+    })
+    .await;
+    assert!(drained, "still {:?} of queue", slow.queue_delay());
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    for p in &peers {
+        p.reset_counters();
+    }
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    for s in &others {
+        assert_eq!(
+            slow.received(s.tag(), Kind::Video),
+            0,
+            "video from {} still reaches the paused receiver",
+            s.participant()
+        );
+        let audio = slow.received(s.tag(), Kind::Audio);
+        assert!(
+            audio >= 120,
+            "only {audio} audio packets from {} in 3 s: {}",
+            s.participant(),
+            matrix(&all)
+        );
+    }
+    for r in &others {
+        assert!(r.downlink_states().is_empty(), "{}", r.participant());
+    }
+
+    // The link recovers: the round trip is back to the link's own, and after the hold the
+    // video comes back.
+    slow.queue_downlink(0);
+    let full = eventually(Duration::from_secs(30), || {
+        slow.downlink_states().last().map(String::as_str) == Some("full")
+    })
+    .await;
+    assert!(full, "video not given back: {:?}", slow.downlink_states());
+    assert_eq!(slow.downlink_states(), ["paused", "full"]);
+    let back = eventually(START, || {
+        others.iter().all(|s| {
+            slow.flow(s.tag(), Kind::Video)
+                .is_some_and(|f| f.packets > 0 && f.keyframes > 0)
+        })
+    })
+    .await;
+    assert!(back, "video did not come back: {}", matrix(&all));
+    assert_eq!(slow.policed(), (0, 0));
+    assert_eq!(slow.bad_payloads(), 0);
+    for p in peers {
+        p.close().await;
+    }
+}
+
 /// Downlink protection with a simulcast publisher: a thin link first gets the lowest layer
 /// (`reduced`), and, since here even that is too much, no video (`paused`); when the link
 /// recovers it climbs back one level at a time: the lowest layer, then the best one again, each

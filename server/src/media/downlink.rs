@@ -17,22 +17,34 @@
 //! [`Downlink`] sums one second's reports over the receiver's lines and turns the figure into a
 //! level:
 //!
-//! * **Step down** after two congested seconds in a row (loss of [`CONGESTED`] or more) or one
-//!   very congested second ([`SEVERE`]): from full video to reduced (the lowest simulcast
-//!   layer, when some received video has layers) and from there, or directly, to no video.
+//! * **Step down** after two congested seconds in a row (loss of [`CONGESTED`] or more, or
+//!   queueing, below) or one very congested second ([`SEVERE`]): from full video to reduced
+//!   (the lowest simulcast layer, when some received video has layers) and from there, or
+//!   directly, to no video.
 //! * **Step up** one level once [`HOLD_START`] (doubled, up to [`HOLD_MAX`], for a step down
 //!   within [`RELAPSE`] of a step up; back to the start after [`STABLE`] clean at full) has
 //!   passed at the lower level and the last [`CLEAN_NEEDED`] seconds were clean (loss under
-//!   [`CLEAN`]). A second in which nothing at all was sent (no audio to measure by) is clean.
+//!   [`CLEAN`], little queueing). A second in which nothing at all was sent (no audio to measure by) is clean.
 //! * A second without a report (a receiver may report on audio only every few seconds) counts
 //!   neither way: it breaks no run of congested or clean seconds.
 //! * Reports from before a change still describe the old level, so the seconds within
 //!   [`SETTLE`] of a change count neither way.
 //! * A receiver that gets no video stays at full: there is nothing to take away.
 //!
-//! Loss-based, not delay-based: a link that queues without losing (a deep modem buffer) is not
-//! caught until it drops. str0m's delay-based estimator (`enable_bwe`) would see it earlier, but
-//! turns on str0m's pacer, which holds every forwarded packet in a queue; see the engine's docs.
+//! Queueing counts as well as loss. A link with a deep buffer (common on mobile networks) does
+//! not lose what it cannot carry at once: it holds it, and the receiver hears the others
+//! seconds late before anything is dropped. The receiver reports also give the round trip of
+//! the server's sender reports (their timestamp and the receiver's delay before answering), and
+//! a sender report waits in the same buffer as the media. The lowest round trip of the last
+//! [`BASE_WINDOW`] is the link's own; what a second's highest round trip adds to it is taken as
+//! queueing. [`QUEUED`] or more counts as a congested second, [`QUEUED_SEVERE`] as a very
+//! congested one, and a clean second needs less than [`QUEUED_CLEAN`] as well as little loss.
+//! The round trip cannot tell which way the queue is: a receiver whose own uplink queues (its
+//! reports wait) is treated the same. Browsers pace their uplink to their own estimate, so a
+//! standing uplink queue is the rarer case; a wrong step down costs that receiver video for a
+//! while, never audio. str0m's delay-based estimator (`enable_bwe`), which reads the one-way
+//! delay from transport-wide feedback, was not used: it turns on str0m's pacer, which holds
+//! every forwarded packet in a queue; see the engine's docs.
 
 use std::collections::VecDeque;
 use std::time::{Duration, Instant};
@@ -55,6 +67,15 @@ pub const RELAPSE: Duration = Duration::from_secs(30);
 pub const STABLE: Duration = Duration::from_secs(60);
 /// Seconds this close to a change are not counted (their reports describe the old level).
 pub const SETTLE: Duration = Duration::from_secs(2);
+/// Queueing delay (a second's highest round trip above the link's lowest recent one) that
+/// makes a second congested.
+pub const QUEUED: Duration = Duration::from_millis(400);
+/// Queueing delay that steps down at once.
+pub const QUEUED_SEVERE: Duration = Duration::from_millis(1500);
+/// A clean second has less queueing delay than this.
+pub const QUEUED_CLEAN: Duration = Duration::from_millis(150);
+/// How far back the link's lowest round trip is looked for.
+pub const BASE_WINDOW: Duration = Duration::from_secs(30);
 
 /// How much video a receiver gets.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
@@ -82,6 +103,12 @@ pub struct Downlink {
     lost: f64,
     /// The last second's loss figure, for the metrics (`None`: nothing reported).
     loss: Option<f64>,
+    /// This second's highest reported round trip.
+    rtt: Option<Duration>,
+    /// Each second's highest round trip over the last [`BASE_WINDOW`], oldest first.
+    rtts: VecDeque<(Instant, Duration)>,
+    /// The last second's queueing delay, for the metrics (`None`: no round trip reported).
+    queue: Option<Duration>,
 }
 
 impl Downlink {
@@ -96,6 +123,9 @@ impl Downlink {
             sent: 0.0,
             lost: 0.0,
             loss: None,
+            rtt: None,
+            rtts: VecDeque::new(),
+            queue: None,
         }
     }
 
@@ -115,6 +145,32 @@ impl Downlink {
         self.lost += lost.min(sent) as f64;
     }
 
+    /// The last second's queueing delay, when the receiver reported a round trip.
+    pub fn queue(&self) -> Option<Duration> {
+        self.queue
+    }
+
+    /// A receiver report's round trip (str0m's, from the report's sender-report timestamp and
+    /// delay); only reports new since the last one on their line.
+    pub fn round_trip(&mut self, rtt: Duration) {
+        self.rtt = self.rtt.max(Some(rtt));
+    }
+
+    /// Takes the second's round trip into the window and returns its queueing delay.
+    fn queueing(&mut self, now: Instant) -> Option<Duration> {
+        let rtt = self.rtt.take()?;
+        while self
+            .rtts
+            .front()
+            .is_some_and(|(t, _)| now.saturating_duration_since(*t) > BASE_WINDOW)
+        {
+            self.rtts.pop_front();
+        }
+        self.rtts.push_back((now, rtt));
+        let base = self.rtts.iter().map(|(_, r)| *r).min().unwrap_or(rtt);
+        Some(rtt.saturating_sub(base))
+    }
+
     /// Once a second: takes the second's reports and returns the new level if it changed.
     /// `video`: the receiver gets some video (without any, there is nothing to take away, and
     /// the level stays full); `layers`: some of it has simulcast layers (so [`Level::Reduced`]
@@ -130,25 +186,29 @@ impl Downlink {
         self.loss = loss;
         self.sent = 0.0;
         self.lost = 0.0;
+        // Taken in every second, settling or not: the window needs them all.
+        let queue = self.queueing(now);
+        self.queue = queue;
         if now.saturating_duration_since(self.since) < SETTLE
             || (!video && self.level == Level::Full)
         {
             self.bad = 0;
             return None;
         }
-        let congested = loss.is_some_and(|l| l >= CONGESTED);
-        let clean = match loss {
-            Some(l) => l < CLEAN,
+        let congested = loss.is_some_and(|l| l >= CONGESTED) || queue.is_some_and(|q| q >= QUEUED);
+        let clean = match (loss, queue) {
             // Nothing sent at a lower level (no audio to measure by): nothing lost either.
-            None if !sent && self.level != Level::Full => true,
+            (None, None) if !sent && self.level != Level::Full => true,
             // No report in this second (a receiver may report on audio only every few
             // seconds): it tells nothing, and breaks no run of congested or clean ones.
-            None => return None,
+            (None, None) => return None,
+            _ => loss.is_none_or(|l| l < CLEAN) && queue.is_none_or(|q| q < QUEUED_CLEAN),
         };
         if congested {
             self.clean = 0;
             self.bad += 1;
-            let severe = loss.is_some_and(|l| l >= SEVERE);
+            let severe =
+                loss.is_some_and(|l| l >= SEVERE) || queue.is_some_and(|q| q >= QUEUED_SEVERE);
             if (self.bad >= 2 || severe) && self.level != Level::Paused {
                 if self
                     .last_up
@@ -434,6 +494,73 @@ mod tests {
         t += Duration::from_secs(1);
         d.report(100, 15);
         assert_eq!(d.evaluate(t, true, false, true), Some(Level::Paused));
+    }
+
+    /// Feeds one second with no loss on 100 packets and a round trip of `rtt_ms`.
+    fn second_rtt(d: &mut Downlink, t: &mut Instant, rtt_ms: u64) -> Option<Level> {
+        *t += Duration::from_secs(1);
+        d.report(100, 0);
+        d.round_trip(Duration::from_millis(rtt_ms));
+        d.evaluate(*t, true, false, true)
+    }
+
+    #[test]
+    fn a_queue_on_the_link_steps_down_without_any_loss() {
+        let mut t = Instant::now();
+        let mut d = Downlink::new(t);
+        for _ in 0..5 {
+            assert_eq!(second_rtt(&mut d, &mut t, 80), None);
+        }
+        assert_eq!(d.queue(), Some(Duration::ZERO));
+        // 300 ms of queueing is not enough; 500 ms twice in a row is.
+        assert_eq!(second_rtt(&mut d, &mut t, 380), None);
+        assert_eq!(second_rtt(&mut d, &mut t, 580), None);
+        assert_eq!(d.queue(), Some(Duration::from_millis(500)));
+        assert_eq!(second_rtt(&mut d, &mut t, 1_100), Some(Level::Paused));
+        let paused_at = t;
+        // The queue drains slowly: 200 ms is not clean, so no step up while it lasts.
+        for _ in 0..15 {
+            assert_eq!(second_rtt(&mut d, &mut t, 280), None);
+        }
+        // Drained: back up once three seconds were clean.
+        let mut up = None;
+        let mut clean = 0;
+        while up.is_none() {
+            up = second_rtt(&mut d, &mut t, 100);
+            clean += 1;
+        }
+        assert_eq!(up, Some(Level::Full));
+        assert_eq!(clean, CLEAN_NEEDED);
+        assert!(t - paused_at > HOLD_START);
+        // A second of very long queueing steps down at once.
+        for _ in 0..3 {
+            second_rtt(&mut d, &mut t, 80);
+        }
+        assert_eq!(second_rtt(&mut d, &mut t, 1_700), Some(Level::Paused));
+    }
+
+    #[test]
+    fn a_long_steady_round_trip_is_the_links_own() {
+        let mut t = Instant::now();
+        let mut d = Downlink::new(t);
+        // A party far away: 900 ms every second, from the start. Nothing queues.
+        for _ in 0..40 {
+            assert_eq!(second_rtt(&mut d, &mut t, 900), None);
+        }
+        assert_eq!(d.queue(), Some(Duration::ZERO));
+        // A path that got longer for good: congested at first (the two cannot be told apart)...
+        for _ in 0..3 {
+            second_rtt(&mut d, &mut t, 100);
+        }
+        assert_eq!(second_rtt(&mut d, &mut t, 700), None);
+        assert_eq!(second_rtt(&mut d, &mut t, 700), Some(Level::Paused));
+        // ...until the window no longer holds the short one: then it is clean again.
+        let mut up = None;
+        for _ in 0..BASE_WINDOW.as_secs() + HOLD_START.as_secs() {
+            up = up.or(second_rtt(&mut d, &mut t, 700));
+        }
+        assert_eq!(up, Some(Level::Full));
+        assert_eq!(d.queue(), Some(Duration::ZERO));
     }
 
     #[test]

@@ -23,10 +23,11 @@
 //! the publisher's `a=simulcast` line, taken as smallest first (how browsers list
 //! `sendEncodings` in the usual configuration).
 //!
-//! Downlink protection ([`super::downlink`]): each receiver's reported loss on the streams sent
-//! to it (str0m's per-stream stats events, from its RTCP receiver reports) sets how much video
-//! it gets: all, the lowest simulcast layer (a cap over its `media_layer` choice), or none
-//! (`forward` skips its video lines; audio goes on), and it is told with `media_downlink`.
+//! Downlink protection ([`super::downlink`]): each receiver's reported loss and round trip on
+//! the streams sent to it (str0m's per-stream stats events, from its RTCP receiver reports)
+//! sets how much video it gets: all, the lowest simulcast layer (a cap over its `media_layer`
+//! choice), or none (`forward` skips its video lines; audio goes on), and it is told with
+//! `media_downlink`.
 //! Video that comes back restarts its lines ([`OutTrack::restart`]: no sequence gap to NACK)
 //! and asks the publishers for keyframes. str0m's delay-based estimator (`enable_bwe`) was not
 //! used for this: it turns on str0m's leaky-bucket pacer, which queues every forwarded packet
@@ -176,6 +177,8 @@ struct OutTrack {
     /// Since the last stats interval, from the receiver's reports: packets the server had for
     /// it, and how many of those it lost.
     reported: (u64, u64),
+    /// The highest round trip of those reports.
+    rtt: Option<Duration>,
 }
 
 impl OutTrack {
@@ -1195,6 +1198,10 @@ impl Engine {
                     if let Some((had, lost)) = t.gaps.report(*r.maximum_sequence_number, lost) {
                         t.reported.0 += had;
                         t.reported.1 += lost;
+                        // Its round trip, taken only with a new report (str0m repeats the last).
+                        if let Some(rtt) = st.rtt {
+                            t.rtt = t.rtt.max(Some(rtt));
+                        }
                     }
                 }
             }
@@ -1570,6 +1577,7 @@ impl Engine {
                     await_keyframe: None,
                     gaps: Gaps::default(),
                     reported: (0, 0),
+                    rtt: None,
                 });
                 changed = true;
                 if *kind == Kind::Video {
@@ -1632,6 +1640,9 @@ impl Engine {
                 if had > 0 {
                     p.downlink.report(had, lost);
                 }
+                if let Some(rtt) = t.rtt.take() {
+                    p.downlink.round_trip(rtt);
+                }
                 video |= t.kind == Kind::Video && t.active;
                 layers |= t.kind == Kind::Video && t.active && t.simulcast;
             }
@@ -1666,6 +1677,7 @@ impl Engine {
                         0.0
                     },
                     loss_out: p.downlink.loss(),
+                    queue_out: p.downlink.queue().map(|q| q.as_secs_f64()),
                     video_level: match p.downlink.level() {
                         Level::Full => 0,
                         Level::Reduced => 1,

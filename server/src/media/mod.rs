@@ -126,6 +126,9 @@ pub struct PeerStats {
     /// The loss the participant reported on what the server sent it, less what was already
     /// lost upstream, over the last second (`None`: no receiver report in it).
     pub loss_out: Option<f64>,
+    /// The queueing delay on the way to the participant over the last second, in seconds: its
+    /// highest reported round trip above its lowest of the last 30 s (`None`: none reported).
+    pub queue_out: Option<f64>,
     /// 0: all video, 1: reduced (lowest simulcast layers), 2: no video (see `downlink`).
     pub video_level: u8,
 }
