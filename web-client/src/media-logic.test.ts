@@ -1,6 +1,7 @@
 import { describe, expect, it } from 'vitest';
 import type { TrackInfo } from './protocol';
-import { camerasToTry, flowing, meterLevel, midMap, newSenders, nextCamera, onServerOffer, senders, speakingLevel, speakingNow, stalled, tiles, videoTooPoor, type SendSample } from './media-logic';
+import { camerasToTry, flowing, mediaNotices, meterLevel, midMap, newSenders, nextCamera, onServerOffer, othersVideoShown, senders, speakingLevel, speakingNow, stalled, tiles, videoTooPoor, type SendSample } from './media-logic';
+import { STRINGS } from './i18n';
 
 const tracks: TrackInfo[] = [
   { mid: '2', participant: 'p_med', kind: 'audio' },
@@ -146,5 +147,35 @@ describe('speaking indicator and level meter', () => {
     let v = 1;
     for (let i = 0; i < 60; i++) v = meterLevel(v, 0);
     expect(v).toBeLessThan(0.01);
+  });
+});
+
+describe('the media card on a weak link (media_downlink)', () => {
+  const base = { degraded: false, downlink: 'full' as const, connection: 'connected' };
+
+  it('says why the others\' video is paused or reduced, and shows avatars instead of frozen frames', () => {
+    expect(mediaNotices(base)).toEqual([]);
+    expect(othersVideoShown('full')).toBe(true);
+    expect(mediaNotices({ ...base, downlink: 'paused' })).toEqual(['downlinkPaused']);
+    expect(othersVideoShown('paused')).toBe(false);
+    expect(mediaNotices({ ...base, downlink: 'reduced' })).toEqual(['downlinkReduced']);
+    expect(othersVideoShown('reduced')).toBe(true);
+    // With other trouble, in a fixed order: our devices, our video, the link, the connection.
+    expect(mediaNotices({ capture: 'no_camera', degraded: true, downlink: 'paused', connection: 'disconnected' })).toEqual([
+      'noCamera',
+      'degraded',
+      'downlinkPaused',
+      'connLost',
+    ]);
+  });
+
+  it('has the notices in both languages, telling the party that it comes back by itself', () => {
+    for (const lang of ['zh', 'en'] as const) {
+      for (const n of ['downlinkPaused', 'downlinkReduced'] as const) {
+        expect(STRINGS[lang].media[n].length).toBeGreaterThan(10);
+      }
+    }
+    expect(STRINGS.zh.media.downlinkPaused).toContain('自动恢复');
+    expect(STRINGS.en.media.downlinkPaused).toContain('comes back by itself');
   });
 });

@@ -12,7 +12,7 @@
  * that hides someone from us removes their entries, so their tile goes away; they come back
  * (same mids) when the caucus ends.
  */
-import type { MediaKind, TrackInfo } from './protocol';
+import type { DownlinkVideo, MediaKind, TrackInfo } from './protocol';
 
 /** What someone told us about their microphone and camera (`mute` messages). */
 export type MuteStates = Record<string, { audio?: boolean; video?: boolean }>;
@@ -199,4 +199,36 @@ export function speakingNow(lastLoudAt: number | undefined, now: number, holdMs 
  */
 export function meterLevel(previous: number, peak: number, fall = 0.92): number {
   return Math.min(1, Math.max(peak, previous * fall));
+}
+
+/** A notice the media card shows: the key of its text under `media` in i18n.ts. */
+export type MediaNotice = 'noDevices' | 'noCamera' | 'degraded' | 'downlinkPaused' | 'downlinkReduced' | 'connLost';
+
+/**
+ * The notices the media card shows, in order: our own devices, our own video, what the server
+ * holds back on a weak link (`media_downlink`: the others' video paused or at lower quality, so
+ * that their voices get through), and a lost connection.
+ */
+export function mediaNotices(s: {
+  capture?: 'no_camera' | 'no_devices';
+  degraded: boolean;
+  downlink: DownlinkVideo;
+  connection: string;
+}): MediaNotice[] {
+  const out: MediaNotice[] = [];
+  if (s.capture === 'no_devices') out.push('noDevices');
+  else if (s.capture === 'no_camera') out.push('noCamera');
+  if (s.degraded) out.push('degraded');
+  if (s.downlink === 'paused') out.push('downlinkPaused');
+  else if (s.downlink === 'reduced') out.push('downlinkReduced');
+  if (s.connection === 'failed' || s.connection === 'disconnected') out.push('connLost');
+  return out;
+}
+
+/**
+ * Whether the others' tiles show their video: not while the server has paused it on our weak
+ * link (their last frame would stay frozen on the tile; their avatar shows instead).
+ */
+export function othersVideoShown(downlink: DownlinkVideo): boolean {
+  return downlink !== 'paused';
 }

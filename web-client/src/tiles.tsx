@@ -11,7 +11,7 @@ import { createContext } from 'preact';
 import { useContext, useEffect, useMemo, useRef, useState } from 'preact/hooks';
 import type { T } from './i18n';
 import type { MediaSession, MediaSnapshot } from './media';
-import { SPEAKING_THRESHOLD, speakingLevel, speakingNow, stalled, tiles } from './media-logic';
+import { SPEAKING_THRESHOLD, mediaNotices, othersVideoShown, speakingLevel, speakingNow, stalled, tiles } from './media-logic';
 import { inRoom, type State } from './state';
 import { pageAudio, tapTrack } from './audio';
 
@@ -159,14 +159,8 @@ function MediaView({ t, s, media }: { t: T; s: State; media: MediaSession }) {
   const absent = inRoom(s).filter((p) => p.participant !== me && !shown.has(p.participant) && p.online);
   const local = snap.local;
   const who = (id: string) => s.people[id];
-  const notices: string[] = [];
-  if (snap.capture === 'no_devices') notices.push(t.media.noDevices);
-  else if (snap.capture === 'no_camera') notices.push(t.media.noCamera);
-  if (snap.degraded) notices.push(t.media.degraded);
-  const videoPaused = snap.downlink === 'paused';
-  if (videoPaused) notices.push(t.media.downlinkPaused);
-  else if (snap.downlink === 'reduced') notices.push(t.media.downlinkReduced);
-  if (snap.connection === 'failed' || snap.connection === 'disconnected') notices.push(t.media.connLost);
+  const notices = mediaNotices(snap).map((n) => t.media[n]);
+  const videoPaused = !othersVideoShown(snap.downlink);
   return (
     <section class="card media" data-testid="media" aria-labelledby="h-media" onClick={wakeAudio} onKeyDown={wakeAudio}>
       <h2 id="h-media">{t.media.title}</h2>
