@@ -49,7 +49,7 @@
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::hash::{DefaultHasher, Hash, Hasher};
-use std::sync::atomic::{AtomicBool, AtomicU16, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU16, AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
@@ -552,6 +552,8 @@ struct LayerSend {
     ssrc: u32,
     tag: Tag,
     sending: AtomicBool,
+    /// Sends only every this many frames (1: all 30 a second), for a layer of lower bitrate.
+    every: AtomicU32,
     force_keyframe: AtomicBool,
     plis: AtomicU64,
 }
@@ -1356,7 +1358,8 @@ async fn send_video_simulcast(shared: Arc<Shared>, track: Arc<TrackLocalStaticRT
             let Some((mid, mid_id, rid_id)) = exts.as_ref().filter(|_| ready) else {
                 break;
             };
-            if l.sending.load(Ordering::Relaxed) {
+            let every = l.every.load(Ordering::Relaxed).max(1);
+            if l.sending.load(Ordering::Relaxed) && frame.is_multiple_of(every) {
                 let keyframe = frame.is_multiple_of(SIMULCAST_KEYFRAME_EVERY)
                     || l.force_keyframe.swap(false, Ordering::Relaxed);
                 let count: u8 = if keyframe { 3 } else { 2 };
@@ -2040,6 +2043,7 @@ impl Peer {
                     ssrc: hash64(&[&tag, b"ssrc"]) as u32 | 4,
                     tag,
                     sending: AtomicBool::new(true),
+                    every: AtomicU32::new(1),
                     force_keyframe: AtomicBool::new(false),
                     plis: AtomicU64::new(0),
                 }
@@ -2262,6 +2266,14 @@ impl Peer {
             .iter()
             .find(|l| l.rid == rid)
             .map(|l| l.tag)
+    }
+
+    /// Sends simulcast layer `rid` at a lower frame rate, one frame in `every` (1: all), so that
+    /// it takes less bandwidth than the others, as a browser's lowest layer does.
+    pub fn thin_layer(&self, rid: &str, every: u32) {
+        if let Some(l) = self.shared.layers.iter().find(|l| l.rid == rid) {
+            l.every.store(every, Ordering::Relaxed);
+        }
     }
 
     /// Stops (`false`) or resumes sending simulcast layer `rid`, as a browser drops a layer when

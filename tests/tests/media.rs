@@ -1669,6 +1669,70 @@ async fn queueing_downlink_pauses_video_before_anything_is_lost() {
     }
 }
 
+/// Downlink protection with a simulcast publisher whose lowest layer is light (as a browser's
+/// is): on a link too thin for the best layer but wide enough for the lowest, the receiver is
+/// stepped down to the lowest layer and stays there without loss, video and audio; after the
+/// hold it tries the best layer again, which the link cannot carry, and is back on the lowest.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn thin_downlink_settles_a_simulcast_receiver_on_the_lowest_layer() {
+    let _serial = SERIAL.lock().await;
+    let (server, _port) = start().await;
+    let (publisher, receiver, _mid) = simulcast_on_best_layer(&server).await;
+    // The lowest layer at 5 frames a second: about 80 kbit/s, against about 480 for the best.
+    publisher.thin_layer("q", 6);
+
+    receiver.limit_downlink(300_000);
+    let reduced = eventually(Duration::from_secs(15), || {
+        !receiver.downlink_states().is_empty()
+    })
+    .await;
+    assert!(
+        reduced,
+        "no step down: {:?}",
+        layer_counts(&publisher, &receiver)
+    );
+    assert_eq!(receiver.downlink_states(), ["reduced"]);
+    wait_layer(&publisher, &receiver, "q").await;
+    // Settled on the lowest layer: nothing more is lost, and it all arrives.
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    receiver.reset_counters();
+    let policed = receiver.policed();
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert_eq!(
+        receiver.policed(),
+        policed,
+        "the link still loses at the lowest layer"
+    );
+    let q = publisher.layer_tag("q").unwrap();
+    let f = publisher.layer_tag("f").unwrap();
+    let got_q = receiver.received(q, Kind::Video);
+    assert!(
+        got_q >= 18,
+        "{got_q} packets of the lowest layer in 3 s (about 30 sent)"
+    );
+    let h = publisher.layer_tag("h").unwrap();
+    assert_eq!(receiver.received(f, Kind::Video), 0);
+    assert_eq!(receiver.received(h, Kind::Video), 0);
+    let audio = receiver.received(publisher.tag(), Kind::Audio);
+    assert!(audio >= 120, "only {audio} audio packets in 3 s");
+    let m = metrics(&server).await;
+    assert_eq!(
+        participant_gauge(&m, "yuntiao_media_peer_video_level", receiver.participant()),
+        Some(1.0),
+        "{m}"
+    );
+
+    // After the hold it tries the best layer again; the link still cannot carry it.
+    let relapsed = eventually(Duration::from_secs(30), || {
+        receiver.downlink_states().len() >= 3
+    })
+    .await;
+    assert!(relapsed, "no retry: {:?}", receiver.downlink_states());
+    assert_eq!(receiver.downlink_states(), ["reduced", "full", "reduced"]);
+    publisher.close().await;
+    receiver.close().await;
+}
+
 /// Downlink protection with a simulcast publisher: a thin link first gets the lowest layer
 /// (`reduced`), and, since here even that is too much, no video (`paused`); when the link
 /// recovers it climbs back one level at a time: the lowest layer, then the best one again, each
