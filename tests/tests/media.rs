@@ -1425,6 +1425,32 @@ async fn a_new_peer_connection_on_the_same_websocket_replaces_the_old_one() {
     }
 }
 
+/// Over the next 3 s, `receiver` (whose video is paused) gets no video from any of the other
+/// `peers` and at least 120 audio packets from each: 50 a second, less what scheduling on a busy
+/// machine delays.
+async fn assert_audio_only(peers: &[Peer], receiver: &Peer) {
+    let all: Vec<&Peer> = peers.iter().collect();
+    for p in peers {
+        p.reset_counters();
+    }
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    for s in peers.iter().filter(|s| s.tag() != receiver.tag()) {
+        assert_eq!(
+            receiver.received(s.tag(), Kind::Video),
+            0,
+            "video from {} still reaches the paused receiver",
+            s.participant()
+        );
+        let audio = receiver.received(s.tag(), Kind::Audio);
+        assert!(
+            audio >= 120,
+            "only {audio} audio packets from {} in 3 s: {}",
+            s.participant(),
+            matrix(&all)
+        );
+    }
+}
+
 /// Downlink protection: a receiver whose link turns too thin for the three videos it gets
 /// (300 kbps against about 1.6 Mbit/s) is told `media_downlink` `paused`, gets no more video and
 /// every packet of its audio, while the others keep everyone's video; once its link recovers it
@@ -1464,32 +1490,13 @@ async fn thin_downlink_pauses_video_keeps_audio_and_recovers() {
 
     // Packets already on their way have arrived or been lost; now a clean window.
     tokio::time::sleep(Duration::from_millis(500)).await;
-    for p in &peers {
-        p.reset_counters();
-    }
     let (audio_lost_before, _) = thin.policed();
-    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert_audio_only(&peers, thin).await;
     let (audio_lost_after, _) = thin.policed();
     assert_eq!(
         audio_lost_after, audio_lost_before,
         "audio was lost on the thin link while its video was paused"
     );
-    for s in &others {
-        assert_eq!(
-            thin.received(s.tag(), Kind::Video),
-            0,
-            "video from {} still reaches the paused receiver",
-            s.participant()
-        );
-        // 50 packets a second for 3 s, less what scheduling on a busy machine delays.
-        let audio = thin.received(s.tag(), Kind::Audio);
-        assert!(
-            audio >= 120,
-            "only {audio} audio packets from {} in 3 s: {}",
-            s.participant(),
-            matrix(&all)
-        );
-    }
     // Only the thin receiver is affected.
     for r in &others {
         assert!(r.downlink_states().is_empty(), "{}", r.participant());
@@ -1622,25 +1629,7 @@ async fn queueing_downlink_pauses_video_before_anything_is_lost() {
     .await;
     assert!(drained, "still {:?} of queue", slow.queue_delay());
     tokio::time::sleep(Duration::from_millis(300)).await;
-    for p in &peers {
-        p.reset_counters();
-    }
-    tokio::time::sleep(Duration::from_secs(3)).await;
-    for s in &others {
-        assert_eq!(
-            slow.received(s.tag(), Kind::Video),
-            0,
-            "video from {} still reaches the paused receiver",
-            s.participant()
-        );
-        let audio = slow.received(s.tag(), Kind::Audio);
-        assert!(
-            audio >= 120,
-            "only {audio} audio packets from {} in 3 s: {}",
-            s.participant(),
-            matrix(&all)
-        );
-    }
+    assert_audio_only(&peers, slow).await;
     for r in &others {
         assert!(r.downlink_states().is_empty(), "{}", r.participant());
     }
