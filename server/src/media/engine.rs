@@ -795,6 +795,11 @@ impl Engine {
                     // Per-stream statistics, for the loss receivers report (downlink
                     // protection); str0m gathers them once per interval, not per packet.
                     .set_stats_interval(Some(STATS_INTERVAL))
+                    // Sender reports on audio every second, not every 5 s: a receiver report's
+                    // round trip is that of the last sender report, and while a receiver's video
+                    // is paused only its audio lines report, so with 5 s one delayed report
+                    // would count for several seconds and a drained queue be seen late.
+                    .set_rtcp_report_interval_audio(Duration::from_secs(1))
                     .build(Instant::now());
                 let internal = |e: str0m::error::IceError| {
                     ProtocolError::new(ErrorCode::Internal, e.to_string())
