@@ -10,6 +10,7 @@ use axum::extract::State;
 use axum::http::header;
 use axum::response::IntoResponse;
 
+use crate::media::PeerStats;
 use crate::state::AppState;
 
 fn metric(out: &mut String, name: &str, kind: &str, help: &str, value: u64) {
@@ -17,6 +18,27 @@ fn metric(out: &mut String, name: &str, kind: &str, help: &str, value: u64) {
         out,
         "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {value}"
     );
+}
+
+/// A gauge with one sample per participant (labels: case and participant ids, never names);
+/// `value` gives the sample as written, or `None` to leave the participant out.
+fn peer_gauge(
+    out: &mut String,
+    peers: &[PeerStats],
+    name: &str,
+    help: &str,
+    value: impl Fn(&PeerStats) -> Option<String>,
+) {
+    let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} gauge");
+    for p in peers {
+        if let Some(v) = value(p) {
+            let _ = writeln!(
+                out,
+                "{name}{{case=\"{}\",participant=\"{}\"}} {v}",
+                p.case, p.participant
+            );
+        }
+    }
 }
 
 /// Renders every metric.
@@ -157,58 +179,31 @@ pub async fn render(State(state): State<AppState>) -> impl IntoResponse {
         get(&m.downlink_steps_up),
     );
     if let Ok(peers) = m.per_peer.lock() {
-        let _ = writeln!(out, "# HELP yuntiao_media_peer_bitrate_in_bps Bits per second received from a participant.\n# TYPE yuntiao_media_peer_bitrate_in_bps gauge");
-        for p in peers.iter() {
-            let _ = writeln!(
-                out,
-                "yuntiao_media_peer_bitrate_in_bps{{case=\"{}\",participant=\"{}\"}} {:.0}",
-                p.case, p.participant, p.bitrate_in
-            );
-        }
-        let _ = writeln!(out, "# HELP yuntiao_media_peer_bitrate_out_bps Bits per second forwarded to a participant.\n# TYPE yuntiao_media_peer_bitrate_out_bps gauge");
-        for p in peers.iter() {
-            let _ = writeln!(
-                out,
-                "yuntiao_media_peer_bitrate_out_bps{{case=\"{}\",participant=\"{}\"}} {:.0}",
-                p.case, p.participant, p.bitrate_out
-            );
-        }
-        let _ = writeln!(out, "# HELP yuntiao_media_peer_loss_ratio Fraction of a participant's packets lost on the way in.\n# TYPE yuntiao_media_peer_loss_ratio gauge");
-        for p in peers.iter() {
-            let _ = writeln!(
-                out,
-                "yuntiao_media_peer_loss_ratio{{case=\"{}\",participant=\"{}\"}} {:.4}",
-                p.case, p.participant, p.loss_in
-            );
-        }
-        let _ = writeln!(out, "# HELP yuntiao_media_peer_downlink_loss_ratio Fraction of the packets sent to a participant that its receiver reports say were lost on the way to it, over the last second.\n# TYPE yuntiao_media_peer_downlink_loss_ratio gauge");
-        for p in peers.iter() {
-            if let Some(loss) = p.loss_out {
-                let _ = writeln!(
-                    out,
-                    "yuntiao_media_peer_downlink_loss_ratio{{case=\"{}\",participant=\"{}\"}} {:.4}",
-                    p.case, p.participant, loss
-                );
-            }
-        }
-        let _ = writeln!(out, "# HELP yuntiao_media_peer_downlink_queue_seconds Queueing delay on the way to a participant over the last second: its highest reported round trip above its lowest of the last 30 seconds.\n# TYPE yuntiao_media_peer_downlink_queue_seconds gauge");
-        for p in peers.iter() {
-            if let Some(queue) = p.queue_out {
-                let _ = writeln!(
-                    out,
-                    "yuntiao_media_peer_downlink_queue_seconds{{case=\"{}\",participant=\"{}\"}} {:.3}",
-                    p.case, p.participant, queue
-                );
-            }
-        }
-        let _ = writeln!(out, "# HELP yuntiao_media_peer_video_level How much video a participant's downlink carries: 0 all, 1 lowest simulcast layers, 2 none (downlink protection).\n# TYPE yuntiao_media_peer_video_level gauge");
-        for p in peers.iter() {
-            let _ = writeln!(
-                out,
-                "yuntiao_media_peer_video_level{{case=\"{}\",participant=\"{}\"}} {}",
-                p.case, p.participant, p.video_level
-            );
-        }
+        let peers = peers.as_slice();
+        peer_gauge(
+            &mut out,
+            peers,
+            "yuntiao_media_peer_bitrate_in_bps",
+            "Bits per second received from a participant.",
+            |p| Some(format!("{:.0}", p.bitrate_in)),
+        );
+        peer_gauge(
+            &mut out,
+            peers,
+            "yuntiao_media_peer_bitrate_out_bps",
+            "Bits per second forwarded to a participant.",
+            |p| Some(format!("{:.0}", p.bitrate_out)),
+        );
+        peer_gauge(
+            &mut out,
+            peers,
+            "yuntiao_media_peer_loss_ratio",
+            "Fraction of a participant's packets lost on the way in.",
+            |p| Some(format!("{:.4}", p.loss_in)),
+        );
+        peer_gauge(&mut out, peers, "yuntiao_media_peer_downlink_loss_ratio", "Fraction of the packets sent to a participant that its receiver reports say were lost on the way to it, over the last second.", |p| p.loss_out.map(|l| format!("{l:.4}")));
+        peer_gauge(&mut out, peers, "yuntiao_media_peer_downlink_queue_seconds", "Queueing delay on the way to a participant over the last second: its highest reported round trip above its lowest of the last 30 seconds.", |p| p.queue_out.map(|q| format!("{q:.3}")));
+        peer_gauge(&mut out, peers, "yuntiao_media_peer_video_level", "How much video a participant's downlink carries: 0 all, 1 lowest simulcast layers, 2 none (downlink protection).", |p| Some(p.video_level.to_string()));
     }
     let mut stores = Vec::new();
     if let Some(cases) = state.rooms.store().as_embedded() {

@@ -1592,23 +1592,19 @@ async fn queueing_downlink_pauses_video_before_anything_is_lost() {
     let (mut queue_seen, mut loss_seen) = (0.0f64, 0.0f64);
     let deadline = std::time::Instant::now() + Duration::from_secs(15);
     loop {
+        // Read once more after the pause: the second that paused it stays on /metrics until
+        // the next second's.
+        let done = slow.downlink_states().last().map(String::as_str) == Some("paused")
+            || std::time::Instant::now() >= deadline;
         let m = metrics(&server).await;
         let gauge = |name| participant_gauge(&m, name, slow.participant()).unwrap_or(0.0);
         queue_seen = queue_seen.max(gauge("yuntiao_media_peer_downlink_queue_seconds"));
         loss_seen = loss_seen.max(gauge("yuntiao_media_peer_downlink_loss_ratio"));
-        if slow.downlink_states().last().map(String::as_str) == Some("paused")
-            || std::time::Instant::now() >= deadline
-        {
+        if done {
             break;
         }
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
-    // The second that paused it may have come after the last read: its figures stay on
-    // /metrics until the next second's.
-    let m = metrics(&server).await;
-    let gauge = |name| participant_gauge(&m, name, slow.participant()).unwrap_or(0.0);
-    queue_seen = queue_seen.max(gauge("yuntiao_media_peer_downlink_queue_seconds"));
-    loss_seen = loss_seen.max(gauge("yuntiao_media_peer_downlink_loss_ratio"));
     assert_eq!(
         slow.downlink_states(),
         ["paused"],

@@ -24,7 +24,8 @@
 //! * **Step up** one level once [`HOLD_START`] (doubled, up to [`HOLD_MAX`], for a step down
 //!   within [`RELAPSE`] of a step up; back to the start after [`STABLE`] clean at full) has
 //!   passed at the lower level and the last [`CLEAN_NEEDED`] seconds were clean (loss under
-//!   [`CLEAN`], little queueing). A second in which nothing at all was sent (no audio to measure by) is clean.
+//!   [`CLEAN`], little queueing). A second in which nothing at all was sent (no audio to
+//!   measure by) is clean.
 //! * A second without a report (a receiver may report on audio only every few seconds) counts
 //!   neither way: it breaks no run of congested or clean seconds.
 //! * Reports from before a change still describe the old level, so the seconds within
