@@ -635,6 +635,13 @@ impl StreamTx {
         let remote_acked_rtx_ssrc = self.remote_acked_rtx_ssrc;
 
         let (next, is_padding) = if let Some(pkt) = direct {
+            // Yuntiao patch: the queued path purges the byte histories in
+            // `poll_packet_resend` (every 50 ms at most); a packet made at once does not
+            // pass there, so without this the histories grew by an entry per packet for
+            // as long as the stream lived.
+            if self.rtx_ratio_cap.is_some() {
+                self.rtx_ratio_downsampled(now);
+            }
             (Self::regular_packet(&mut self.stats, now, pkt), false)
         } else if let Some(next) = self.poll_packet_resend(now) {
             (next, false)
