@@ -23,7 +23,8 @@
 //!
 //! Figures: forwarded packets per second from the server's counter (cross-checked with the
 //! packets the receivers got), server CPU seconds per million forwarded packets and forwarded
-//! packets per server CPU second ("per core"), server RSS per participant, send → receipt
+//! packets per server CPU second ("per core"), server RSS per participant (and its growth during
+//! the phase, per participant and minute, where a leak shows), send → receipt
 //! latency and loss over every (sender, receiver) pair, and the CPU the load generator and the
 //! rest of the machine used meanwhile (they share the machine with the server).
 
@@ -384,6 +385,14 @@ pub async fn run(args: &Args, admin: &Admin, url: &str) -> anyhow::Result<()> {
         (Some(b), Some(a)) => Some((a as f64 - b as f64) / participants as f64),
         _ => None,
     };
+    // What the server's RSS grew by in the phase, per participant and minute: a leak per packet
+    // or per stream shows here, not in the figure above, which is taken before the phase.
+    let growth_per_minute = match (rss_publishing, rss_end) {
+        (Some(a), Some(b)) if participants > 0 && wall > 0.0 => {
+            Some((b as f64 - a as f64) / participants as f64 * 60.0 / wall)
+        }
+        _ => None,
+    };
 
     let report = json!({
         "label": args.label,
@@ -444,6 +453,7 @@ pub async fn run(args: &Args, admin: &Admin, url: &str) -> anyhow::Result<()> {
         "cores": cores,
         "server_rss_kib": {"before_setup": rss_before, "publishing": rss_publishing, "end": rss_end},
         "server_rss_kib_per_participant": per_participant,
+        "server_rss_growth_kib_per_participant_minute": growth_per_minute,
     });
 
     let f2 = |v: Option<f64>| fmt_opt(v.map(|x| format!("{x:.2}")));
@@ -513,11 +523,12 @@ pub async fn run(args: &Args, admin: &Admin, url: &str) -> anyhow::Result<()> {
         f2(other_cpu)
     );
     println!(
-        "server RSS       before setup {} KiB, publishing {} KiB, end {} KiB; per participant {} KiB",
+        "server RSS       before setup {} KiB, publishing {} KiB, end {} KiB; per participant {} KiB; growth in the phase {} KiB per participant per minute",
         fmt_opt(rss_before),
         fmt_opt(rss_publishing),
         fmt_opt(rss_end),
-        fmt_opt(per_participant.map(|p| format!("{p:.1}")))
+        fmt_opt(per_participant.map(|p| format!("{p:.1}"))),
+        fmt_opt(growth_per_minute.map(|g| format!("{g:.1}")))
     );
     println!(
         "signaling        {renegotiations} server offers answered; {} errors{}",

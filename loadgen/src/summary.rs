@@ -14,6 +14,11 @@ const NOTES_RATIO_TARGET: f64 = 0.5;
 /// Issue 3: forwarded packets per second per server core, and server memory per A/V participant.
 const FORWARDED_PER_CORE_TARGET: f64 = 100_000.0;
 const KIB_PER_AV_PARTICIPANT_TARGET: f64 = 2048.0;
+/// RSS growth during a media phase, per participant and minute, above which the summary points
+/// at a possible leak. The str0m byte-history leak (fixed in `2199f8a`) was about 250; after
+/// the fix a 60-s phase grew by under 10 (docs/benchmarks.md, eleventh session). Short phases
+/// are noisier (the allocator keeps freed pages), hence the margin.
+const RSS_GROWTH_NOTE_KIB_PER_MINUTE: f64 = 64.0;
 
 fn num(v: &Value) -> Option<f64> {
     v.as_f64()
@@ -335,11 +340,11 @@ fn print_media(rows: &[Value]) {
             if errs.is_empty() { "none".to_owned() } else { errs.join(" ") },
         );
     }
-    println!("\n| media | rooms | audio latency p50 / p99 / max (ms) | video latency p50 / p99 / max (ms) | audio loss % | video loss % | UDP receive-buffer drops (machine) | server RSS before / publishing / end (MiB) | setup: peer connections / all flows (s) | late sender ticks |");
-    println!("|---|---:|---|---|---:|---:|---:|---|---|---:|");
+    println!("\n| media | rooms | audio latency p50 / p99 / max (ms) | video latency p50 / p99 / max (ms) | audio loss % | video loss % | UDP receive-buffer drops (machine) | server RSS before / publishing / end (MiB) | RSS growth in the phase (KiB per participant per minute) | setup: peer connections / all flows (s) | late sender ticks |");
+    println!("|---|---:|---|---|---:|---:|---:|---|---:|---|---:|");
     for r in &media {
         println!(
-            "| {} | {} | {} / {} / {} | {} / {} / {} | {} | {} | {} | {} / {} / {} | {} / {} | {} |",
+            "| {} | {} | {} / {} / {} | {} / {} / {} | {} | {} | {} | {} / {} / {} | {} | {} / {} | {} |",
             r["media"].as_str().unwrap_or("?"),
             r["rooms"],
             f(&r["latency_audio_ms"]["p50"], 2),
@@ -354,6 +359,7 @@ fn print_media(rows: &[Value]) {
             mib(&r["server_rss_kib"]["before_setup"]),
             mib(&r["server_rss_kib"]["publishing"]),
             mib(&r["server_rss_kib"]["end"]),
+            f(&r["server_rss_growth_kib_per_participant_minute"], 1),
             f(&r["setup_s"]["peer_connections"], 1),
             f(&r["setup_s"]["all_flows"], 1),
             r["late_ticks"],
@@ -386,6 +392,13 @@ fn print_media(rows: &[Value]) {
             println!(
                 "- > {FORWARDED_PER_CORE_TARGET:.0} forwarded packets/s per server core ({label}): {x:.0} — {}",
                 met(x > FORWARDED_PER_CORE_TARGET)
+            );
+        }
+        if let Some(g) = num(&r["server_rss_growth_kib_per_participant_minute"])
+            .filter(|g| *g > RSS_GROWTH_NOTE_KIB_PER_MINUTE)
+        {
+            println!(
+                "- note: during {label}, the server's RSS grew by {g:.0} KiB per participant per minute: look for a leak"
             );
         }
         if r["media"] == "audio+video" {
