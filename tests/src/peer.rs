@@ -515,6 +515,8 @@ pub struct TrackStats {
     pub tags: BTreeSet<Tag>,
     pub ssrcs: BTreeSet<u32>,
     pub payload_types: BTreeSet<u8>,
+    /// RTP header-extension ids seen on this track's packets (`a=extmap` ids).
+    pub ext_ids: BTreeSet<u8>,
     pub last: Option<Instant>,
     pub mismatches: u64,
     /// Packets that are none of ours.
@@ -637,6 +639,7 @@ impl Shared {
             t.last = Some(now);
             t.ssrcs.insert(pkt.header.ssrc);
             t.payload_types.insert(pkt.header.payload_type);
+            t.ext_ids.extend(pkt.header.extensions.iter().map(|e| e.id));
             if t.history.len() < HISTORY_MAX {
                 t.history.push(RecvPacket {
                     seq: pkt.header.sequence_number,
@@ -743,6 +746,7 @@ async fn read_track(shared: Arc<Shared>, track: Arc<dyn TrackRemote>) {
             tags: BTreeSet::new(),
             ssrcs: BTreeSet::new(),
             payload_types: BTreeSet::new(),
+            ext_ids: BTreeSet::new(),
             last: None,
             mismatches: 0,
             unparsable: 0,
@@ -2364,6 +2368,7 @@ impl Peer {
             t.tags.clear();
             t.ssrcs.clear();
             t.payload_types.clear();
+            t.ext_ids.clear();
             t.last = None;
             t.mismatches = 0;
             t.unparsable = 0;

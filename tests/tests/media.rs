@@ -155,8 +155,21 @@ fn gauge(text: &str, name: &str) -> Option<f64> {
         .and_then(|v| v.parse().ok())
 }
 
+const TWCC_URI: &str = "http://www.ietf.org/id/draft-holmer-rmcat-transport-wide-cc-extensions-01";
+
+/// The id an `a=extmap` line of `sdp` gives the extension `uri`.
+fn extmap_id(sdp: &str, uri: &str) -> Option<u8> {
+    sdp.lines().find_map(|l| {
+        let (id, rest) = l.strip_prefix("a=extmap:")?.split_once(' ')?;
+        (rest.split_whitespace().next()? == uri)
+            .then(|| id.split('/').next()?.parse().ok())
+            .flatten()
+    })
+}
+
 /// (1) Four participants receive each other's audio and video, byte for byte; each received
-/// track carries the participant `media_tracks` says it does.
+/// track carries the participant `media_tracks` says it does, and no transport-wide sequence
+/// numbers.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn four_peers_receive_each_other() {
     let _serial = SERIAL.lock().await;
@@ -227,6 +240,30 @@ async fn four_peers_receive_each_other() {
     })
     .await;
     assert!(keyframes, "a receiver saw no keyframe: {}", matrix(&all));
+    // What the server forwards carries the mid but no transport-wide sequence number: nothing
+    // on the server reads receivers' transport feedback, so it does not ask for any. The
+    // extension stays negotiated (the server's feedback to publishers uses their numbers).
+    for p in &peers {
+        let sdp = p.server_sdps().pop().expect("a server SDP");
+        let mid_ext = extmap_id(&sdp, "urn:ietf:params:rtp-hdrext:sdes:mid").expect("mid extmap");
+        let twcc = extmap_id(&sdp, TWCC_URI).expect("transport-wide-cc extmap");
+        for t in p.tracks().iter().filter(|t| t.packets > 0) {
+            // (These test peers negotiate the mid extension on video lines only.)
+            assert!(
+                t.kind == Kind::Audio || t.ext_ids.contains(&mid_ext),
+                "{}: mid {:?} packets lack the mid extension: {:?}",
+                p.participant(),
+                t.mid,
+                t.ext_ids
+            );
+            assert!(
+                !t.ext_ids.contains(&twcc),
+                "{}: mid {:?} packets carry transport-wide sequence numbers (id {twcc})",
+                p.participant(),
+                t.mid
+            );
+        }
+    }
     // The server's figures agree that media flows.
     let m = metrics(&server).await;
     assert_eq!(gauge(&m, "yuntiao_media_peers"), Some(4.0), "{m}");

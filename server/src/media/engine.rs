@@ -800,6 +800,12 @@ impl Engine {
                     // is paused only its audio lines report, so with 5 s one delayed report
                     // would count for several seconds and a drained queue be seen late.
                     .set_rtcp_report_interval_audio(Duration::from_secs(1))
+                    // No transport-wide sequence numbers on what the server sends: with no
+                    // bandwidth estimator nothing reads the receivers' transport feedback, and
+                    // without them receivers send none (about ten RTCP packets a second each
+                    // that the server decrypted and threw away). Publishers still get the
+                    // server's feedback on what they send, for their own estimators.
+                    .set_send_twcc(false)
                     .build(Instant::now());
                 let internal = |e: str0m::error::IceError| {
                     ProtocolError::new(ErrorCode::Internal, e.to_string())

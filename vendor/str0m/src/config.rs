@@ -54,6 +54,8 @@ pub struct RtcConfig {
     pub(crate) sctp_max_message_size: u32,
     pub(crate) rtp_mode: bool,
     pub(crate) enable_raw_packets: bool,
+    // Yuntiao patch: see `set_send_twcc`.
+    pub(crate) send_twcc: bool,
     pub(crate) dtls_version: DtlsVersion,
     pub(crate) vp9_packetizer_mode: Vp9PacketizerMode,
     pub(crate) snap_enabled: bool,
@@ -751,6 +753,28 @@ impl RtcConfig {
         self.rtp_mode
     }
 
+    /// Whether the RTP this side sends carries transport-wide sequence numbers (TWCC), where
+    /// the m-line negotiated the extension. Yuntiao patch.
+    ///
+    /// They exist for the remote side's feedback, which feeds the bandwidth estimator
+    /// ([`Self::enable_bwe()`]) and the egress loss and round trip of
+    /// [`PeerStats`][crate::stats::PeerStats]. A sender that uses neither (an SFU that judges
+    /// its receivers by their receiver reports) can turn them off: the remote side then sends
+    /// no transport feedback for what it receives. Receiving is not affected: the remote
+    /// side's sequence numbers are still read, and feedback for them still sent.
+    ///
+    /// Defaults to true. Ignored (always on) when the bandwidth estimator is enabled.
+    pub fn set_send_twcc(mut self, enabled: bool) -> Self {
+        self.send_twcc = enabled;
+        self
+    }
+
+    /// Whether sent RTP carries transport-wide sequence numbers, as set by
+    /// [`Self::set_send_twcc()`].
+    pub fn send_twcc(&self) -> bool {
+        self.send_twcc
+    }
+
     /// Enable the [`Event::RawPacket`][crate::Event::RawPacket] event.
     ///
     /// This clones data, and is therefore expensive.
@@ -906,6 +930,7 @@ impl Default for RtcConfig {
             sctp_max_message_size: crate::sctp::LOCAL_MAX_MESSAGE_SIZE,
             rtp_mode: false,
             enable_raw_packets: false,
+            send_twcc: true,
             dtls_version: DtlsVersion::Dtls12,
             vp9_packetizer_mode: Vp9PacketizerMode::default(),
             snap_enabled: false,

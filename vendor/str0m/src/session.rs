@@ -129,6 +129,9 @@ pub(crate) struct Session {
     /// Whether we are running in RTP-mode.
     pub rtp_mode: bool,
 
+    /// Yuntiao patch: whether sent RTP carries TWCC sequence numbers (`set_send_twcc`).
+    send_twcc: bool,
+
     /// VP9 packetizer mode.
     vp9_packetizer_mode: Vp9PacketizerMode,
 
@@ -221,6 +224,7 @@ impl Session {
             media_bytes_tx: 0,
             ice_lite: config.ice_lite,
             rtp_mode: config.rtp_mode,
+            send_twcc: config.send_twcc || config.bwe_config.is_some(),
             vp9_packetizer_mode: config.vp9_packetizer_mode,
             feedback_tx: VecDeque::new(),
             feedback_rx: VecDeque::new(),
@@ -1315,7 +1319,9 @@ impl Session {
 
         // TWCC might not be enabled for this m-line. Firefox do use TWCC, but not
         // for audio. This is indiciated via the SDP.
-        let twcc_enabled = exts.id_of(Extension::TransportSequenceNumber).is_some();
+        // Yuntiao patch: and not when turned off (`RtcConfig::set_send_twcc`).
+        let twcc_enabled =
+            self.send_twcc && exts.id_of(Extension::TransportSequenceNumber).is_some();
         let twcc = twcc_enabled.then_some(&mut self.twcc);
 
         // Yuntiao patch: a copy of the header only for raw packet capture.
