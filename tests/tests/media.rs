@@ -17,6 +17,7 @@ use std::net::UdpSocket;
 use std::time::Duration;
 
 use reqwest::Method;
+use rtc::sdp::extmap::{ExtMap, SDES_MID_URI, TRANSPORT_CC_URI};
 use serde_json::json;
 use yuntiao_tests::peer::{
     candidate_addr, candidate_lines, eventually, participant_gauge, Kind, Peer, RecvPacket, Tag,
@@ -155,16 +156,14 @@ fn gauge(text: &str, name: &str) -> Option<f64> {
         .and_then(|v| v.parse().ok())
 }
 
-const TWCC_URI: &str = "http://www.ietf.org/id/draft-holmer-rmcat-transport-wide-cc-extensions-01";
-
-/// The id an `a=extmap` line of `sdp` gives the extension `uri`.
+/// The id an `a=extmap` line of `sdp` gives the extension `uri` (parsed by webrtc-rs's SDP
+/// crate).
 fn extmap_id(sdp: &str, uri: &str) -> Option<u8> {
-    sdp.lines().find_map(|l| {
-        let (id, rest) = l.strip_prefix("a=extmap:")?.split_once(' ')?;
-        (rest.split_whitespace().next()? == uri)
-            .then(|| id.split('/').next()?.parse().ok())
-            .flatten()
-    })
+    sdp.lines()
+        .filter(|l| l.starts_with("a=extmap:"))
+        .filter_map(|l| ExtMap::unmarshal(&mut l.as_bytes()).ok())
+        .find(|e| e.uri.as_ref().is_some_and(|u| u.as_str() == uri))
+        .and_then(|e| u8::try_from(e.value).ok())
 }
 
 /// (1) Four participants receive each other's audio and video, byte for byte; each received
@@ -245,8 +244,8 @@ async fn four_peers_receive_each_other() {
     // extension stays negotiated (the server's feedback to publishers uses their numbers).
     for p in &peers {
         let sdp = p.server_sdps().pop().expect("a server SDP");
-        let mid_ext = extmap_id(&sdp, "urn:ietf:params:rtp-hdrext:sdes:mid").expect("mid extmap");
-        let twcc = extmap_id(&sdp, TWCC_URI).expect("transport-wide-cc extmap");
+        let mid_ext = extmap_id(&sdp, SDES_MID_URI).expect("mid extmap");
+        let twcc = extmap_id(&sdp, TRANSPORT_CC_URI).expect("transport-wide-cc extmap");
         for t in p.tracks().iter().filter(|t| t.packets > 0) {
             // (These test peers negotiate the mid extension on video lines only.)
             assert!(
